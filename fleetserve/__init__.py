@@ -1,0 +1,2 @@
+"""FleetServe: run LLMs on Kubernetes."""
+__version__ = "0.1.0"

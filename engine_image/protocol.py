@@ -1,0 +1,347 @@
+"""The OpenAI wire format: request models that validate bodies, the error JSON, and response/stream-chunk shapes.
+
+Everything here is pure (no I/O, no engine): the server parses with these models, asks them for SamplingParams,
+and renders engine outputs with the builder functions.
+"""
+
+import time
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+
+from fleetserve.engine.outputs import TokenLogprob
+from fleetserve.engine.sampling_params import SamplingParams
+
+MAX_LOGPROBS = 20
+
+
+class ApiError(Exception):
+    """An error the client caused (or a state it must back off from); rendered as OpenAI's error JSON."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 error_type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.error_type = status, message, param, code, error_type
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+class _Strict(BaseModel):
+    # strict: OpenAI rejects "5" for an integer and 1 for a boolean, so we do too
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _SamplingRequest(_Strict):
+    """Fields shared by /v1/completions and /v1/chat/completions. None means "the default" (clients send nulls).
+
+    Each endpoint adds `prompt_field`, `max_tokens_field`, `default_max_tokens(room)` and `requested_logprobs()`,
+    because the two spell their prompt, length limit and logprobs differently.
+    """
+
+    model: str
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: StrictInt | None = Field(None, ge=-1)  # extension (vLLM): 0 or -1 means off
+    n: StrictInt | None = None
+    seed: StrictInt | None = None
+    stop: list[str] | None = None
+    stop_token_ids: list[StrictInt] | None = None  # extension (vLLM)
+    ignore_eos: bool = False  # extension (vLLM): benchmarks force an exact output length with it
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and any(isinstance(item, str) and not item for item in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _only_one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported")
+        return value
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalties(cls, value: float | None) -> float | None:
+        if value not in (None, 0.0):
+            raise ValueError("only 0 is supported")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict | None) -> dict | None:
+        if value:
+            raise ValueError("logit_bias is not supported")
+        return value
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "stream_options is only allowed when stream is true.", "stream_options",
+                           "invalid_value")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def sampling_params(self, prompt_len: int, max_model_len: int) -> SamplingParams:
+        """Checks the request fits the context window and turns it into engine parameters."""
+        if prompt_len >= max_model_len:
+            raise ApiError(400, f"This model's maximum context length is {max_model_len} tokens, but the prompt has "
+                           f"{prompt_len} tokens, leaving no room for a completion.", self.prompt_field,
+                           "context_length_exceeded")
+        max_tokens = self.requested_max_tokens()
+        if max_tokens is None:
+            max_tokens = self.default_max_tokens(max_model_len - prompt_len)
+        if prompt_len + max_tokens > max_model_len:
+            raise ApiError(400, f"This model's maximum context length is {max_model_len} tokens. However, you "
+                           f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} "
+                           "for the completion). Please reduce the prompt or the completion length.",
+                           self.max_tokens_field, "context_length_exceeded")
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=max(self.top_k or 0, 0),
+            seed=self.seed,
+            stop=self.stop or [],
+            stop_token_ids=self.stop_token_ids or [],
+            ignore_eos=self.ignore_eos,
+            logprobs=self.requested_logprobs(),
+        )
+
+
+class CompletionRequest(_SamplingRequest):
+    prompt: str | list[StrictInt]
+    logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    echo: bool | None = False
+    best_of: StrictInt | None = None
+    suffix: str | None = None
+
+    prompt_field: ClassVar[str] = "prompt"
+    max_tokens_field: ClassVar[str] = "max_tokens"
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
+            value = value[0]  # a batch of one is still one prompt
+        if isinstance(value, list) and (not value or not all(type(item) is int for item in value)):
+            raise ValueError("must be a non-empty string or a non-empty list of token ids (one prompt per request)")
+        if value == "":
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("echo is not supported")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_one(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only best_of=1 is supported")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("suffix is not supported")
+        return value
+
+    def default_max_tokens(self, room: int) -> int:
+        return min(16, room)  # OpenAI's documented default for completions
+
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | None = None
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_as_string(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                       for part in value):
+                raise ValueError('content parts must be {"type": "text", "text": "..."} (only text is supported)')
+            return "".join(part["text"] for part in value)
+        return value
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+    prompt_field: ClassVar[str] = "messages"
+
+    @property
+    def max_tokens_field(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs requires logprobs to be true.", "top_logprobs", "invalid_value")
+        return self
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def default_max_tokens(self, room: int) -> int:
+        return room  # as vLLM: generate until EOS or the context window is full
+
+    def requested_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def chat_messages(self) -> list[dict]:
+        return [message.model_dump(exclude_none=True) for message in self.messages]
+
+
+def parse_request(model: type[_Strict], body: Any) -> Any:
+    """Validates a decoded JSON body; the first problem becomes a 400 naming its field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", None, "invalid_type")
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        raise validation_error_to_api_error(error) from None
+
+
+def validation_error_to_api_error(error: ValidationError) -> ApiError:
+    first = error.errors(include_url=False)[0]
+    param = _param_path(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return ApiError(400, f"Unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    if first["type"] == "missing":
+        return ApiError(400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
+    message = first["msg"].removeprefix("Value error, ")
+    return ApiError(400, f"Invalid value for '{param}': {message}", param, "invalid_value")
+
+
+def _param_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
+
+
+def check_model_name(requested: str, served: str) -> None:
+    if requested != served:
+        raise ApiError(400, f"The model '{requested}' does not exist. This server serves '{served}'.", "model",
+                       "model_not_found")
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_logprobs(logprobs: list[TokenLogprob], text_offset: int) -> dict:
+    """The legacy completions shape: parallel lists, offsets counted in characters of the returned text."""
+    offsets = []
+    for entry in logprobs:
+        offsets.append(text_offset)
+        text_offset += len(entry.token)
+    return {
+        "tokens": [entry.token for entry in logprobs],
+        "token_logprobs": [entry.logprob for entry in logprobs],
+        "top_logprobs": [dict(entry.top) for entry in logprobs],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(logprobs: list[TokenLogprob]) -> dict:
+    return {"content": [
+        {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.token.encode()),
+         "top_logprobs": [{"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                          for token, logprob in entry.top.items()]}
+        for entry in logprobs
+    ]}
+
+
+def public_finish_reason(reason: str | None) -> str | None:
+    # "abort" only reaches a client that is still listening when the server shuts down mid-request
+    return "stop" if reason == "abort" else reason
+
+
+def completion_response(request_id: str, model: str, text: str, finish_reason: str | None,
+                        logprobs: dict | None, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+                     "finish_reason": public_finish_reason(finish_reason)}],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def chat_response(request_id: str, model: str, text: str, finish_reason: str | None, logprobs: dict | None,
+                  prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                     "finish_reason": public_finish_reason(finish_reason)}],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def completion_chunk(request_id: str, model: str, created: int, text: str, finish_reason: str | None,
+                     logprobs: dict | None, include_usage: bool) -> dict:
+    chunk = {"id": request_id, "object": "text_completion", "created": created, "model": model,
+             "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+                          "finish_reason": public_finish_reason(finish_reason)}]}
+    if include_usage:
+        chunk["usage"] = None  # OpenAI sends an explicit null until the final usage chunk
+    return chunk
+
+
+def chat_chunk(request_id: str, model: str, created: int, delta: dict, finish_reason: str | None,
+               logprobs: dict | None, include_usage: bool) -> dict:
+    chunk = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+             "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                          "finish_reason": public_finish_reason(finish_reason)}]}
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(request_id: str, object_name: str, model: str, created: int, prompt_tokens: int,
+                completion_tokens: int) -> dict:
+    return {"id": request_id, "object": object_name, "created": created, "model": model, "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def models_response(model: str, max_model_len: int, created: int) -> dict:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
+                                        "owned_by": "fleetserve", "max_model_len": max_model_len}]}

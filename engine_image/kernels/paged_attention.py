@@ -1,7 +1,8 @@
 """Triton attention over a paged KV cache: one kernel to write new K/V, one for decode, one for prefill.
 
 Cache layout, per layer: k_cache, v_cache of shape [num_blocks, block_size, num_kv_heads, head_dim]. A sequence's
-token at position p lives at slot block_table[p // block_size] * block_size + p % block_size.
+token at position p lives at slot block_table[p // block_size] * block_size + p % block_size. Each key row's
+slot is computed on its own, so key tiles (BLOCK_N) may span several cache blocks.
 
 Prefill reads every key from the cache (new tokens are stored first), so a cached prefix, a chunked prompt and a
 plain prompt are the same case: queries are the last q_len positions of a context of context_len tokens.
@@ -96,13 +97,12 @@ def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> 
 
 def paged_decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    context_lens: torch.Tensor, scale: float, num_splits: int = 1, block_n: int = 64,
+    context_lens: torch.Tensor, scale: float, num_splits: int = 1, block_n: int = 64, num_warps: int = 4,
 ) -> torch.Tensor:
     """q: [batch, heads, head_dim] -> [batch, heads, head_dim]. Each sequence attends to its first context_len slots."""
     batch, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    block_n = min(block_n, block_size)
     partial = torch.empty(batch, num_splits, heads, head_dim, dtype=torch.float32, device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
@@ -110,7 +110,7 @@ def paged_decode_attention(
         q, k_cache, v_cache, block_tables, context_lens, partial, m, denom,
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_N=block_n, num_warps=4, num_stages=3,
+        BLOCK_SIZE=block_size, BLOCK_N=block_n, num_warps=num_warps, num_stages=3,
     )
     if num_splits == 1:
         return (partial[:, 0] / denom[:, 0, :, None]).to(q.dtype)
@@ -191,7 +191,7 @@ def paged_prefill_attention(
         q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, out,
         scale * LOG2E, q.stride(0), out.stride(0), block_tables.stride(0),
         KV_HEADS=kv_heads, GROUP=heads // kv_heads, HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=min(block_n, block_size), num_warps=4, num_stages=2,
+        BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=2,
     )
     return out
 

@@ -146,10 +146,10 @@ class CompletionRequest(_SamplingRequest):
     def _one_prompt(cls, value: Any) -> Any:
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
             value = value[0]  # a batch of one is still one prompt
-        if isinstance(value, list) and (not value or not all(type(item) is int for item in value)):
+        is_text = isinstance(value, str) and value != ""
+        is_token_ids = isinstance(value, list) and value != [] and all(type(item) is int for item in value)
+        if not (is_text or is_token_ids):
             raise ValueError("must be a non-empty string or a non-empty list of token ids (one prompt per request)")
-        if value == "":
-            raise ValueError("must not be empty")
         return value
 
     @field_validator("echo")

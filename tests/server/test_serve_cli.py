@@ -1,0 +1,56 @@
+"""`fleetserve serve` flags: the names the operator renders, and how they become an EngineConfig."""
+
+import argparse
+
+import pytest
+
+from fleetserve.engine.serve_cli import add_arguments, engine_config_from, how_to_query, read_api_key, validate
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_every_engine_flag_reaches_the_config():
+    args = parse("--model", "/models/x", "--served-model-name", "x", "--device", "cpu", "--dtype", "float32",
+                 "--max-num-seqs", "8", "--max-model-len", "512", "--max-num-batched-tokens", "256",
+                 "--gpu-memory-utilization", "0.5", "--num-kv-blocks", "64", "--block-size", "32",
+                 "--tensor-parallel-size", "1")
+    config = engine_config_from(args)
+    assert (config.model, config.served_model_name, config.device, config.dtype) == ("/models/x", "x", "cpu",
+                                                                                    "float32")
+    assert (config.max_num_seqs, config.max_model_len, config.max_num_batched_tokens) == (8, 512, 256)
+    assert (config.gpu_memory_utilization, config.num_kv_blocks, config.block_size) == (0.5, 64, 32)
+
+
+def test_server_flags_and_defaults():
+    args = parse()
+    assert (args.host, args.port, args.max_waiting, args.drain_seconds, args.api_key_file) == (
+        "127.0.0.1", 8000, 128, 30.0, None)
+    assert engine_config_from(args).served_model_name == "smollm2-135m-instruct"
+    args = parse("--host", "0.0.0.0", "--port", "9000", "--max-waiting", "4", "--drain-seconds", "5")
+    assert (args.host, args.port, args.max_waiting, args.drain_seconds) == ("0.0.0.0", 9000, 4, 5.0)
+
+
+@pytest.mark.parametrize("argv", [["--max-waiting", "0"], ["--drain-seconds", "-1"], ["--port", "0"]])
+def test_bad_server_flags_are_rejected(argv):
+    with pytest.raises(ValueError, match=argv[0]):
+        validate(parse(*argv))
+
+
+def test_api_key_from_file_then_environment(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    assert read_api_key(key_file, {"FLEETSERVE_API_KEY": "from-env"}) == "from-file"
+    assert read_api_key(None, {"FLEETSERVE_API_KEY": "from-env"}) == "from-env"
+    assert read_api_key(None, {"FLEETSERVE_API_KEY": "  "}) is None
+    assert read_api_key(None, {}) is None
+
+
+def test_startup_message_shows_curl_and_openai_client():
+    message = how_to_query("0.0.0.0", 8123, "smollm2-135m-instruct", with_key=False)
+    assert "curl -s http://127.0.0.1:8123/v1/chat/completions" in message
+    assert "openai.OpenAI(base_url='http://127.0.0.1:8123/v1'" in message
+    assert "Authorization" in how_to_query("127.0.0.1", 8000, "m", with_key=True)

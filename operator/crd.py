@@ -1,0 +1,175 @@
+"""`fleetserve crd`: the LLMDeployment CustomResourceDefinition, generated from the pydantic models in spec.py.
+
+Pydantic emits JSON Schema 2020-12; the apiserver wants a structural OpenAPI v3.0 schema, so this module inlines
+references, turns optional fields into plain optional properties and attaches each model's CEL rules.
+"""
+
+import argparse
+import copy
+from pathlib import Path
+
+import yaml
+
+from fleetserve.operator import spec as api
+
+CRD_FILE_NAME = f"{api.PLURAL}.{api.GROUP}.yaml"
+# Both copies must match the models; tests/operator/test_crd.py fails CI when either is stale.
+DEFAULT_OUTPUT_DIRS = ("crds", "helm/crds")
+
+
+def openapi_schema(model: type[api.BaseModel]) -> dict:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    definitions = raw.pop("$defs", {})
+    models_by_title = {cls.__name__: cls for cls in _all_models(model)}
+    return _structural(raw, definitions, models_by_title, model)
+
+
+def _all_models(root: type) -> list[type]:
+    found, pending = [], [root]
+    while pending:
+        cls = pending.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        for field in cls.model_fields.values():
+            for candidate in _nested_models(field.annotation):
+                pending.append(candidate)
+    return found
+
+
+def _nested_models(annotation) -> list[type]:
+    if isinstance(annotation, type) and issubclass(annotation, api.BaseModel):
+        return [annotation]
+    return [model for arg in getattr(annotation, "__args__", ()) for model in _nested_models(arg)]
+
+
+def _structural(node: dict, definitions: dict, models: dict, model: type | None = None) -> dict:
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        resolved = _structural(copy.deepcopy(definitions[name]), definitions, models, models.get(name))
+        siblings = _structural({k: v for k, v in node.items() if k != "$ref"}, definitions, models)
+        return {**resolved, **siblings}
+    if "anyOf" in node:
+        # Optional[X] is `anyOf: [X, null]`; in a CRD an absent field already means "not set".
+        variants = [v for v in node["anyOf"] if v.get("type") != "null"]
+        assert len(variants) == 1, f"only Optional unions are supported, got {node}"
+        extra = {k: v for k, v in node.items() if k not in ("anyOf", "default", "title")}
+        if node.get("default") is not None:
+            extra["default"] = node["default"]
+        return {**_structural(variants[0], definitions, models), **extra}
+
+    out: dict = {}
+    for key, value in node.items():
+        if key in ("title", "additionalProperties") and "properties" in node:
+            continue  # structural schemas forbid properties next to additionalProperties
+        if key == "title":
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(prop, definitions, models) for name, prop in value.items()}
+        elif key == "items" or key == "additionalProperties":
+            out[key] = _structural(value, definitions, models) if isinstance(value, dict) else value
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "default":
+            if value is not None:
+                out[key] = _without_nulls(value)
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = value
+    if model is not None and getattr(model, "cel_rules", ()):
+        out["x-kubernetes-validations"] = [
+            {"rule": cel.rule, "message": cel.message} for cel in model.cel_rules
+        ]
+    return out
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def custom_resource_schema() -> dict:
+    """The full openAPIV3Schema of the CRD's one version."""
+    return {
+        "type": "object",
+        "description": "An LLM served by the FleetServe engine behind an in-cluster OpenAI-compatible endpoint.",
+        "required": ["spec"],
+        "x-kubernetes-validations": [{"rule": api.NAME_RULE.rule, "message": api.NAME_RULE.message}],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": openapi_schema(api.LLMDeploymentSpec),
+            "status": openapi_schema(api.LLMDeploymentStatus),
+        },
+    }
+
+
+def build_crd() -> dict:
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}", "labels": {"app.kubernetes.io/part-of": "fleetserve"}},
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": api.KIND,
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": [api.SHORT_NAME],
+                "categories": ["fleetserve"],
+            },
+            "versions": [{
+                "name": api.VERSION,
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": custom_resource_schema()},
+                "subresources": {
+                    "status": {},
+                    "scale": {
+                        "specReplicasPath": ".spec.replicas.min",
+                        "statusReplicasPath": ".status.replicas.ready",
+                        "labelSelectorPath": ".status.selector",
+                    },
+                },
+                "additionalPrinterColumns": [
+                    {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
+                    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicas.summary",
+                     "description": "ready/desired replicas"},
+                    {"name": "Spot", "type": "integer", "jsonPath": ".status.replicas.spot.ready",
+                     "description": "ready replicas on spot nodes"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason", "priority": 1},
+                    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+                ],
+            }],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    header = "# Generated by `fleetserve crd` from operator/spec.py. Do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", action="append", type=Path,
+                        help=f"write {CRD_FILE_NAME} into this folder (repeatable); default: print to stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    text = render_crd_yaml()
+    if not args.output_dir:
+        print(text, end="")
+        return 0
+    for folder in args.output_dir:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CRD_FILE_NAME).write_text(text)
+    return 0

@@ -1,0 +1,193 @@
+"""Pure rendering: an LLMDeployment (spec plus replica counts) becomes the manifests of all its children.
+
+`fleetserve render` prints exactly this list and the operator applies exactly this list.
+"""
+
+from dataclasses import dataclass
+
+from fleetserve.operator import pod_template as pods
+from fleetserve.operator.placement import GroupShape, ReplicaSplit, group_shape
+from fleetserve.operator.spec import API_VERSION, KIND, LLMDeploymentSpec
+
+MANAGED_BY = "fleetserve-operator"
+
+
+@dataclass(frozen=True)
+class ClusterFeatures:
+    """Optional APIs found in the cluster; children for absent ones are simply not rendered."""
+
+    pod_monitor: bool = False
+
+
+def child_labels(name: str) -> dict:
+    return {
+        pods.NAME_LABEL: pods.ENGINE_NAME,
+        pods.INSTANCE_LABEL: name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "fleetserve",
+    }
+
+
+def children_selector(name: str) -> str:
+    """Label selector matching every child of one LLMDeployment."""
+    return f"{pods.INSTANCE_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def serving_selector(name: str) -> str:
+    return f"{pods.NAME_LABEL}={pods.ENGINE_NAME},{pods.INSTANCE_LABEL}={name},{pods.SERVING_LABEL}=true"
+
+
+def endpoint_url(name: str, namespace: str, spec: LLMDeploymentSpec) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local:{spec.serving.port}/v1"
+
+
+def owner_reference(body: dict) -> dict:
+    meta = body["metadata"]
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _meta(body: dict, name: str) -> dict:
+    meta = {"name": name, "namespace": body["metadata"]["namespace"], "labels": child_labels(body["metadata"]["name"])}
+    if body["metadata"].get("uid"):
+        meta["ownerReferences"] = [owner_reference(body)]
+    return meta
+
+
+def _deployment(body: dict, spec: LLMDeploymentSpec, capacity: str, replicas: int, shape: GroupShape) -> dict:
+    name = body["metadata"]["name"]
+    # With GPUs a surge pod would wait for a free GPU, so roll one replica down first; on CPU surge instead.
+    rolling = {"maxSurge": 0, "maxUnavailable": 1} if shape.gpus_per_pod else {"maxSurge": 1, "maxUnavailable": 0}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(body, f"{name}-{capacity}"),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pods.selector_labels(name, capacity)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+            "template": pods.pod_template(name, spec, capacity, shape.gpus_per_pod),
+        },
+    }
+
+
+def group_service_name(name: str, capacity: str) -> str:
+    return f"{name}-{capacity}-group"
+
+
+def group_name(name: str, capacity: str, index: int) -> str:
+    return f"{name}-{capacity}-{index}"
+
+
+def _group_headless_service(body: dict, capacity: str) -> dict:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(body, group_service_name(name, capacity)),
+        "spec": {
+            "clusterIP": "None",
+            # Members must find the leader before any of them is ready: readiness needs the whole group.
+            "publishNotReadyAddresses": True,
+            "selector": pods.selector_labels(name, capacity),
+            "ports": [{"name": "rendezvous", "port": pods.group_env.RENDEZVOUS_PORT, "targetPort": "rendezvous"}],
+        },
+    }
+
+
+def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index: int, shape: GroupShape) -> dict:
+    """One replica = one StatefulSet whose pod 0 is the leader; its pods start together (Parallel)."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    sts_name = group_name(name, capacity, index)
+    leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc.cluster.local"
+    template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, group=(shape.pods, leader))
+    template["metadata"]["labels"]["fleetserve.io/group"] = sts_name
+    selector = {**pods.selector_labels(name, capacity), "fleetserve.io/group": sts_name}
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": _meta(body, sts_name),
+        "spec": {
+            "replicas": shape.pods,
+            "serviceName": group_service_name(name, capacity),
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector},
+            "template": template,
+        },
+    }
+
+
+def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape) -> dict:
+    name = body["metadata"]["name"]
+    selector = {pods.NAME_LABEL: pods.ENGINE_NAME, pods.INSTANCE_LABEL: name, pods.SERVING_LABEL: "true"}
+    if shape.multi_node:
+        selector[pods.group_env.POD_INDEX_LABEL] = "0"  # only group leaders serve the OpenAI API
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(body, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": spec.serving.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _engine_pod_selector(name: str) -> dict:
+    return {"matchLabels": {pods.NAME_LABEL: pods.ENGINE_NAME, pods.INSTANCE_LABEL: name}}
+
+
+def _pod_disruption_budget(body: dict, shape: GroupShape) -> dict:
+    # Evicting any member stops its whole group, so allow one group's worth of pods at a time.
+    return {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": _meta(body, body["metadata"]["name"]),
+        "spec": {"maxUnavailable": shape.pods, "selector": _engine_pod_selector(body["metadata"]["name"])},
+    }
+
+
+def _network_policy(body: dict, spec: LLMDeploymentSpec) -> dict:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta(body, name),
+        "spec": {
+            "podSelector": _engine_pod_selector(name),
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                # Clients (and Prometheus) reach only the HTTP port...
+                {"ports": [{"port": "http", "protocol": "TCP"}]},
+                # ...while members of one deployment talk freely (rendezvous and NCCL use dynamic ports).
+                {"from": [{"podSelector": _engine_pod_selector(name)}]},
+            ],
+        },
+    }
+
+
+def _pod_monitor(body: dict) -> dict:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+        "metadata": _meta(body, body["metadata"]["name"]),
+        "spec": {
+            "selector": _engine_pod_selector(body["metadata"]["name"]),
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
+
+def capacity_types(spec: LLMDeploymentSpec) -> list[str]:
+    return ["on-demand", "spot"] if spec.capacity.spot.enabled else ["on-demand"]
+
+
+def render_children(body: dict, spec: LLMDeploymentSpec, split: ReplicaSplit, features: ClusterFeatures) -> list[dict]:
+    """All children, in apply order. Raises ImpossibleShape when a replica can't be placed on whole nodes."""
+    shape = group_shape(spec)
+    counts = {"on-demand": split.on_demand, "spot": split.spot}
+    workloads: list[dict] = []
+    for capacity in capacity_types(spec):
+        if shape.multi_node:
+            workloads.append(_group_headless_service(body, capacity))
+            workloads += [_group_statefulset(body, spec, capacity, i, shape) for i in range(counts[capacity])]
+        else:
+            workloads.append(_deployment(body, spec, capacity, counts[capacity], shape))
+    children = [*workloads, _service(body, spec, shape), _pod_disruption_budget(body, shape), _network_policy(body, spec)]
+    if features.pod_monitor:
+        children.append(_pod_monitor(body))
+    return children

@@ -1,0 +1,43 @@
+"""`fleetserve render -f CR.yaml`: print the manifests the operator would apply, as a reviewable dry run."""
+
+import argparse
+import sys
+
+import yaml
+
+from fleetserve.operator.placement import ImpossibleShape, desired_split
+from fleetserve.operator.render import ClusterFeatures, render_children
+from fleetserve.operator.spec import InvalidSpec, parse_resource
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", required=True, help="LLMDeployment YAML file ('-' for stdin)")
+    parser.add_argument("--pod-monitor", action="store_true",
+                        help="render the PodMonitor too, as the operator does where the Prometheus Operator CRD exists")
+
+
+def render_manifests(body: dict, features: ClusterFeatures) -> list[dict]:
+    """Validate the CR like the apiserver would, then render; raises InvalidSpec or ImpossibleShape."""
+    body = {**body, "metadata": {"namespace": "default", **body.get("metadata", {})}}
+    spec = parse_resource(body)
+    return render_children(body, spec, desired_split(spec, (body.get("status") or {}).get("autoscaler")), features)
+
+
+def run(args: argparse.Namespace) -> int:
+    stream = sys.stdin if args.filename == "-" else open(args.filename, encoding="utf-8")
+    with stream:
+        try:
+            body = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            print(f"error: {args.filename} is not valid YAML: {error}", file=sys.stderr)
+            return 2
+    if not isinstance(body, dict):
+        print(f"error: {args.filename} must hold one LLMDeployment object", file=sys.stderr)
+        return 2
+    try:
+        manifests = render_manifests(body, ClusterFeatures(pod_monitor=args.pod_monitor))
+    except (InvalidSpec, ImpossibleShape) as error:
+        print(f"error: invalid LLMDeployment: {error}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump_all(manifests, sort_keys=False, width=120), end="")
+    return 0

@@ -20,8 +20,8 @@ API_KEY_ENV = "FLEETSERVE_API_KEY"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine = parser.add_argument_group("engine")
     engine.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model source: builtin://smollm2-135m-instruct, a local HF model directory, or a "
-                             "config name for random weights (default: %(default)s)")
+                        help="builtin://smollm2-135m-instruct, an HF model folder, hf://org/name[@revision], or "
+                             "random://CONFIG for random weights (default: %(default)s)")
     engine.add_argument("--served-model-name", default=None, help="the name clients send as `model`")
     engine.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     engine.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

@@ -1,0 +1,134 @@
+"""One control-loop tick for one LLMDeployment: snapshot -> estimate -> policy -> spot split -> plan.
+
+Everything that must survive between ticks lives in `LoopMemory` (held by the caller, one per deployment), so
+this module stays a plain function of its inputs and the Kopf handlers and the integration test share it.
+"""
+
+import collections
+import dataclasses
+import logging
+
+from fleetserve.autoscaler.estimate import PRIOR, CapacityEstimate, batch_itl_sample, estimate_capacity
+from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
+from fleetserve.autoscaler.policy import Load, SloTarget, clamp, recommend, stabilize
+from fleetserve.autoscaler.spot import CapacityPlan, PreemptionRate, SpotSettings, spot_share, split
+
+log = logging.getLogger(__name__)
+
+ITL_SAMPLES_KEPT = 120
+# Spot replicas Pending longer than this are covered by on-demand ones ("within seconds" of the shortfall).
+SPOT_FALLBACK_AFTER_S = 10.0
+COLD_START_PRIOR_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """What the tick needs from an LLMDeployment spec, as plain values."""
+
+    min_replicas: int
+    max_replicas: int
+    slo: SloTarget
+    itl_slo_s: float
+    max_num_seqs: int
+    scale_up_stabilization_s: float
+    scale_down_delay_s: float
+    spot: SpotSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """The deployment's replicas as the operator reports them (whole tensor-parallel groups only)."""
+
+    ready: int
+    spot_ready: int
+    spot_pending: int
+
+
+@dataclasses.dataclass
+class LoopMemory:
+    serving: int | None = None  # replicas the SLO needs (before spot extras and fallback); None until known
+    history: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+    itl_samples: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=ITL_SAMPLES_KEPT))
+    capacity: CapacityEstimate = PRIOR
+    cold_start_s: float = COLD_START_PRIOR_S
+    preemptions: PreemptionRate = PreemptionRate()
+    spot_short_since: float | None = None
+    scale_up_started: tuple[float, int] | None = None  # (time, target) of an unfinished scale-up, to time cold starts
+    last_tick: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TickResult:
+    plan: CapacityPlan | None  # None: hold the current scale
+    serving: int
+    scaling_active: bool
+    reason: str
+
+
+def _forget_old(history: list[tuple[float, int]], now: float, keep_s: float) -> list[tuple[float, int]]:
+    return [(t, n) for t, n in history if t >= now - keep_s]
+
+
+def _track_cold_start(memory: LoopMemory, observed: Observed, now: float) -> None:
+    """Measure cold start as the time from a scale-up decision until that many replicas are ready."""
+    if memory.scale_up_started is None:
+        return
+    started, target = memory.scale_up_started
+    if observed.ready >= target:
+        # Exponential average: cold starts vary with image caching and node provisioning.
+        memory.cold_start_s = 0.5 * memory.cold_start_s + 0.5 * (now - started)
+        memory.scale_up_started = None
+
+
+def _spot_not_serving(memory: LoopMemory, settings: LoopSettings, serving: int, observed: Observed, now: float) -> int:
+    shortfall = max(0, spot_share(serving, settings.spot) - observed.spot_ready)
+    if shortfall == 0:
+        memory.spot_short_since = None
+        return 0
+    if memory.spot_short_since is None:
+        memory.spot_short_since = now
+    return shortfall if now - memory.spot_short_since >= SPOT_FALLBACK_AFTER_S else 0
+
+
+def tick(
+    settings: LoopSettings,
+    memory: LoopMemory,
+    snapshot: MetricsSnapshot | MetricsUnavailable,
+    observed: Observed,
+    new_preemptions: int,
+    now: float,
+) -> TickResult:
+    """Decide this tick's plan, updating `memory`. A metrics failure holds the scale (plan None)."""
+    elapsed = 0.0 if memory.last_tick is None else now - memory.last_tick
+    memory.last_tick = now
+    memory.preemptions = memory.preemptions.observe(new_preemptions, observed.spot_ready, elapsed)
+    if memory.serving is None:
+        memory.serving = clamp(observed.ready, settings.min_replicas, settings.max_replicas)
+    if isinstance(snapshot, MetricsUnavailable):
+        return TickResult(None, memory.serving, False, f"holding {memory.serving} replicas: {snapshot}")
+
+    _track_cold_start(memory, observed, now)
+    sample = batch_itl_sample(snapshot)
+    if sample:
+        memory.itl_samples.append(sample)
+    memory.capacity = estimate_capacity(
+        snapshot, memory.capacity, list(memory.itl_samples), settings.itl_slo_s, settings.max_num_seqs
+    )
+    load = Load(snapshot.arrival_rate, snapshot.waiting, snapshot.running)
+    recommendation = recommend(
+        load, memory.capacity, settings.slo, observed.ready, memory.cold_start_s, settings.max_replicas
+    )
+    wanted = clamp(recommendation.replicas, settings.min_replicas, settings.max_replicas)
+    memory.history = _forget_old(
+        memory.history + [(now, wanted)], now, max(settings.scale_up_stabilization_s, settings.scale_down_delay_s)
+    )
+    serving = stabilize(
+        memory.history, now, memory.serving, settings.scale_up_stabilization_s, settings.scale_down_delay_s
+    )
+    if serving > memory.serving:
+        memory.scale_up_started = (now, serving)
+    memory.serving = serving
+    not_serving = _spot_not_serving(memory, settings, serving, observed, now)
+    plan = split(serving, settings.spot, memory.preemptions, memory.cold_start_s, not_serving)
+    damped = "" if serving == wanted else f" (recommended {wanted}, damped)"
+    return TickResult(plan, serving, True, f"{recommendation.reason}{damped}; {plan.reason}")

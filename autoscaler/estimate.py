@@ -1,0 +1,100 @@
+"""Turns a metrics snapshot into per-replica service capacity: how many sequences a replica can batch while
+holding the ITL SLO, and how long one request occupies such a slot.
+
+Nothing here is a constant of the model or GPU: slots come from the measured KV-cache occupancy and a running
+fit of inter-token latency against batch size; the service time from measured prefill time, output length and
+that ITL fit. When the pool is idle there is nothing to measure, so the previous estimate is carried over.
+"""
+
+import dataclasses
+
+from fleetserve.autoscaler.metrics import MetricsSnapshot
+
+# Below this KV occupancy the ratio running/occupancy is mostly noise.
+MIN_KV_USAGE_FOR_ESTIMATE = 0.05
+# Least-squares needs batch sizes that actually differ before it may claim a slope.
+MIN_BATCH_SPREAD = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityEstimate:
+    slots_per_replica: int  # sequences one replica decodes together within the ITL SLO
+    service_time_s: float  # time one request holds a slot at that batch size (prefill + decode)
+    prefill_s: float  # TTFT minus queueing: the part of TTFT that more replicas cannot remove
+    service_cv2: float = 1.0  # squared coefficient of variation of service times (1 = exponential)
+
+
+# Used only until the first request has been measured; replaced by measurements on the first busy tick.
+PRIOR = CapacityEstimate(slots_per_replica=8, service_time_s=10.0, prefill_s=0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class ItlLine:
+    """ITL(batch) = base_s + per_sequence_s * batch, fitted over recent (batch, ITL) samples."""
+
+    base_s: float
+    per_sequence_s: float
+
+    def at(self, batch: float) -> float:
+        return self.base_s + self.per_sequence_s * batch
+
+    def largest_batch_within(self, itl_limit_s: float, cap: int) -> int:
+        if self.per_sequence_s <= 0:
+            return cap if self.base_s <= itl_limit_s else 1
+        return max(1, min(cap, int((itl_limit_s - self.base_s) / self.per_sequence_s)))
+
+
+def fit_itl_line(samples: list[tuple[float, float]]) -> ItlLine | None:
+    """Least-squares line through (batch per replica, mean ITL) samples; None without any sample."""
+    if not samples:
+        return None
+    batches = [b for b, _ in samples]
+    itls = [i for _, i in samples]
+    mean_b = sum(batches) / len(batches)
+    mean_i = sum(itls) / len(itls)
+    if max(batches) - min(batches) < MIN_BATCH_SPREAD:
+        # One operating point: attribute all of ITL to the fixed part, i.e. assume ITL is flat in batch size
+        # until a larger batch is observed; KV occupancy and max_num_seqs still bound the slots.
+        return ItlLine(base_s=mean_i, per_sequence_s=0.0)
+    covariance = sum((b - mean_b) * (i - mean_i) for b, i in samples)
+    variance = sum((b - mean_b) ** 2 for b in batches)
+    slope = max(0.0, covariance / variance)
+    return ItlLine(base_s=max(0.0, mean_i - slope * mean_b), per_sequence_s=slope)
+
+
+def batch_itl_sample(snapshot: MetricsSnapshot) -> tuple[float, float] | None:
+    """This tick's (running sequences per replica, mean ITL), or None when nothing was decoded."""
+    if snapshot.itl_mean_s is None or snapshot.running <= 0:
+        return None
+    return snapshot.running / snapshot.replicas_reporting, snapshot.itl_mean_s
+
+
+def estimate_capacity(
+    snapshot: MetricsSnapshot,
+    previous: CapacityEstimate,
+    itl_samples: list[tuple[float, float]],
+    itl_slo_s: float,
+    max_num_seqs: int,
+) -> CapacityEstimate:
+    """Per-replica capacity from this snapshot; falls back to `previous` for anything not measurable now."""
+    if snapshot.completion_rate <= 0 or snapshot.e2e_mean_s is None:
+        return previous
+    running_per_replica = snapshot.running / snapshot.replicas_reporting
+    kv_slots = max_num_seqs
+    if snapshot.kv_cache_usage and snapshot.kv_cache_usage >= MIN_KV_USAGE_FOR_ESTIMATE and running_per_replica > 0:
+        kv_slots = int(running_per_replica / snapshot.kv_cache_usage)
+    itl_line = fit_itl_line(itl_samples)
+    itl_slots = itl_line.largest_batch_within(itl_slo_s, max_num_seqs) if itl_line else max_num_seqs
+    slots = max(1, min(kv_slots, itl_slots, max_num_seqs))
+
+    queue_s = snapshot.queue_time_mean_s or 0.0
+    prefill_s = max(0.0, (snapshot.ttft_mean_s or queue_s) - queue_s)
+    in_engine_s = max(prefill_s, snapshot.e2e_mean_s - queue_s)
+    output_tokens = snapshot.generation_tokens_rate / snapshot.completion_rate
+    if itl_line and output_tokens > 0:
+        # Decode time at the batch size we plan to run at, not at today's (possibly lighter) batch.
+        service_time_s = prefill_s + output_tokens * itl_line.at(slots)
+        service_time_s = max(service_time_s, in_engine_s)
+    else:
+        service_time_s = in_engine_s
+    return CapacityEstimate(slots_per_replica=slots, service_time_s=max(service_time_s, 1e-3), prefill_s=prefill_s)

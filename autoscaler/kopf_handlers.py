@@ -1,0 +1,147 @@
+"""Kopf handlers that run the autoscaler inside the operator process (imported by `fleetserve operator`).
+
+- a timer per LLMDeployment with autoscaling enabled: Prometheus -> control.tick -> status.autoscaler (+ Event);
+- pod and node watchers that take a replica out of the Service as soon as its spot node is being reclaimed, and
+  count those preemptions for the over-provisioning estimate.
+
+Handlers only move data between Kubernetes, Prometheus and the pure modules; the decisions live in control.py.
+"""
+
+import collections
+import datetime
+import logging
+import os
+import threading
+import time
+
+import kopf
+
+from fleetserve.autoscaler import deployment_io, preemption
+from fleetserve.autoscaler.control import LoopMemory, tick
+from fleetserve.autoscaler.metrics import MetricsUnavailable, PrometheusMetrics
+from fleetserve.autoscaler.spot import PreemptionRate
+from fleetserve.operator.spec import GROUP, PLURAL, VERSION, InvalidSpec, parse_spec
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_URL_ENV = "FLEETSERVE_PROMETHEUS_URL"
+TICK_INTERVAL_S = float(os.environ.get("FLEETSERVE_AUTOSCALER_INTERVAL", "5"))
+COUNTED_PODS_KEPT = 10_000
+
+_memories: dict[tuple[str, str], LoopMemory] = {}
+_new_preemptions: collections.Counter = collections.Counter()  # (namespace, instance) -> not yet in status
+_counted_pods: collections.deque = collections.deque(maxlen=COUNTED_PODS_KEPT)  # pod uids already counted
+_lock = threading.Lock()  # sync handlers run in Kopf's thread pool
+_metrics: PrometheusMetrics | None = None
+_prometheus_url: str | None = os.environ.get(PROMETHEUS_URL_ENV)
+
+
+def configure(prometheus_url: str | None) -> None:
+    """Called by the operator CLI for its --prometheus-url flag (the env var is the default)."""
+    global _prometheus_url, _metrics
+    _prometheus_url, _metrics = prometheus_url, None
+
+
+def _now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _snapshot(selector: str, quantile: float):
+    global _metrics
+    if not _prometheus_url:
+        return MetricsUnavailable(f"no Prometheus configured: set {PROMETHEUS_URL_ENV} or --prometheus-url")
+    if _metrics is None:
+        _metrics = PrometheusMetrics(_prometheus_url)
+    try:
+        return _metrics.snapshot(selector, quantile)
+    except MetricsUnavailable as error:
+        return error
+
+
+def _memory_for(key: tuple[str, str], status: dict) -> LoopMemory:
+    if key not in _memories:
+        # A restarted operator keeps what it learned about preemptions (persisted in status).
+        learned = status.get("spotPreemptions") or {}
+        _memories[key] = LoopMemory(
+            preemptions=PreemptionRate(learned.get("observed", 0), learned.get("spotReplicaHours", 0.0))
+        )
+    return _memories[key]
+
+
+def _autoscaling_enabled(spec, **_) -> bool:
+    return bool((spec.get("autoscaling") or {}).get("enabled"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="autoscaler", interval=TICK_INTERVAL_S, when=_autoscaling_enabled)
+def autoscale(name, namespace, spec, status, body, patch, **_):
+    try:
+        parsed = parse_spec(dict(spec))
+    except InvalidSpec:
+        return  # the operator's reconcile handler reports the invalid spec in the status
+    settings = deployment_io.settings_from_spec(parsed)
+    status = dict(status)
+    snapshot = _snapshot(deployment_io.metrics_selector(name, parsed), settings.slo.quantile)
+    with _lock:
+        new_preemptions = _new_preemptions.pop((namespace, name), 0)
+    memory = _memory_for((namespace, name), status)
+    result = tick(settings, memory, snapshot, deployment_io.observed_from_status(status), new_preemptions, time.time())
+    now = _now_rfc3339()
+    fields, decision = deployment_io.status_patch(result, status, now)
+    fields["spotPreemptions"] = deployment_io.preemption_status(memory.preemptions, now)
+    patch.status.update(fields)
+    if decision:
+        kopf.info(body, reason="Scaled", message=f"{decision['from']} -> {decision['to']} replicas: {decision['reason']}")
+    was_active = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "ScalingActive"), None)
+    if not result.scaling_active and was_active != "False":
+        kopf.warn(body, reason="ScalingHeld", message=result.reason)
+
+
+@kopf.on.cleanup()
+def _forget_all(**_):
+    _memories.clear()
+
+
+def _count_preemption(pod: dict) -> None:
+    uid = pod["metadata"].get("uid")
+    instance = preemption.owner_instance(pod)
+    with _lock:
+        if not preemption.is_spot(pod) or instance is None or uid in _counted_pods:
+            return
+        _counted_pods.append(uid)
+        _new_preemptions[(pod["metadata"].get("namespace"), instance)] += 1
+
+
+@kopf.on.event("", "v1", "pods", labels={preemption.SERVING_LABEL: "true"})
+def stop_serving_doomed_pod(body, meta, patch, logger, **_):
+    """A pod being deleted or disrupted stops receiving new requests at once (in-flight ones may finish)."""
+    signal = preemption.pod_preemption_signal(body)
+    if signal is None and not meta.get("deletionTimestamp"):
+        return
+    patch.metadata.labels[preemption.SERVING_LABEL] = None
+    if signal:
+        _count_preemption(body)
+    logger.info(f"removed from the Service: {signal or 'pod is being deleted'}")
+
+
+def _core_api():
+    import kubernetes  # imported lazily: only clusters with spot nodes reach this path
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.CoreV1Api()
+
+
+@kopf.on.event("", "v1", "nodes", when=lambda body, **_: preemption.node_preemption_signal(body) is not None)
+def stop_serving_on_reclaimed_node(name, body, logger, **_):
+    """A spot-termination taint/condition on a node takes all serving replicas there out of their Services."""
+    signal = preemption.node_preemption_signal(body)
+    api = _core_api()
+    pods = api.list_pod_for_all_namespaces(
+        label_selector=f"{preemption.SERVING_LABEL}=true", field_selector=f"spec.nodeName={name}"
+    )
+    for pod in pods.items:
+        api.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, preemption.stop_serving_patch())
+        _count_preemption(api.api_client.sanitize_for_serialization(pod))
+        logger.info(f"pod {pod.metadata.namespace}/{pod.metadata.name} removed from its Service: {signal}")

@@ -1,0 +1,124 @@
+"""Reads one deployment's serving metrics from Prometheus (through prometheus-api-client) into a snapshot.
+
+The engine exports vLLM's metric names; the deployment's pods are selected by the scrape's `job` or by a label
+matcher passed in. Every query aggregates over the deployment's replicas, so one snapshot describes the pool.
+"""
+
+import dataclasses
+import logging
+import time
+
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+log = logging.getLogger(__name__)
+
+
+class MetricsUnavailable(Exception):
+    """Prometheus could not be reached, was too slow, or has no fresh samples for the deployment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSnapshot:
+    """Pool-wide measurements over the last `window_s`; None where Prometheus had no samples (e.g. no traffic)."""
+
+    replicas_reporting: int
+    arrival_rate: float  # requests/s entering the engines (completions plus queue growth)
+    waiting: float  # requests queued in the engines now
+    running: float  # requests being decoded now
+    kv_cache_usage: float | None  # mean fraction of KV cache in use, 0..1
+    prompt_tokens_rate: float
+    generation_tokens_rate: float
+    completion_rate: float  # requests/s finished
+    ttft_mean_s: float | None
+    itl_mean_s: float | None
+    queue_time_mean_s: float | None
+    e2e_mean_s: float | None
+    ttft_quantile_s: float | None  # observed TTFT at the SLO percentile
+
+
+def _mean_of_histogram(name: str, selector: str, window: str) -> str:
+    return f"sum(rate({name}_sum{{{selector}}}[{window}])) / sum(rate({name}_count{{{selector}}}[{window}]))"
+
+
+def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, str]:
+    """The PromQL behind each snapshot field (documented in docs/autoscaler.md)."""
+    w = f"{window_s}s"
+    s = selector
+    return {
+        "replicas_reporting": f"count(vllm:num_requests_running{{{s}}})",
+        # A scrape gap leaves the last gauge value visible for 5 minutes; its age tells us the data is stale.
+        "sample_age_s": f"time() - max(timestamp(vllm:num_requests_running{{{s}}}))",
+        "completion_rate": f"sum(rate(vllm:e2e_request_latency_seconds_count{{{s}}}[{w}]))",
+        # Arrivals = completions + growth of the in-engine population, so overload is not mistaken for demand.
+        "queue_growth": f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))",
+        "waiting": f"sum(vllm:num_requests_waiting{{{s}}})",
+        "running": f"sum(vllm:num_requests_running{{{s}}})",
+        "kv_cache_usage": f"avg(vllm:kv_cache_usage_perc{{{s}}})",
+        "prompt_tokens_rate": f"sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))",
+        "generation_tokens_rate": f"sum(rate(vllm:generation_tokens_total{{{s}}}[{w}]))",
+        "ttft_mean_s": _mean_of_histogram("vllm:time_to_first_token_seconds", s, w),
+        "itl_mean_s": _mean_of_histogram("vllm:inter_token_latency_seconds", s, w),
+        "queue_time_mean_s": _mean_of_histogram("vllm:request_queue_time_seconds", s, w),
+        "e2e_mean_s": _mean_of_histogram("vllm:e2e_request_latency_seconds", s, w),
+        "ttft_quantile_s": (
+            f"histogram_quantile({quantile}, sum by (le) "
+            f"(rate(vllm:time_to_first_token_seconds_bucket{{{s}}}[{w}])))"
+        ),
+    }
+
+
+def _scalar(result: list) -> float | None:
+    """A scalar from an instant-vector result; None for no series or NaN (e.g. 0/0 when idle)."""
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if value != value else value
+
+
+def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: float) -> MetricsSnapshot:
+    """Assemble a snapshot from query results; absent counters mean "no traffic" (0), absent gauges mean a gap."""
+    if not values.get("replicas_reporting") or values.get("waiting") is None or values.get("running") is None:
+        raise MetricsUnavailable("no engine replica is reporting vllm:num_requests_running/waiting")
+    age = values.get("sample_age_s")
+    if age is None or age > max_sample_age_s:
+        raise MetricsUnavailable(f"newest engine sample is {age if age is None else round(age, 1)}s old")
+    completion_rate = values.get("completion_rate") or 0.0
+    return MetricsSnapshot(
+        replicas_reporting=int(values["replicas_reporting"]),
+        arrival_rate=max(0.0, completion_rate + (values.get("queue_growth") or 0.0)),
+        waiting=values["waiting"],
+        running=values["running"],
+        kv_cache_usage=values.get("kv_cache_usage"),
+        prompt_tokens_rate=values.get("prompt_tokens_rate") or 0.0,
+        generation_tokens_rate=values.get("generation_tokens_rate") or 0.0,
+        completion_rate=completion_rate,
+        ttft_mean_s=values.get("ttft_mean_s"),
+        itl_mean_s=values.get("itl_mean_s"),
+        queue_time_mean_s=values.get("queue_time_mean_s"),
+        e2e_mean_s=values.get("e2e_mean_s"),
+        ttft_quantile_s=values.get("ttft_quantile_s"),
+    )
+
+
+class PrometheusMetrics:
+    """Queries one Prometheus for deployments' snapshots, failing fast (bounded timeout, no retries)."""
+
+    def __init__(self, url: str, timeout_s: float = 3.0, window_s: int = 30, max_sample_age_s: float = 20.0):
+        # No retries: a slow Prometheus must make this tick hold the scale, not stall the operator.
+        self._prometheus = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s, retry=Retry(total=0))
+        self._timeout_s = timeout_s
+        self._window_s = window_s
+        self._max_sample_age_s = max_sample_age_s
+
+    def snapshot(self, selector: str, quantile: float) -> MetricsSnapshot:
+        started = time.monotonic()
+        values = {}
+        for field, query in build_queries(selector, self._window_s, quantile).items():
+            if time.monotonic() - started > self._timeout_s:
+                raise MetricsUnavailable(f"Prometheus slower than {self._timeout_s}s for one snapshot")
+            try:
+                values[field] = _scalar(self._prometheus.custom_query(query))
+            except Exception as error:  # connection refused, timeout, HTTP 5xx, bad JSON: all mean "no data"
+                raise MetricsUnavailable(f"Prometheus query failed: {type(error).__name__}: {error}") from error
+        return snapshot_from_values(values, self._max_sample_age_s)

@@ -1,0 +1,102 @@
+"""The pure scaling policy: load and capacity in, a replica count (in whole tensor-parallel groups) out.
+
+`recommend` answers "how many replicas meet the TTFT SLO right now?" with the queueing model; `stabilize`
+turns the stream of recommendations into a scale that rises fast and falls only after the delay.
+"""
+
+import dataclasses
+import math
+
+from fleetserve.autoscaler.estimate import CapacityEstimate
+from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, waiting_time_quantile
+
+
+@dataclasses.dataclass(frozen=True)
+class SloTarget:
+    ttft_s: float
+    quantile: float  # e.g. 0.95 for a p95 target
+    headroom: float = 0.2  # plan for (1 - headroom) x the SLO so noise and estimate error don't breach it
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    arrival_rate: float  # requests/s
+    backlog: float  # requests already queued
+    in_flight: float  # requests being served (0 together with no arrivals = idle)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    replicas: int
+    predicted_ttft_s: float
+    reason: str
+
+
+def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float) -> float:
+    """TTFT at `quantile` with `replicas` ready: queueing wait for a slot plus the measured prefill time."""
+    servers = replicas * capacity.slots_per_replica
+    wait = waiting_time_quantile(load.arrival_rate, capacity.service_time_s, servers, quantile, capacity.service_cv2)
+    return wait + capacity.prefill_s
+
+
+def recommend(
+    load: Load,
+    capacity: CapacityEstimate,
+    slo: SloTarget,
+    ready_replicas: int,
+    cold_start_s: float,
+    max_replicas: int,
+) -> Recommendation:
+    """Smallest replica count whose predicted TTFT meets the SLO with headroom and that drains the backlog."""
+    if load.arrival_rate <= 0 and load.backlog <= 0 and load.in_flight <= 0:
+        return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests")
+    target = slo.ttft_s * (1 - slo.headroom)
+    # Requests keep piling up on the ready replicas until new ones finish their cold start.
+    ready_rate = ready_replicas * capacity.slots_per_replica / capacity.service_time_s
+    backlog = load.backlog + max(0.0, load.arrival_rate - ready_rate) * cold_start_s
+    drain_within_s = max(slo.ttft_s, cold_start_s)
+    for replicas in range(1, max_replicas + 1):
+        ttft = predicted_ttft(load, capacity, replicas, slo.quantile)
+        drain = backlog_drain_time(backlog, load.arrival_rate, capacity.service_time_s, replicas * capacity.slots_per_replica)
+        if ttft <= target and drain <= drain_within_s:
+            return Recommendation(
+                replicas, ttft,
+                f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
+                f" ({capacity.slots_per_replica} slots x {capacity.service_time_s:.1f}s per replica)",
+            )
+    ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile)
+    shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"
+    return Recommendation(max_replicas, ttft, f"SLO not reachable within max={max_replicas}: predicted TTFT {shown}")
+
+
+def clamp(replicas: int, min_replicas: int, max_replicas: int) -> int:
+    return max(min_replicas, min(max_replicas, replicas))
+
+
+def stabilize(
+    history: list[tuple[float, int]], now: float, current: int, up_window_s: float, down_delay_s: float
+) -> int:
+    """Kubernetes-HPA-style damping over (time, recommended replicas) history, newest last.
+
+    Scale up to the lowest recommendation of the up window (0 s = at once); scale down only to the highest
+    recommendation of the down delay, so a dip shorter than the delay never removes a replica.
+    """
+    if not history:
+        return current
+    up_target = min(n for t, n in history if t >= now - up_window_s) if up_window_s > 0 else history[-1][1]
+    down_target = max(n for t, n in history if t >= now - down_delay_s)
+    if up_target > current:
+        return up_target
+    if down_target < current:
+        return down_target
+    return current
+
+
+def whole_groups(ready_pods: int, pods_per_replica: int) -> int:
+    """Replicas that can serve: a tensor-parallel group counts only when all of its pods are ready."""
+    return ready_pods // pods_per_replica
+
+
+def pods_per_replica(tensor_parallel: int, gpus_per_node: int) -> int:
+    """A group larger than one node spans ceil(tp / gpus_per_node) pods."""
+    return max(1, math.ceil(tensor_parallel / gpus_per_node))

@@ -134,8 +134,9 @@ def machine_description() -> dict:
 
 def start_server(args: argparse.Namespace, requests: list[BenchRequest]) -> subprocess.Popen:
     max_len = max(len(request.prompt_ids) + request.output_len for request in requests)
-    command = [sys.executable, "-m", "fleetserve", "serve", "--model", args.model, "--port", str(args.port),
-               "--max-num-seqs", str(len(requests)), "--max-model-len", str(max_len),
+    # the console script, not `python -m`: from the repo root the source folder fleetserve/ would shadow the package
+    command = [str(Path(sys.executable).with_name("fleetserve")), "serve", "--model", args.model,
+               "--port", str(args.port), "--max-num-seqs", str(len(requests)), "--max-model-len", str(max_len),
                "--max-waiting", str(len(requests))]
     logger.info("starting: %s", " ".join(command))
     return subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -32,3 +32,18 @@ class RequestOutput:
     completion_tokens: int  # so far
     logprobs: list[TokenLogprob] | None = None  # one per new token when requested
     timings: RequestTimings | None = None  # set on the final output
+    error: str | None = None  # why a request ended with finish_reason "abort" because of an engine fault
+
+
+@dataclass
+class EngineStats:
+    """A snapshot for the metrics exporter; the counters are cumulative since start."""
+
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # 0..1, blocks in use (cached-but-free blocks count as free)
+    prefix_cache_queries: int  # tokens
+    prefix_cache_hits: int  # tokens
+    num_preemptions: int
+    prompt_tokens: int
+    generation_tokens: int

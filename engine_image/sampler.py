@@ -1,0 +1,68 @@
+"""Next-token choice from logits: greedy, or temperature / top-k / top-p sampling from a per-request generator, so
+a seeded request draws the same numbers whatever else shares its batch. Optional logprobs (of the model's raw
+distribution, like vLLM) with the top alternatives."""
+
+from dataclasses import dataclass
+
+import torch
+
+from fleetserve.engine.sampling_params import SamplingParams
+
+
+@dataclass
+class SampledToken:
+    token_id: int
+    logprob: float | None = None  # set when logprobs were requested
+    top: list[tuple[int, float]] | None = None  # (token id, logprob), best first
+
+
+class Sampler:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.generators: dict[str, torch.Generator] = {}
+
+    def add(self, request_id: str, seed: int | None) -> None:
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        self.generators[request_id] = generator
+
+    def remove(self, request_id: str) -> None:
+        self.generators.pop(request_id, None)
+
+    def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
+        """logits: float32 [n, vocab], one row per request, in the order of `request_ids`."""
+        greedy_ids = logits.argmax(-1).tolist()
+        logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
+        out = []
+        for row, (request_id, p) in enumerate(zip(request_ids, params)):
+            token = greedy_ids[row] if p.greedy else self._draw(logits[row], p, self.generators[request_id])
+            sampled = SampledToken(token)
+            if p.logprobs is not None:
+                sampled.logprob = logprobs[row, token].item()
+                if p.logprobs > 0:
+                    values, ids = logprobs[row].topk(p.logprobs)
+                    sampled.top = list(zip(ids.tolist(), values.tolist()))
+            out.append(sampled)
+        return out
+
+    @staticmethod
+    def _draw(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
+        return int(torch.multinomial(filtered_probs(logits, p), 1, generator=generator))
+
+
+def filtered_probs(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Probabilities after temperature, then top-k, then top-p (the smallest set whose mass reaches top_p)."""
+    logits = logits / p.temperature
+    if 0 < p.top_k < logits.shape[-1]:
+        kth = logits.topk(p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = logits.sort(descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs
+        drop = mass_before >= p.top_p  # the token that crosses top_p stays
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return logits.softmax(-1)

@@ -1,0 +1,36 @@
+"""`fleetserve operator`: run the Kopf operator (and the autoscaler's handlers) for all namespaces."""
+
+import argparse
+import importlib
+import logging
+
+import kopf
+
+AUTOSCALER_MODULE = "fleetserve.autoscaler.kopf_handlers"
+PEERING_NAME = "fleetserve"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-autoscaler", action="store_true", help="don't load the autoscaler's handlers")
+    parser.add_argument("--peering", action="store_true",
+                        help=f"coordinate several operator replicas through kopf peering ({PEERING_NAME!r});"
+                             " only the highest-priority one is active")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' = none)")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    importlib.import_module("fleetserve.operator.handlers")
+    if not args.no_autoscaler:
+        importlib.import_module(AUTOSCALER_MODULE)
+    kopf.run(
+        clusterwide=True,
+        standalone=not args.peering,
+        peering_name=PEERING_NAME if args.peering else None,
+        priority=args.priority,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0

@@ -1,0 +1,57 @@
+"""Kopf handlers: each one only picks the object and calls the reconciler."""
+
+import functools
+import logging
+
+import kopf
+
+from fleetserve.operator import reconcile
+from fleetserve.operator.kube import Kube
+from fleetserve.operator.pod_template import ENGINE_NAME, INSTANCE_LABEL, NAME_LABEL
+from fleetserve.operator.render import MANAGED_BY
+from fleetserve.operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+LLMD = (GROUP, VERSION, PLURAL)
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@functools.cache
+def kube() -> Kube:
+    return Kube()
+
+
+def post_event(body: dict, type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    # Keep kopf's bookkeeping in our annotations; the status belongs to the API and is schema-checked.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING  # only our own Events, not kopf's handler chatter
+    settings.watching.server_timeout = 300
+
+
+@kopf.on.resume(*LLMD)
+@kopf.on.create(*LLMD)
+@kopf.on.update(*LLMD, field="spec")
+def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_) -> None:
+    reconcile.reconcile(kube(), dict(body), logger, post_event)
+
+
+@kopf.on.event(*LLMD, when=lambda body, **_: reconcile.autoscaler_plan_pending(dict(body)))
+def apply_autoscaler_plan(body: kopf.Body, logger: logging.Logger, **_) -> None:
+    reconcile.reconcile(kube(), dict(body), logger, post_event)
+
+
+# Status follows what the cluster reports: workload readiness, pods going Pending, pods losing the serving
+# label on a reclaimed spot node. Event handlers (unlike timers) need no finalizer on the LLMDeployment.
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("apps", "v1", "statefulsets", labels=OWNED)
+@kopf.on.event("", "v1", "pods", labels={NAME_LABEL: ENGINE_NAME})
+def child_changed(body: kopf.Body, **_) -> None:
+    name = body.metadata.labels.get(INSTANCE_LABEL)
+    parent = kube().get(API_VERSION, KIND, body.metadata.namespace, name) if name else None
+    if parent is not None:
+        reconcile.refresh_status(kube(), parent)

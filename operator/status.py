@@ -1,0 +1,110 @@
+"""Pure status: observed workloads and pods become replica counts and plain-words conditions."""
+
+from fleetserve.operator import pod_template as pods
+from fleetserve.operator.placement import GroupShape, ReplicaSplit
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InsufficientCapacity", "SpotPreempted", "ScalingActive")
+
+
+def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> int:
+    """A Deployment counts its ready pods; a group counts only when every member is ready (gang semantics)."""
+    mine = [w for w in workloads if (w["spec"]["template"]["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity)]
+    if shape.multi_node:
+        return sum(1 for w in mine if w["kind"] == "StatefulSet"
+                   and (w.get("status") or {}).get("readyReplicas", 0) >= shape.pods)
+    return sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "Deployment")
+
+
+def pending_pods(pod_list: list[dict], capacity: str) -> int:
+    return sum(1 for p in pod_list if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity
+               and (p.get("status") or {}).get("phase") == "Pending")
+
+
+def preempted_pods(pod_list: list[dict]) -> list[str]:
+    """Spot pods whose serving label the autoscaler removed because their node is being reclaimed."""
+    return sorted(p["metadata"]["name"] for p in pod_list
+                  if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == "spot"
+                  and p["metadata"]["labels"].get(pods.SERVING_LABEL) != "true")
+
+
+def rolling_out(workloads: list[dict]) -> bool:
+    for w in workloads:
+        status = w.get("status") or {}
+        if w["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        if status.get("observedGeneration", 0) < w["metadata"].get("generation", 0):
+            return True
+        if status.get("updatedReplicas", w["spec"].get("replicas", 0)) < w["spec"].get("replicas", 0):
+            return True
+    return False
+
+
+def replica_status(split: ReplicaSplit, workloads: list[dict], pod_list: list[dict], shape: GroupShape) -> dict:
+    per_capacity = {}
+    for capacity, desired, field in (("on-demand", split.on_demand, "onDemand"), ("spot", split.spot, "spot")):
+        per_capacity[field] = {
+            "desired": desired,
+            "ready": min(desired, ready_replicas(workloads, capacity, shape)),
+            "pending": pending_pods(pod_list, capacity),
+        }
+    ready = per_capacity["onDemand"]["ready"] + per_capacity["spot"]["ready"]
+    return {"desired": split.total, "ready": ready, "summary": f"{ready}/{split.total}", **per_capacity}
+
+
+def condition(kind: str, ok: bool, reason: str, message: str) -> dict:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def observed_conditions(replicas: dict, workloads: list[dict], pod_list: list[dict], autoscaling: bool,
+                        has_plan: bool) -> list[dict]:
+    desired, ready = replicas["desired"], replicas["ready"]
+    pending = replicas["onDemand"]["pending"] + replicas["spot"]["pending"]
+    preempted = preempted_pods(pod_list)
+    progressing = rolling_out(workloads) or ready < desired
+    if desired == 0:
+        ready_condition = condition("Ready", True, "ScaledToZero", "no replicas are desired")
+    elif ready >= desired:
+        ready_condition = condition("Ready", True, "AllReplicasReady", f"{ready}/{desired} replicas ready")
+    else:
+        ready_condition = condition("Ready", False, "WaitingForReplicas", f"{ready}/{desired} replicas ready")
+    if not autoscaling:
+        scaling = condition("ScalingActive", False, "AutoscalingDisabled", "replica counts come from spec.replicas.min")
+    elif has_plan:
+        scaling = condition("ScalingActive", True, "FollowingAutoscaler", "replica counts come from the autoscaler's plan")
+    else:
+        scaling = condition("ScalingActive", False, "WaitingForAutoscaler", "no autoscaler plan yet; using spec.replicas.min")
+    return [
+        ready_condition,
+        condition("Progressing", progressing, "RollingOut" if progressing else "Stable",
+                  f"{ready}/{desired} replicas ready" if progressing else "all workloads are up to date"),
+        condition("Degraded", 0 < ready < desired, "PartiallyReady" if 0 < ready < desired else "AsDesired",
+                  f"serving with {ready} of {desired} replicas" if 0 < ready < desired else ""),
+        condition("InsufficientCapacity", pending > 0, "PodsPending" if pending else "Scheduled",
+                  f"{pending} pods are waiting for nodes" if pending else "every pod has a node"),
+        condition("SpotPreempted", bool(preempted), "SpotNodesReclaimed" if preempted else "NoPreemption",
+                  ("spot pods leaving: " + ", ".join(preempted)) if preempted else ""),
+        scaling,
+    ]
+
+
+def failure_conditions(reason: str, message: str) -> list[dict]:
+    """Conditions for a spec that can't be rendered (invalid or impossible): nothing new is applied."""
+    return [
+        condition("Ready", False, reason, message),
+        condition("Progressing", False, reason, "fix the spec to continue"),
+        condition("Degraded", True, reason, message),
+        condition("InsufficientCapacity", reason == "ImpossibleShape", reason, message if reason == "ImpossibleShape" else ""),
+    ]
+
+
+def merge_conditions(previous: list[dict], current: list[dict], now: str) -> list[dict]:
+    """Keep lastTransitionTime when a condition's status is unchanged; keep conditions not recomputed."""
+    before = {c["type"]: c for c in previous or []}
+    merged = []
+    for cond in current:
+        old = before.get(cond["type"])
+        unchanged = old is not None and old.get("status") == cond["status"]
+        merged.append({**cond, "lastTransitionTime": old["lastTransitionTime"] if unchanged else now})
+    recomputed = {c["type"] for c in current}
+    merged += [c for c in previous or [] if c["type"] not in recomputed]
+    return sorted(merged, key=lambda c: CONDITION_TYPES.index(c["type"]))

@@ -1,0 +1,82 @@
+"""A Kubernetes API emulator for operator tests: kmock's in-memory API plus what the real apiserver adds.
+
+kmock stores and serves objects but sets no uid, resourceVersion, generation, creationTimestamp or generated
+names, answers creates with 200 and runs no controllers. This subclass stamps those fields, answers 201, and
+plays the garbage collector (children whose ownerReferences point at a deleted object are deleted too).
+"""
+
+import copy
+import datetime
+import itertools
+import secrets
+import uuid
+
+import kmock
+from kmock._internal import dicts
+
+from fleetserve.operator.spec import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
+
+LLMD_RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
+
+
+class ClusterEmulator(kmock.KubernetesEmulator):
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._versions = itertools.count(1)
+        self.resources.load_bundled()
+        self.resources[LLMD_RESOURCE] = kmock.ResourceInfo(
+            kind=KIND, singular=SINGULAR, namespaced=True, shortnames={SHORT_NAME},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status", "scale"},
+        )
+
+    async def _handle(self, request):
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                self._stamp_new(request.data)
+            elif request.action == kmock.action.UPDATE:
+                self._stamp_update(request)
+        response = await super()._handle(request)
+        if request.action == kmock.action.CREATE and response.status == 200:
+            response.set_status(201)
+        if request.action == kmock.action.DELETE and response.status == 200:
+            await self._collect_garbage()
+        return response
+
+    def _stamp_new(self, obj: dict) -> None:
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        meta.update({
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": str(next(self._versions)),
+            "generation": 1,
+            "creationTimestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+
+    def _stamp_update(self, request) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = self.objects[key].raw
+        merged = dicts.patch_dict(copy.deepcopy(current), copy.deepcopy(request.data))
+        meta = request.data.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._versions))
+        if request.subresource is None and merged.get("spec") != current.get("spec"):
+            meta["generation"] = current["metadata"].get("generation", 1) + 1
+
+    async def _collect_garbage(self) -> None:
+        """Delete objects whose owners are all gone, repeatedly, as the kube-controller-manager would."""
+        while True:
+            async with self._lock:
+                live_uids = {obj.raw["metadata"].get("uid") for obj in self.objects.values() if not obj.deleted}
+                orphans = [
+                    (key, obj) for key, obj in self.objects.items() if not obj.deleted
+                    and obj.raw["metadata"].get("ownerReferences")
+                    and not any(ref.get("uid") in live_uids for ref in obj.raw["metadata"]["ownerReferences"])
+                ]
+                for (resource, _, _), obj in orphans:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[resource].put({"type": "DELETED", "object": raw})
+            if not orphans:
+                return

@@ -1,0 +1,136 @@
+"""`fleetserve simulate`: replay a request trace (and spot traces) against our policy and the baselines."""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fleetserve.autoscaler import sim_policies, sim_report
+from fleetserve.autoscaler.control import LoopSettings
+from fleetserve.autoscaler.policy import Load, SloTarget, recommend
+from fleetserve.autoscaler.sim_cluster import SpotPool
+from fleetserve.autoscaler.sim_profile import load_prices, load_profile
+from fleetserve.autoscaler.sim_traces import busiest_offset, load_requests, load_spot_trace
+from fleetserve.autoscaler.simulator import SimSetup, simulate
+from fleetserve.autoscaler.spot import SpotSettings
+
+log = logging.getLogger(__name__)
+
+POLICIES = ["static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
+DEFAULT_PRICES = "../shared/data/gpu-prices-skypilot-aws/aws_gpu_prices_us.csv"
+DEFAULT_PROFILE = "benchmarks/results/simulation_profile.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trace", required=True, help="request trace CSV (Azure LLM trace schema)")
+    parser.add_argument("--spot-trace", action="append", default=[], help="spot capacity trace, one per pool (repeatable)")
+    parser.add_argument("--spot-offset", default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
+    parser.add_argument("--spot-x-unit-s", type=float, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
+    parser.add_argument("--spot-pool-size", type=int, default=0, help="replicas a pool holds at its trace maximum (0: static peak)")
+    parser.add_argument("--policy", default="all", choices=[*POLICIES, "all"])
+    parser.add_argument("--slo-ttft", type=float, required=True, help="TTFT SLO in seconds")
+    parser.add_argument("--slo-itl", type=float, default=0.2, help="inter-token latency SLO in seconds (per-request mean)")
+    parser.add_argument("--slo-percentile", type=float, default=99.0, help="percentile our policy plans for")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="replica performance profile JSON")
+    parser.add_argument("--prices", default=DEFAULT_PRICES, help="GPU price CSV (SkyPilot catalog schema)")
+    parser.add_argument("--instance-type", default="g6.16xlarge", help="instance type priced from --prices")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=0, help="0: twice the static peak count")
+    parser.add_argument("--on-demand-min", type=int, default=1, help="our policy's on-demand floor")
+    parser.add_argument("--spot-max-share", type=float, default=0.9, help="our policy's largest spot share")
+    parser.add_argument("--scale-down-delay", type=float, default=120.0, help="our policy's scale-down delay, s")
+    parser.add_argument("--notice-s", type=float, default=30.0, help="preemption notice before a spot replica dies")
+    parser.add_argument("--step-s", type=float, default=0.5, help="simulation time step")
+    parser.add_argument("--limit-requests", type=int, default=0, help="replay only the first N requests")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", required=True, help="output JSON path")
+    parser.add_argument("--plot", help="output PNG path")
+    parser.add_argument("--markdown", help="output markdown table path")
+
+
+def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: int, max_replicas: int) -> list:
+    capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
+    ours = LoopSettings(
+        min_replicas=args.min_replicas,
+        max_replicas=max_replicas,
+        slo=slo,
+        itl_slo_s=args.slo_itl,
+        max_num_seqs=profile.max_batch,
+        scale_up_stabilization_s=0.0,
+        scale_down_delay_s=args.scale_down_delay,
+        spot=SpotSettings(enabled=bool(args.spot_trace), max_share=args.spot_max_share, on_demand_min=args.on_demand_min),
+    )
+    replica_rate = capacity.slots_per_replica / capacity.service_time_s  # requests/s one replica completes when full
+    every = {
+        "static_ondemand_peak": lambda: sim_policies.Static(static_replicas),
+        "hpa_queue": lambda: sim_policies.Hpa(args.min_replicas, max_replicas),
+        "knative_kpa": lambda: sim_policies.Kpa(args.min_replicas, max_replicas, target_concurrency=0.7 * capacity.slots_per_replica),
+        "skyserve_spothedge": lambda: sim_policies.SkyServe(args.min_replicas, max_replicas, target_qps_per_replica=0.7 * replica_rate),
+        "fleetserve": lambda: sim_policies.FleetServe(ours),
+    }
+    # Static peak provisioning always runs: it is the cost reference.
+    names = POLICIES if args.policy == "all" else ["static_ondemand_peak", args.policy]
+    if not args.spot_trace:
+        names = [n for n in names if n != "skyserve_spothedge"]
+    return [every[name]() for name in names]
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    requests = load_requests(args.trace)
+    if args.limit_requests:
+        requests = requests[: args.limit_requests]
+    profile = load_profile(args.profile)
+    prices = load_prices(args.prices, args.instance_type)
+    slo = SloTarget(ttft_s=args.slo_ttft, quantile=args.slo_percentile / 100)
+    capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
+    static_replicas = sim_policies.static_peak_replicas(capacity, requests, slo, max_replicas=1000)
+    max_replicas = args.max_replicas or 2 * static_replicas
+    first_minute = [r for r in requests if r.arrival_s < 60]
+    initial = recommend(Load(len(first_minute) / 60, 0, 1), capacity, slo, 1000, 0, max_replicas).replicas
+
+    duration = requests[-1].arrival_s
+    traces = [load_spot_trace(path, args.spot_x_unit_s) for path in args.spot_trace]
+    pool_size = args.spot_pool_size or static_replicas
+    pools = []
+    for trace in traces:
+        offset = busiest_offset(trace, duration) if args.spot_offset == "auto" else float(args.spot_offset)
+        pools.append(SpotPool(trace, offset, pool_size))
+    setup = SimSetup(
+        requests, profile, prices, pools, args.slo_ttft, args.slo_itl, initial,
+        notice_s=args.notice_s, step_s=args.step_s, seed=args.seed,
+    )
+    rows, timelines = [], {}
+    for policy in tqdm(_build_policies(args, profile, requests, slo, static_replicas, max_replicas), desc="policies"):
+        start = static_replicas if isinstance(policy, sim_policies.Static) else initial
+        row, timeline = simulate(policy, setup, start)
+        rows.append(row)
+        timelines[policy.name] = timeline
+    reference = next(r["cost_usd"] for r in rows if r["policy"] == "static_ondemand_peak")
+    for row in rows:
+        row["cost_vs_static_ondemand"] = row["cost_usd"] / reference
+
+    report = {
+        "setup": {
+            "trace": args.trace, "requests": len(requests), "duration_s": duration,
+            "spot_traces": [{"path": p, "offset_s": pool.offset_s, "pool_size": pool.size} for p, pool in zip(args.spot_trace, pools)],
+            "slo_ttft_s": args.slo_ttft, "slo_itl_s": args.slo_itl, "slo_percentile": args.slo_percentile,
+            "profile": {"path": args.profile, "name": profile.name, "source": profile.source},
+            "prices": {"instance_type": prices.instance_type, "on_demand_per_gpu_hour": prices.on_demand_per_gpu_hour,
+                       "spot_per_gpu_hour": prices.spot_per_gpu_hour, "source": prices.source},
+            "static_peak_replicas": static_replicas, "initial_replicas": initial, "max_replicas": max_replicas,
+            "notice_s": args.notice_s, "step_s": args.step_s, "seed": args.seed,
+        },
+        "results": rows,
+    }
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    table = sim_report.markdown_table(rows)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if args.plot:
+        title = f"{Path(args.trace).name}: TTFT SLO {args.slo_ttft}s, {len(pools)} spot pool(s)"
+        sim_report.plot(rows, timelines, title, args.plot)
+    print(table)
+    return 0

@@ -92,7 +92,8 @@ async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | N
 
     engine = AsyncEngine(config)
     await engine.start()
-    app = build_app(engine, ServerOptions(max_waiting=args.max_waiting, api_key=api_key))
+    app = build_app(engine, ServerOptions(max_waiting=args.max_waiting, max_num_seqs=config.max_num_seqs,
+                                         api_key=api_key))
     runner = await start_site(app, args.host, args.port)
     logger.info(how_to_query(args.host, args.port, engine.model_name, api_key is not None))
 

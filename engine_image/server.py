@@ -34,6 +34,7 @@ OPEN_PATHS = ("/health", "/metrics")  # probes and scrapes never need the API ke
 @dataclass
 class ServerOptions:
     max_waiting: int = 128  # 429 once the engine has this many requests waiting
+    max_num_seqs: int = 256  # the engine's batch size: with max_waiting, caps the requests the server holds
     api_key: str | None = None  # None: no auth
 
 
@@ -53,9 +54,12 @@ class Admission:
         self._idle.set()
 
     @contextmanager
-    def admit(self, engine_waiting: int) -> Iterator[None]:
+    def admit(self, engine_waiting: int, engine_healthy: bool) -> Iterator[None]:
         if self.draining:
             raise ApiError(503, "The server is shutting down; retry on another replica.", None, "server_draining",
+                           "service_unavailable")
+        if not engine_healthy:
+            raise ApiError(503, "The engine is unhealthy; retry on another replica.", None, "engine_unhealthy",
                            "service_unavailable")
         if engine_waiting >= self.max_waiting or self.in_flight >= self.hard_limit:
             raise ApiError(429, f"The server is at capacity ({engine_waiting} requests waiting); retry later.",
@@ -95,7 +99,7 @@ def build_app(engine, options: ServerOptions) -> web.Application:
     # middlewares run outermost first: errors wrap auth, so a 401 is rendered like any other error
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[STATE] = ServerState(
-        engine=engine, options=options, admission=Admission(options.max_waiting, engine.config.max_num_seqs),
+        engine=engine, options=options, admission=Admission(options.max_waiting, options.max_num_seqs),
         metrics=ServerMetrics(engine.model_name, engine.stats), started=int(time.time()))
     app.router.add_post("/v1/completions", create_completion)
     app.router.add_post("/v1/chat/completions", create_chat_completion)
@@ -178,7 +182,7 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
         prompt_ids = check_token_ids(body.prompt, len(state.engine.tokenizer))
     params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    with state.admission.admit(state.engine.stats().num_waiting):
+    with state.admission.admit(state.engine.stats().num_waiting, state.engine.healthy):
         async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
             if body.stream:
                 return await write_sse(request, completion_chunks(outputs, request_id, body))
@@ -192,7 +196,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     prompt_ids = render_chat(state.engine.tokenizer, body.chat_messages())
     params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    with state.admission.admit(state.engine.stats().num_waiting):
+    with state.admission.admit(state.engine.stats().num_waiting, state.engine.healthy):
         async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
             if body.stream:
                 return await write_sse(request, chat_chunks(outputs, request_id, body))
@@ -242,6 +246,9 @@ async def tracked_outputs(state: ServerState, request_id: str, prompt_ids: list[
                 if last_token_at is not None:
                     state.metrics.observe_token_gap(now - last_token_at)
                 last_token_at = now
+            if output.error:  # an engine fault ended the request: the client gets a server error, not a truncation
+                raise ApiError(500, f"The engine failed while serving this request: {output.error}", None, None,
+                               "server_error")
             if output.finished and output.finish_reason != "abort":
                 state.metrics.observe_finished(output.timings)
             yield output
@@ -256,7 +263,9 @@ async def write_sse(request: web.Request, chunks: AsyncIterator[dict]) -> web.St
     except ConnectionResetError:
         logger.info("client went away mid-stream; request aborted")
         return response
-    except Exception:  # headers are sent: report in-band, as OpenAI does
+    except ApiError as error:  # headers are sent: report in-band, as OpenAI does
+        await response.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
+    except Exception:
         logger.exception("error while streaming")
         error = ApiError(500, "Internal server error.", None, None, "server_error")
         await response.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")

@@ -83,10 +83,10 @@ def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec) -> dict:
     meta = body["metadata"]
     previous = body.get("status") or {}
     plan = previous.get("autoscaler")
-    split = desired_split(spec, plan)
     shape = group_shape(spec)
     workloads = [c for c in live_children(kube, meta["namespace"], meta["name"], render.ClusterFeatures())
                  if (c["apiVersion"], c["kind"]) in WORKLOAD_KINDS]
+    split = status.applied_split(workloads, shape)
     pod_list = engine_pods(kube, meta["namespace"], meta["name"])
     replicas = status.replica_status(split, workloads, pod_list, shape)
     conditions = status.observed_conditions(replicas, workloads, pod_list, spec.autoscaling.enabled, bool(plan))

@@ -39,6 +39,20 @@ def rolling_out(workloads: list[dict]) -> bool:
     return False
 
 
+def applied_split(workloads: list[dict], shape: GroupShape) -> ReplicaSplit:
+    """Replica counts the workloads are set to now (not what a newer plan asks for before it is applied)."""
+    counts = {"on-demand": 0, "spot": 0}
+    for w in workloads:
+        capacity = w["spec"]["template"]["metadata"]["labels"].get(pods.CAPACITY_LABEL)
+        if capacity not in counts:
+            continue
+        if shape.multi_node:
+            counts[capacity] += w["kind"] == "StatefulSet"
+        elif w["kind"] == "Deployment":
+            counts[capacity] += w["spec"].get("replicas", 0)
+    return ReplicaSplit(on_demand=counts["on-demand"], spot=counts["spot"])
+
+
 def replica_status(split: ReplicaSplit, workloads: list[dict], pod_list: list[dict], shape: GroupShape) -> dict:
     per_capacity = {}
     for capacity, desired, field in (("on-demand", split.on_demand, "onDemand"), ("spot", split.spot, "spot")):

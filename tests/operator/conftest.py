@@ -14,7 +14,7 @@ import yaml
 import kmock
 from kmock import Server
 
-from fleetserve.operator.kube import resource_path
+from fleetserve.operator.kube import PLURALS, resource_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from emulator import ClusterEmulator  # noqa: E402  (a helper module beside the tests, not a package)
@@ -49,7 +49,7 @@ class Cluster:
 
     def objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict]:
         """Live objects of one kind, read straight from the emulator's memory."""
-        plural = resource_path(api_version, kind, None).rsplit("/", 1)[-1]
+        plural = PLURALS.get((api_version, kind), kind.lower() + "s")
         group_version = api_version if "/" in api_version else f"/{api_version}"
         found = []
         for (resource, ns, _), obj in self.emulator.objects.items():

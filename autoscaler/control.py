@@ -42,6 +42,7 @@ class Observed:
     ready: int
     spot_ready: int
     spot_pending: int
+    on_demand_up: int = 0  # on-demand replicas running or starting (kept while spot replacements start)
 
 
 @dataclasses.dataclass
@@ -81,13 +82,18 @@ def _track_cold_start(memory: LoopMemory, observed: Observed, now: float) -> Non
 
 
 def _spot_not_serving(memory: LoopMemory, settings: LoopSettings, serving: int, observed: Observed, now: float) -> int:
-    shortfall = max(0, spot_share(serving, settings.spot) - observed.spot_ready)
+    """Spot replicas of the plan that don't serve: covered by on-demand ones at once if those already run
+    (make before break), by new on-demand ones once the shortfall outlasts the fallback delay."""
+    spot = spot_share(serving, settings.spot)
+    shortfall = max(0, spot - observed.spot_ready)
     if shortfall == 0:
         memory.spot_short_since = None
         return 0
     if memory.spot_short_since is None:
         memory.spot_short_since = now
-    return shortfall if now - memory.spot_short_since >= SPOT_FALLBACK_AFTER_S else 0
+    if now - memory.spot_short_since >= SPOT_FALLBACK_AFTER_S:
+        return shortfall
+    return min(shortfall, max(0, observed.on_demand_up - (serving - spot)))
 
 
 def tick(
@@ -104,6 +110,9 @@ def tick(
     memory.preemptions = memory.preemptions.observe(new_preemptions, observed.spot_ready, elapsed)
     if memory.serving is None:
         memory.serving = clamp(observed.ready, settings.min_replicas, settings.max_replicas)
+        # A fresh loop (or a restarted operator) has no history: record the running scale as a recommendation
+        # made now, so nothing scales down before one full delay of real observations.
+        memory.history = [(now, memory.serving)]
     if isinstance(snapshot, MetricsUnavailable):
         return TickResult(None, memory.serving, False, f"holding {memory.serving} replicas: {snapshot}")
 

@@ -36,7 +36,11 @@ def observed_from_status(status: dict) -> Observed:
     """Replica counts the operator maintains in status.replicas (whole tensor-parallel groups)."""
     replicas = status.get("replicas") or {}
     spot = replicas.get("spot") or {}
-    return Observed(ready=replicas.get("ready", 0), spot_ready=spot.get("ready", 0), spot_pending=spot.get("pending", 0))
+    on_demand = replicas.get("onDemand") or {}
+    return Observed(
+        ready=replicas.get("ready", 0), spot_ready=spot.get("ready", 0), spot_pending=spot.get("pending", 0),
+        on_demand_up=on_demand.get("ready", 0) + on_demand.get("pending", 0),
+    )
 
 
 def _current_total(status: dict) -> int | None:

@@ -16,6 +16,9 @@ class SloTarget:
     ttft_s: float
     quantile: float  # e.g. 0.95 for a p95 target
     headroom: float = 0.2  # plan for (1 - headroom) x the SLO so noise and estimate error don't breach it
+    # Busy share of slots we plan for: spare capacity absorbs load that grows, or replicas that are preempted,
+    # while new replicas are still cold-starting (queueing delay alone only reacts near saturation).
+    max_utilization: float = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,8 @@ def recommend(
     cold_start_s: float,
     max_replicas: int,
 ) -> Recommendation:
-    """Smallest replica count whose predicted TTFT meets the SLO with headroom and that drains the backlog."""
+    """Smallest replica count whose predicted TTFT meets the SLO with headroom, that stays under the utilisation
+    cap and that drains the backlog (including what piles up while new replicas cold-start)."""
     if load.arrival_rate <= 0 and load.backlog <= 0 and load.in_flight <= 0:
         return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests")
     target = slo.ttft_s * (1 - slo.headroom)
@@ -58,7 +62,8 @@ def recommend(
     for replicas in range(1, max_replicas + 1):
         ttft = predicted_ttft(load, capacity, replicas, slo.quantile)
         drain = backlog_drain_time(backlog, load.arrival_rate, capacity.service_time_s, replicas * capacity.slots_per_replica)
-        if ttft <= target and drain <= drain_within_s:
+        utilisation = load.arrival_rate * capacity.service_time_s / (replicas * capacity.slots_per_replica)
+        if ttft <= target and drain <= drain_within_s and utilisation <= slo.max_utilization:
             return Recommendation(
                 replicas, ttft,
                 f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"

@@ -1,0 +1,188 @@
+"""Pure rendering: every example and edge case, each manifest validated against the Kubernetes schemas."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from fleetserve.operator import group_env
+from fleetserve.operator.placement import ImpossibleShape
+from fleetserve.operator.render import ClusterFeatures
+from fleetserve.operator.render_cli import render_manifests
+
+REPO = Path(__file__).parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+# The oldest Kubernetes we support (StatefulSet pod-index labels arrived in 1.28) and the newest schemas offline.
+KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
+
+
+def load(name: str, uid: str | None = "0b5e-uid") -> dict:
+    body = yaml.safe_load((REPO / "examples" / name).read_text())
+    if uid:
+        body["metadata"]["uid"] = uid
+    return body
+
+
+def render(body: dict, pod_monitor: bool = False) -> dict[tuple[str, str], dict]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in render_manifests(body, ClusterFeatures(pod_monitor=pod_monitor))}
+
+
+def engine(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]["containers"][0]
+
+
+def flag(container: dict, name: str) -> str:
+    args = container["args"]
+    return args[args.index(name) + 1]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_rendered_manifest_is_valid_kubernetes(path):
+    manifests = render_manifests(load(path.name), ClusterFeatures(pod_monitor=True))
+    for manifest in manifests:
+        if manifest["kind"] == "PodMonitor":
+            continue  # a CRD kind: no official schema to check against
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        assert manifest["metadata"]["ownerReferences"][0] == {
+            "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "name": manifest["metadata"]["labels"]["app.kubernetes.io/instance"],
+            "uid": "0b5e-uid", "controller": True, "blockOwnerDeletion": True}
+
+
+def test_cpu_example_renders_one_hardened_pod_without_gpus():
+    children = render(load("cpu-tiny.yaml"))
+    assert set(children) == {("Deployment", "tiny-on-demand"), ("Service", "tiny"), ("PodDisruptionBudget", "tiny"),
+                             ("NetworkPolicy", "tiny")}
+    deployment = children[("Deployment", "tiny-on-demand")]
+    pod = deployment["spec"]["template"]["spec"]
+    container = engine(deployment)
+    assert container["command"] == ["fleetserve"] and container["args"][:3] == ["serve", "--model", "builtin://smollm2-135m-instruct"]
+    assert [flag(container, f) for f in ("--host", "--port", "--served-model-name", "--max-num-seqs", "--max-model-len",
+                                         "--tensor-parallel-size")] == ["0.0.0.0", "8000", "tiny", "16", "2048", "1"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"] and security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"} and pod["securityContext"]["runAsNonRoot"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/dev/shm"] == "dshm" and mounts["/var/cache/fleetserve"] == "model-cache"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HOME"].startswith("/var/cache/fleetserve")
+    drain = int(flag(container, "--drain-seconds"))
+    assert pod["terminationGracePeriodSeconds"] > drain
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+
+
+def test_labels_and_selectors_follow_the_autoscaler_contract():
+    children = render(load("spot-mix.yaml"))
+    for capacity in ("on-demand", "spot"):
+        deployment = children[("Deployment", f"mix-{capacity}")]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "fleetserve-engine" and labels["app.kubernetes.io/instance"] == "mix"
+        assert labels["fleetserve.io/capacity"] == capacity and labels["fleetserve.io/serving"] == "true"
+        assert "fleetserve.io/serving" not in deployment["spec"]["selector"]["matchLabels"]
+    service = children[("Service", "mix")]
+    assert service["spec"]["selector"]["fleetserve.io/serving"] == "true"
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["name"] == "http"
+
+
+def test_spot_mix_splits_replicas_and_places_each_pool():
+    children = render(load("spot-mix.yaml"))
+    on_demand, spot = children[("Deployment", "mix-on-demand")], children[("Deployment", "mix-spot")]
+    assert (on_demand["spec"]["replicas"], spot["spec"]["replicas"]) == (1, 4)
+    assert spot["spec"]["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-spot": "true", "nvidia.com/gpu.product": "nvidia-l4"}
+    assert "nodeAffinity" in on_demand["spec"]["template"]["spec"]["affinity"]
+    assert "cloud.google.com/gke-spot" not in on_demand["spec"]["template"]["spec"].get("nodeSelector", {})
+
+
+def test_autoscaler_plan_in_status_sets_the_counts():
+    body = load("spot-mix.yaml")
+    body["status"] = {"autoscaler": {"desiredOnDemand": 3, "desiredSpot": 9, "reason": "load", "time": "2026-01-01T00:00:00Z"}}
+    children = render(body)
+    assert children[("Deployment", "mix-on-demand")]["spec"]["replicas"] == 3
+    assert children[("Deployment", "mix-spot")]["spec"]["replicas"] == 9
+    body["spec"]["autoscaling"]["enabled"] = False  # without autoscaling the plan is ignored
+    assert render(body)[("Deployment", "mix-spot")]["spec"]["replicas"] == 4
+
+
+def test_tp4_is_one_pod_with_four_gpus_and_an_api_key():
+    deployment = render(load("tp4.yaml"))[("Deployment", "chat-on-demand")]
+    container = engine(deployment)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert flag(container, "--tensor-parallel-size") == "4"
+    assert flag(container, "--api-key-file") == "/var/run/fleetserve/api-key/token"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-key"]["secret"] == {"secretName": "chat-key", "items": [{"key": "token", "path": "token"}]}
+    assert not any(e["name"].startswith("FLEETSERVE_") for e in container["env"])
+
+
+def test_tp16_group_env_contract_is_pinned():
+    children = render(load("tp16-multinode.yaml"))
+    group = children[("StatefulSet", "big-on-demand-0")]
+    env = engine(group)["env"]
+    group_vars = [e for e in env if e["name"].startswith("FLEETSERVE_")]
+    assert group_vars == [
+        {"name": "FLEETSERVE_NNODES", "value": "2"},
+        {"name": "FLEETSERVE_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+        {"name": "FLEETSERVE_GPUS_PER_NODE", "value": "8"},
+        {"name": "FLEETSERVE_LEADER_ADDR", "value": "big-on-demand-0-0.big-on-demand-group.default.svc.cluster.local"},
+        {"name": "FLEETSERVE_LEADER_PORT", "value": "29500"},
+    ]
+    assert [e["name"] for e in group_vars] == [group_env.NNODES, group_env.NODE_RANK, group_env.GPUS_PER_NODE,
+                                               group_env.LEADER_ADDR, group_env.LEADER_PORT]
+    assert group["spec"]["podManagementPolicy"] == "Parallel" and group["spec"]["replicas"] == 2
+    assert engine(group)["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert flag(engine(group), "--model") == "/models/model-weights/llama-3.1-405b-instruct"
+    # Only group leaders are behind the Service; a disruption may take one whole group.
+    assert children[("Service", "big")]["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
+    assert children[("PodDisruptionBudget", "big")]["spec"]["maxUnavailable"] == 2
+    assert ("Service", "big-on-demand-group") in children
+
+
+def test_scaled_to_zero_keeps_the_workload_at_zero():
+    body = load("cpu-tiny.yaml")
+    body["spec"]["replicas"] = {"min": 0, "max": 2}
+    assert render(body)[("Deployment", "tiny-on-demand")]["spec"]["replicas"] == 0
+
+
+def test_pod_monitor_only_where_the_crd_exists():
+    assert ("PodMonitor", "tiny") not in render(load("cpu-tiny.yaml"))
+    monitor = render(load("cpu-tiny.yaml"), pod_monitor=True)[("PodMonitor", "tiny")]
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+
+
+def test_impossible_shape_is_an_error_naming_the_fields():
+    body = load("tp16-multinode.yaml")
+    body["spec"]["parallelism"]["tensor"] = 12
+    with pytest.raises(ImpossibleShape, match="gpusPerNode=8"):
+        render(body)
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from fleetserve.cli import main; raise SystemExit(main())", "render", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO.parent, input=stdin)
+
+
+def test_render_cli_prints_what_the_operator_applies():
+    result = run_cli("-f", str(REPO / "examples" / "spot-mix.yaml"))
+    assert result.returncode == 0, result.stderr
+    printed = list(yaml.safe_load_all(result.stdout))
+    assert printed == render_manifests(load("spot-mix.yaml", uid=None), ClusterFeatures())
+
+
+def test_render_cli_rejects_an_invalid_cr_naming_the_field(tmp_path):
+    body = load("cpu-tiny.yaml", uid=None)
+    body["spec"]["engine"]["gpuMemoryUtilization"] = 2
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(body))
+    result = run_cli("-f", str(path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "spec.engine.gpuMemoryUtilization" in result.stderr
+    assert run_cli("-f", "-", stdin="just: [a, list").returncode == 2

@@ -14,16 +14,6 @@ from workloads import BenchRequest
 log = logging.getLogger(__name__)
 
 
-def random_hf_model(config: dict, dtype=torch.bfloat16):
-    """An HF model of the given config with random weights, built directly on the GPU."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    hf_config = AutoConfig.for_model(**config)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    return model.eval()
-
-
 def _greedy_config(model, max_new_tokens: int):
     from transformers import GenerationConfig
 

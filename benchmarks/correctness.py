@@ -1,0 +1,123 @@
+"""Correctness on the GPU against HF transformers: logits, greedy continuations, and batching/preemption.
+
+Bounds, stated up front: our bf16 logits may differ from HF's float32 logits (same weights) by at most twice what
+HF's own bf16 model differs by, plus 1e-2 (relative Frobenius error over the vocabulary); greedy continuations
+must agree with HF's on at least 95% of tokens before the first divergence (summed over prompts).
+"""
+
+import logging
+
+import torch
+
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+GREEDY_AGREEMENT_TARGET = 0.95
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+@torch.inference_mode()
+def engine_logits(engine, prompts: list[list[int]], next_tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our logits at each prompt's last position (prefill path), then after appending next_tokens (decode path,
+    CUDA graph when one is captured for this batch size)."""
+    seqs = [Sequence(f"logits-{i}", p, SamplingParams(max_tokens=2)) for i, p in enumerate(prompts)]
+    for seq in seqs:
+        engine.scheduler.add(seq)
+    scheduled = engine.scheduler.schedule()
+    assert len(scheduled) == len(seqs), "raise max_num_batched_tokens for the logits check"
+    prefill = engine.runner.run(scheduled).clone()
+    engine.scheduler.step_done(scheduled)
+    for seq, token in zip(seqs, next_tokens):
+        seq.token_ids.append(token)
+    scheduled = engine.scheduler.schedule()
+    decode = engine.runner.run(scheduled).clone()
+    engine.scheduler.step_done(scheduled)
+    for seq in seqs:
+        engine.scheduler.finish(seq, "abort")
+    return prefill, decode
+
+
+@torch.inference_mode()
+def hf_last_logits(hf_model, prompts: list[list[int]]) -> torch.Tensor:
+    return torch.stack([hf_model(torch.tensor([p], device="cuda")).logits[0, -1].float() for p in prompts])
+
+
+def logits_check(engine, hf_model, prompts: list[list[int]]) -> dict:
+    """hf_model arrives in bf16 and leaves in float32 (converted in place: the float32 reference computes the
+    same function of the same bf16-rounded weights)."""
+    hf_bf16 = hf_last_logits(hf_model, prompts)
+    next_tokens = hf_bf16.argmax(-1).tolist()
+    hf_bf16_decode = hf_last_logits(hf_model, [p + [t] for p, t in zip(prompts, next_tokens)])
+    ours_prefill, ours_decode = engine_logits(engine, prompts, next_tokens)
+    hf_model.float()
+    ref_prefill = hf_last_logits(hf_model, prompts)
+    ref_decode = hf_last_logits(hf_model, [p + [t] for p, t in zip(prompts, next_tokens)])
+    result = {
+        "ours_prefill_err": relative_error(ours_prefill, ref_prefill),
+        "ours_decode_err": relative_error(ours_decode, ref_decode),
+        "hf_bf16_prefill_err": relative_error(hf_bf16, ref_prefill),
+        "hf_bf16_decode_err": relative_error(hf_bf16_decode, ref_decode),
+        "top1_agree_prefill": (ours_prefill.argmax(-1) == ref_prefill.argmax(-1)).float().mean().item(),
+    }
+    bound = lambda hf_err: 2 * hf_err + 1e-2  # noqa: E731
+    result["passed"] = (result["ours_prefill_err"] <= bound(result["hf_bf16_prefill_err"])
+                        and result["ours_decode_err"] <= bound(result["hf_bf16_decode_err"]))
+    return result
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@torch.inference_mode()
+def hf_greedy(hf_model, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    outs = []
+    for p in prompts:
+        ids = torch.tensor([p], device="cuda")
+        out = hf_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, eos_token_id=None,
+                                pad_token_id=0)
+        outs.append(out[0, len(p):].tolist())
+    return outs
+
+
+def engine_greedy(engine, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, ignore_eos=True)
+    return [out.new_token_ids for out in engine.generate(prompts, params)]
+
+
+def greedy_check(engine, hf_model, prompts: list[list[int]], max_new_tokens: int) -> dict:
+    ours = engine_greedy(engine, prompts, max_new_tokens)
+    theirs = hf_greedy(hf_model, prompts, max_new_tokens)
+    agreed = sum(common_prefix(a, b) for a, b in zip(ours, theirs))
+    total = sum(len(b) for b in theirs)
+    return {"prompts": len(prompts), "tokens": total, "agreement_before_divergence": agreed / total,
+            "identical_prompts": sum(a == b for a, b in zip(ours, theirs)),
+            "passed": agreed / total >= GREEDY_AGREEMENT_TARGET}
+
+
+def batching_check(make_engine, prompts: list[list[int]], max_new_tokens: int) -> dict:
+    """Everything at once in an engine whose KV cache is too small for all of it (so the scheduler preempts), vs
+    each prompt alone in a roomy one: greedy outputs must be the same."""
+    alone_engine = make_engine(None)
+    alone = [engine_greedy(alone_engine, [p], max_new_tokens)[0] for p in prompts]
+    del alone_engine
+    need = sum(-(-(len(p) + max_new_tokens) // 16) for p in prompts)
+    tight_engine = make_engine(max(need // 3, max(-(-(len(p) + max_new_tokens) // 16) for p in prompts) + 1))
+    together = engine_greedy(tight_engine, prompts, max_new_tokens)
+    agreed = sum(common_prefix(a, b) for a, b in zip(together, alone))
+    total = sum(len(b) for b in alone)
+    return {"prompts": len(prompts), "preemptions": tight_engine.scheduler.num_preemptions,
+            "identical_prompts": sum(a == b for a, b in zip(together, alone)),
+            "agreement_before_divergence": agreed / total,
+            "passed": agreed / total >= GREEDY_AGREEMENT_TARGET and tight_engine.scheduler.num_preemptions > 0}

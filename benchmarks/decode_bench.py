@@ -1,0 +1,59 @@
+"""Decode steps at a fixed batch and context: tokens/s, and bytes moved per second (weights once, plus every
+sequence's K/V) as a fraction of the copy bandwidth measured in the same run."""
+
+import torch
+
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.sequence import Sequence
+
+
+def bytes_per_step(model, batch: int, context: int) -> int:
+    """The fewest bytes one decode step must read: every weight once (the embedding table only where it doubles
+    as the LM head) and the K/V of every cached token."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())  # tied tensors count once
+    if not model.tied:
+        embed = model.model.embed_tokens.weight
+        weights -= embed.numel() * embed.element_size()
+    layer = model.kv_layers()[0]
+    kv_per_token = 2 * len(model.kv_layers()) * layer.num_kv_heads * layer.head_dim * layer.k_cache.element_size()
+    return weights + batch * context * kv_per_token
+
+
+def _time_ms(fn, steps: int) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / steps
+
+
+@torch.inference_mode()
+def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int = 30) -> dict:
+    """Sequences with `context` cached tokens of random K/V; each step decodes one token for all of them."""
+    runner, block_size = engine.runner, engine.config.block_size
+    blocks_per_seq = -(-context // block_size)
+    if batch * blocks_per_seq > runner.num_blocks:
+        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
+    runner.kv_cache.normal_()
+    seqs = []
+    for i in range(batch):
+        seq = Sequence(f"decode-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
+        seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
+        seq.num_computed_tokens, seq.num_new_tokens = context - 1, 1
+        seqs.append(seq)
+    ids, params = [s.request_id for s in seqs], [s.params for s in seqs]
+    step_ms = _time_ms(lambda: engine.sampler.sample(runner.run(seqs), ids, params), steps)
+    bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
+    graph_ms = _time_ms(runner.graphs[bucket].replay, steps)
+    moved = bytes_per_step(engine.runner.model, batch, context)
+    return {
+        "batch": batch, "context": context, "step_ms": step_ms, "graph_ms": graph_ms,
+        "tokens_per_s": batch / (step_ms * 1e-3), "bytes_per_step": moved,
+        "gbps": moved / (step_ms * 1e-3) / 1e9, "bandwidth_fraction": moved / (step_ms * 1e-3) / 1e9 / copy_gbps,
+        "graph_bandwidth_fraction": moved / (graph_ms * 1e-3) / 1e9 / copy_gbps,
+    }

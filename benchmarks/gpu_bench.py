@@ -1,0 +1,210 @@
+"""One command for the GPU machine: correctness against HF transformers, then the benchmarks of issue 3.
+
+    python benchmarks/gpu_bench.py --all --out benchmarks/results            # everything
+    python benchmarks/gpu_bench.py --shapes qwen3-0.6b --sections offline     # a part
+    python benchmarks/gpu_bench.py --report benchmarks/results/gpu-*.json     # merge runs into the markdown table
+
+Each run writes gpu-<sections>.json (GPU name, torch version, commit, every number) to --out.
+"""
+
+import argparse
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import report  # noqa: E402
+import workloads  # noqa: E402
+
+log = logging.getLogger("gpu_bench")
+SECTIONS = ["ceilings", "correctness", "decode", "offline", "online"]
+SHAPES = ["qwen3-0.6b", "llama-3-8b"]
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+    import triton
+
+    commit = os.environ.get("FLEETSERVE_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = "unknown"
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "transformers": transformers.__version__, "commit": commit or "unknown",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def run_ceilings(results: dict) -> None:
+    import kernel_bench
+
+    results["ceilings"] = {"copy_gbps": kernel_bench.copy_bandwidth_gbps(),
+                           "matmul_bf16_tflops": kernel_bench.matmul_tflops()}
+    results["attention_kernels"] = {
+        "decode_llama8b_ctx1024": [kernel_bench.decode_attention_bench(b) for b in (1, 32, 256)],
+        "prefill_llama8b": [kernel_bench.prefill_attention_bench()],
+    }
+
+
+def run_correctness(results: dict, shapes: list[str], args) -> None:
+    import torch
+
+    import correctness
+    import fleet
+    from fleetserve.engine import loader
+
+    out = results.setdefault("correctness", {})
+    prompts = [workloads.offline_requests(49152, count=8, min_len=20, max_len=200, seed=1)[i].prompt_ids
+               for i in range(8)]
+    models = []
+    if not args.skip_default_model:
+        models.append(("smollm2-135m (default, GGUF)", None))
+    models += [(s, s) for s in shapes]
+    for label, shape in models:
+        log.info("correctness: %s", label)
+        if shape is None:
+            hf, tokenizer = loader.load_builtin_hf()
+            hf = hf.to("cuda", torch.bfloat16)
+        else:
+            hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
+
+        def make_engine(num_blocks, hf=hf, tokenizer=tokenizer):
+            return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=num_blocks or 4096, max_num_seqs=32,
+                                        gpu_memory_utilization=0.95)
+
+        engine = make_engine(None)
+        entry = {"greedy": correctness.greedy_check(engine, hf, prompts, args.greedy_tokens)}
+        if shape is None or args.batching_all:
+            entry["batching_preemption"] = correctness.batching_check(make_engine, prompts * 2, args.greedy_tokens)
+        entry["logits"] = correctness.logits_check(engine, hf, prompts)  # leaves hf in float32
+        out[label] = entry
+        log.info("correctness %s: %s", label, json.dumps(entry))
+        del engine, hf, make_engine
+        fleet.free_gpu_memory()
+
+
+def run_engine_sections(results: dict, shapes: list[str], sections: list[str], args) -> None:
+    import decode_bench
+    import fleet
+    import hf_baselines
+    import offline_bench
+    import torch
+
+    copy_gbps = results.get("ceilings", {}).get("copy_gbps")
+    for shape in shapes:
+        vocab = fleet.shape_config(shape)["vocab_size"]
+        requests = workloads.offline_requests(vocab)
+        if "offline" in sections and not args.skip_hf:
+            n = args.hf_requests.get(shape, len(requests))
+            hf = fleet.random_hf_model(shape)
+            entry = results.setdefault("offline", {}).setdefault(shape, {})
+            for name, fn in (("hf_generate_batch", hf_baselines.generate_batch_throughput),
+                             ("hf_static_generate", lambda m, r: hf_baselines.static_generate_throughput(
+                                 m, r, args.static_batch.get(shape, 256)))):
+                log.info("offline %s: %s on %d requests", shape, name, n)
+                try:
+                    entry[name] = fn(hf, requests[:n])
+                except Exception as e:  # a baseline that breaks is reported, not fatal
+                    log.exception("%s failed", name)
+                    entry[name] = {"error": repr(e)}
+            del hf
+            fleet.free_gpu_memory()
+        from fleetserve.engine.llm_engine import LLMEngine
+
+        engine = LLMEngine(fleet.engine_config(model=f"random://{shape}"))
+        if "decode" in sections:
+            if copy_gbps is None:
+                import kernel_bench
+
+                copy_gbps = kernel_bench.copy_bandwidth_gbps()
+            for batch in (1, 32, 256):
+                log.info("decode %s batch %d", shape, batch)
+                results.setdefault("decode", {}).setdefault(shape, []).append(
+                    decode_bench.decode_bench(engine, batch, 1024, copy_gbps))
+        if "offline" in sections:
+            log.info("offline %s: fleetserve on %d requests", shape, len(requests))
+            entry = results.setdefault("offline", {}).setdefault(shape, {})
+            entry["fleetserve"] = offline_bench.fleetserve_throughput(engine, requests)
+            log.info("offline %s: %s", shape, json.dumps(entry))
+        del engine
+        fleet.free_gpu_memory()
+        torch.cuda.synchronize()
+
+
+def run_online(results: dict, args) -> None:
+    import online_bench
+
+    model = "builtin://smollm2-135m-instruct" if not args.skip_default_model else "random://qwen3-0.6b"
+    vocab = 49152 if model.startswith("builtin") else 151936
+    requests = workloads.azure_trace(args.trace, vocab, args.rate_scale, args.online_requests)
+    extra = ["--served-model-name", "bench", "--max-num-batched-tokens", "8192", "--max-model-len", "4096",
+             "--max-waiting", "100000"]
+    result = online_bench.online_bench(model, requests, 8123, args.out, "bench", extra)
+    result.update({"model": model, "trace": os.path.basename(args.trace), "rate_scale": args.rate_scale})
+    results["online"] = result
+
+
+def parse_shape_ints(text: str) -> dict:
+    """'llama-3-8b=64,qwen3-0.6b=256' -> {'llama-3-8b': 64, 'qwen3-0.6b': 256}"""
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(",") if item)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--all", action="store_true", help="every section for every shape")
+    parser.add_argument("--sections", default="", help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated model shapes")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--hf-requests", type=parse_shape_ints, default={},
+                        help="HF baselines on the first N requests per shape, e.g. llama-3-8b=64 (default: all)")
+    parser.add_argument("--static-batch", type=parse_shape_ints, default={},
+                        help="static generate batch size per shape (default 256)")
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--skip-default-model", action="store_true", help="the GGUF is not on this machine")
+    parser.add_argument("--batching-all", action="store_true", help="batching/preemption check on every shape")
+    parser.add_argument("--greedy-tokens", type=int, default=64)
+    parser.add_argument("--trace", default=os.path.join("..", "shared", "data", "azure-llm-2023", "conv.csv"))
+    parser.add_argument("--rate-scale", type=float, default=4.0)
+    parser.add_argument("--online-requests", type=int, default=400)
+    parser.add_argument("--report", nargs="*", help="merge these result files into gpu-bench.md/.json and exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.report is not None:
+        files = args.report or sorted(glob.glob(os.path.join(args.out, "gpu-run-*.json")))
+        report.write(files, args.out)
+        return 0
+    sections = SECTIONS if args.all else [s for s in args.sections.split(",") if s]
+    shapes = [s for s in args.shapes.split(",") if s]
+    os.makedirs(args.out, exist_ok=True)
+    results = {"environment": environment(), "sections": sections, "shapes": shapes,
+               "settings": {"hf_requests": args.hf_requests, "static_batch": args.static_batch}}
+    path = os.path.join(args.out, f"gpu-run-{args.tag or '-'.join(sections)}.json")
+    steps = [("ceilings", lambda: run_ceilings(results)),
+             ("correctness", lambda: run_correctness(results, shapes, args)),
+             ("engine", lambda: run_engine_sections(results, shapes, sections, args)),
+             ("online", lambda: run_online(results, args))]
+    for name, step in steps:
+        wanted = name in sections or (name == "engine" and {"decode", "offline"} & set(sections))
+        if not wanted:
+            continue
+        try:
+            step()
+        except Exception as e:  # keep what the other sections measured
+            log.exception("section %s failed", name)
+            results.setdefault("failures", {})[name] = repr(e)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+    print(report.summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

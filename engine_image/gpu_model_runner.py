@@ -1,0 +1,216 @@
+"""The tensor side of a step on a CUDA GPU: the same job and API as ModelRunner (KV cache, inputs, model, logits),
+with the Triton paged-attention kernels, a KV cache sized by a profiling pass, and decode steps replayed from CUDA
+graphs captured per batch-size bucket (without graphs, each decode step's launches cost more than its math).
+
+One extra cache block, past the ones the block manager hands out, is a scratch block: the padding rows of a
+captured batch write their K/V there and attend to it, so no real block is touched and no row produces NaN.
+"""
+
+import bisect
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.kernels.paged_attention import decode_splits
+from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
+from fleetserve.engine.model_runner import kv_bytes_per_block
+from fleetserve.engine.models.llama import LlamaForCausalLM
+from fleetserve.engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    """Captured decode batch sizes (nano-vllm's buckets): 1, 2, 4, 8, then every 16 up to max_num_seqs."""
+    sizes = [b for b in (1, 2, 4, 8) if b < max_num_seqs] + list(range(16, max_num_seqs + 1, 16))
+    return sorted(set(sizes + [max_num_seqs]))
+
+
+def kv_budget_bytes(total: int, free: int, utilization: float, activation_peak: int) -> int:
+    """What `gpu_memory_utilization` of the card leaves for the KV cache after everything already resident (weights,
+    CUDA context, other processes) and the peak activations of the largest step."""
+    used = total - free
+    return int(total * utilization - used - activation_peak)
+
+
+class GPUModelRunner:
+    def __init__(self, model: LlamaForCausalLM, config: EngineConfig, max_model_len: int | None = None,
+                 capture_graphs: bool = True):
+        self.model = model
+        self.config = config
+        self.block_size = config.block_size
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.max_model_len = max_model_len or config.max_model_len or int(model.config.max_position_embeddings)
+        self.max_blocks_per_seq = -(-self.max_model_len // self.block_size)
+        self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count
+        self.num_kv_heads = model.kv_layers()[0].num_kv_heads
+        self.num_blocks = config.num_kv_blocks or self._profile_num_blocks()
+        self._allocate_kv_cache(self.num_blocks + 1)  # + the scratch block
+        self.scratch_block = self.num_blocks
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if capture_graphs:
+            self._capture_decode_graphs()
+
+    # --- memory -------------------------------------------------------------------------------------------------
+
+    def _profile_num_blocks(self) -> int:
+        """Runs one full-budget prefill on a throwaway cache to measure peak activations, then sizes the cache."""
+        tokens = min(self.config.max_num_batched_tokens, self.max_model_len)
+        blocks = -(-tokens // self.block_size)
+        self._allocate_kv_cache(blocks)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        seq_lens = [tokens]
+        meta = self._prefill_metadata(
+            slots=list(range(tokens)), tables=np.arange(blocks, dtype=np.int32)[None, :], query_lens=seq_lens,
+            context_lens=seq_lens)
+        with torch.inference_mode():
+            hidden = self.model(torch.zeros(tokens, dtype=torch.long, device=self.device),
+                                torch.arange(tokens, device=self.device), meta)
+            self.model.compute_logits(hidden[-min(tokens, self.config.max_num_seqs):]).float()
+        torch.cuda.synchronize()
+        activation_peak = torch.cuda.max_memory_allocated() - base
+        self.kv_cache = None
+        self._unbind_kv_cache()
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = kv_budget_bytes(total, free, self.config.gpu_memory_utilization, activation_peak)
+        per_block = kv_bytes_per_block(self.model.config, self.block_size, self.dtype)
+        num_blocks = budget // per_block - 1  # one goes to the scratch block
+        if num_blocks < self.max_blocks_per_seq:
+            raise ValueError(f"gpu_memory_utilization {self.config.gpu_memory_utilization}: the KV cache would hold "
+                             f"{max(num_blocks, 0) * self.block_size} tokens, less than max_model_len "
+                             f"{self.max_model_len}")
+        log.info("KV cache: %d blocks of %d tokens (%.2f GiB); activation peak %.2f GiB", num_blocks,
+                 self.block_size, num_blocks * per_block / 2**30, activation_peak / 2**30)
+        return int(num_blocks)
+
+    def _allocate_kv_cache(self, num_blocks: int) -> None:
+        layers = self.model.kv_layers()
+        a = layers[0]
+        self.kv_cache = torch.empty(len(layers), 2, num_blocks, self.block_size, a.num_kv_heads, a.head_dim,
+                                    dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(layers):
+            layer.k_cache, layer.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+
+    def _unbind_kv_cache(self) -> None:
+        for layer in self.model.kv_layers():
+            layer.k_cache = layer.v_cache = torch.empty(0)
+
+    # --- metadata -----------------------------------------------------------------------------------------------
+
+    def _to_device(self, values, dtype=torch.int32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=dtype).pin_memory().to(self.device, non_blocking=True)
+
+    def _prefill_metadata(self, slots, tables: np.ndarray, query_lens: list[int], context_lens: list[int]):
+        cu = np.zeros(len(query_lens) + 1, dtype=np.int32)
+        np.cumsum(query_lens, out=cu[1:])
+        return GpuAttentionMetadata(
+            slot_mapping=self._to_device(slots, torch.long), block_tables=self._to_device(tables),
+            context_lens=self._to_device(context_lens), query_lens=query_lens, context_lens_list=context_lens,
+            cu_seqlens_q=self._to_device(cu), max_query_len=max(query_lens))
+
+    def _block_tables(self, seqs: list[Sequence], width: int) -> np.ndarray:
+        tables = np.full((len(seqs), width), self.scratch_block, np.int32)
+        for row, seq in enumerate(seqs):
+            n = min(width, len(seq.block_table))
+            tables[row, :n] = seq.block_table[:n]
+        return tables
+
+    # --- CUDA graphs for decode ---------------------------------------------------------------------------------
+
+    def _capture_decode_graphs(self) -> None:
+        sizes = graph_batch_sizes(self.config.max_num_seqs)
+        max_bs = sizes[-1]
+        vocab = self.model.lm_head.weight.shape[0]
+        self.graph_sizes = sizes
+        self.g_input_ids = torch.zeros(max_bs, dtype=torch.long, device=self.device)
+        self.g_positions = torch.zeros(max_bs, dtype=torch.long, device=self.device)
+        self.g_slots = torch.full((max_bs,), self.scratch_block * self.block_size, dtype=torch.long,
+                                  device=self.device)
+        self.g_context_lens = torch.ones(max_bs, dtype=torch.int32, device=self.device)
+        self.g_tables = torch.full((max_bs, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
+                                   device=self.device)
+        self.g_logits = torch.empty(max_bs, vocab, dtype=torch.float32, device=self.device)
+        pool = None
+        with torch.inference_mode():
+            for bs in tqdm(reversed(sizes), total=len(sizes), desc="capturing decode graphs", disable=None):
+                meta = GpuAttentionMetadata(
+                    slot_mapping=self.g_slots[:bs], block_tables=self.g_tables[:bs],
+                    context_lens=self.g_context_lens[:bs], query_lens=[1] * bs, context_lens_list=[],
+                    is_decode=True, decode_splits=decode_splits(bs, self.num_kv_heads, self.max_model_len,
+                                                                self.num_sms))
+                run = lambda: self.g_logits[:bs].copy_(  # noqa: E731
+                    self.model.compute_logits(self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta)))
+                run()  # warm-up outside the graph: Triton compiles here
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    run()
+                pool = graph.pool()
+                self.graphs[bs] = graph
+        torch.cuda.synchronize()
+
+    def _run_decode_graph(self, seqs: list[Sequence]) -> torch.Tensor:
+        n = len(seqs)
+        bs = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
+        ids = np.empty(n, np.int64)
+        positions = np.empty(n, np.int64)
+        for i, seq in enumerate(seqs):
+            ids[i] = seq.token_ids[-1]
+            positions[i] = len(seq) - 1
+        tables = self._block_tables(seqs, -(-int(positions.max() + 1) // self.block_size))
+        slots = tables[np.arange(n), positions // self.block_size].astype(np.int64) * self.block_size + (
+            positions % self.block_size)
+        host = np.concatenate([ids, positions, slots, positions + 1])
+        packed = torch.from_numpy(host).pin_memory().to(self.device, non_blocking=True).view(4, n)
+        self.g_input_ids[:n].copy_(packed[0])
+        self.g_positions[:n].copy_(packed[1])
+        self.g_slots[:n].copy_(packed[2])
+        self.g_context_lens[:n].copy_(packed[3])
+        width = tables.shape[1]
+        self.g_tables[:n, :width].copy_(torch.from_numpy(tables).pin_memory().to(self.device, non_blocking=True))
+        if n < bs:  # padding rows: scratch slot, one token of context
+            self.g_slots[n:bs].fill_(self.scratch_block * self.block_size)
+            self.g_context_lens[n:bs].fill_(1)
+            self.g_tables[n:bs, 0].fill_(self.scratch_block)
+        self.graphs[bs].replay()
+        return self.g_logits[:n]
+
+    # --- the step -----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+        """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] (on the GPU) for each sequence, in
+        order, whose step reaches its last token."""
+        if self.graphs and len(seqs) <= self.graph_sizes[-1] and all(
+                s.num_new_tokens == 1 and s.samples_after_step() for s in seqs):
+            return self._run_decode_graph(seqs)
+        return self._run_eager(seqs)
+
+    def _run_eager(self, seqs: list[Sequence]) -> torch.Tensor:
+        input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
+        bsz = self.block_size
+        for seq in seqs:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
+            input_ids.extend(seq.token_ids[start:end])
+            pos = np.arange(start, end)
+            positions.append(pos)
+            table = np.asarray(seq.block_table, dtype=np.int64)
+            slots.append(table[pos // bsz] * bsz + pos % bsz)
+            query_lens.append(end - start)
+            context_lens.append(end)
+            if seq.samples_after_step():
+                sample_rows.append(len(input_ids) - 1)
+        tables = self._block_tables(seqs, -(-max(context_lens) // bsz))
+        meta = self._prefill_metadata(np.concatenate(slots), tables, query_lens, context_lens)
+        hidden = self.model(self._to_device(input_ids, torch.long), self._to_device(np.concatenate(positions),
+                                                                                    torch.long), meta)
+        if not sample_rows:
+            return torch.empty(0, device=self.device)
+        return self.model.compute_logits(hidden[self._to_device(sample_rows, torch.long)]).float()

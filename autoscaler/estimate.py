@@ -41,7 +41,8 @@ class ItlLine:
     def largest_batch_within(self, itl_limit_s: float, cap: int) -> int:
         if self.per_sequence_s <= 0:
             return cap if self.base_s <= itl_limit_s else 1
-        return max(1, min(cap, int((itl_limit_s - self.base_s) / self.per_sequence_s)))
+        # The epsilon keeps an exact fit (0.05 / 0.0025) from flooring to one less through float error.
+        return max(1, min(cap, int((itl_limit_s - self.base_s) / self.per_sequence_s + 1e-9)))
 
 
 def fit_itl_line(samples: list[tuple[float, float]]) -> ItlLine | None:

@@ -64,10 +64,11 @@ def recommend(
         drain = backlog_drain_time(backlog, load.arrival_rate, capacity.service_time_s, replicas * capacity.slots_per_replica)
         utilisation = load.arrival_rate * capacity.service_time_s / (replicas * capacity.slots_per_replica)
         if ttft <= target and drain <= drain_within_s and utilisation <= slo.max_utilization:
+            queued = f"; {backlog:.0f} queued drain in {drain:.0f}s" if backlog else ""
             return Recommendation(
                 replicas, ttft,
                 f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
-                f" ({capacity.slots_per_replica} slots x {capacity.service_time_s:.1f}s per replica)",
+                f" ({capacity.slots_per_replica} slots x {capacity.service_time_s:.1f}s per replica){queued}",
             )
     ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile)
     shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"

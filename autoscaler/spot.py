@@ -10,6 +10,8 @@ notices that capacity came back.
 import dataclasses
 import math
 
+from fleetserve.operator.placement import split_replicas
+
 
 @dataclasses.dataclass(frozen=True)
 class SpotSettings:
@@ -69,11 +71,9 @@ def overprovision(spot_replicas: int, rate_per_replica_hour: float, replacement_
 
 
 def spot_share(total: int, settings: SpotSettings) -> int:
-    """Serving replicas that go on spot: all but the on-demand floor, at most max_share of the total."""
-    if not settings.enabled:
-        return 0
-    floor = min(settings.on_demand_min, total)
-    return min(total - floor, math.floor(settings.max_share * total))
+    """Serving replicas that go on spot: all but the on-demand floor, at most max_share of the total (the
+    operator's own rule, so a plan and a spec-only deployment split alike)."""
+    return split_replicas(total, settings.on_demand_min, settings.enabled, settings.max_share).spot
 
 
 def split(total: int, settings: SpotSettings, rate: PreemptionRate, replacement_s: float, spot_not_serving: int) -> CapacityPlan:

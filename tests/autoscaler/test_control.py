@@ -1,0 +1,123 @@
+"""One control tick end to end (pure): gaps hold the scale, spot falls back and returns, status and events."""
+
+from fleetserve.autoscaler import deployment_io, preemption
+from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, LoopSettings, Observed, tick
+from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
+from fleetserve.autoscaler.policy import SloTarget
+from fleetserve.autoscaler.spot import SpotSettings
+from fleetserve.operator.spec import parse_spec
+
+SETTINGS = LoopSettings(
+    min_replicas=1, max_replicas=20, slo=SloTarget(ttft_s=1.0, quantile=0.95), itl_slo_s=0.1, max_num_seqs=32,
+    scale_up_stabilization_s=0, scale_down_delay_s=60, spot=SpotSettings(enabled=True, max_share=1.0, on_demand_min=1),
+)
+
+
+def load(rate: float, replicas: int, waiting: float = 0.0) -> MetricsSnapshot:
+    """A pool serving `rate` req/s, each request ~10 s in the engine, 16 sequences per replica filling 50% KV."""
+    return MetricsSnapshot(
+        replicas_reporting=replicas, arrival_rate=rate, waiting=waiting, running=16.0 * replicas, kv_cache_usage=0.5,
+        prompt_tokens_rate=rate * 500, generation_tokens_rate=rate * 200, completion_rate=rate,
+        ttft_mean_s=0.3, itl_mean_s=0.05, queue_time_mean_s=0.0, e2e_mean_s=10.0, ttft_quantile_s=0.5,
+    )
+
+
+def test_prometheus_gap_holds_the_scale_and_reports_it():
+    memory = LoopMemory()
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 3, 0, 1), 0, now=0)
+    gap = tick(SETTINGS, memory, MetricsUnavailable("Prometheus query failed: timeout"), Observed(4, 3, 0, 1), 0, now=5)
+    assert gap.plan is None and not gap.scaling_active
+    assert gap.serving == first.serving
+    assert "holding" in gap.reason and "timeout" in gap.reason
+    fields, decision = deployment_io.status_patch(gap, {"autoscaler": {"desiredOnDemand": 1, "desiredSpot": 3}}, "T")
+    assert decision is None and "autoscaler" not in fields
+    condition = fields["conditions"][-1]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("ScalingActive", "False", "MetricsUnavailable")
+
+
+def test_decisions_follow_a_load_step_up_and_down():
+    memory = LoopMemory()
+    low = tick(SETTINGS, memory, load(1.0, 2), Observed(2, 1, 0, 1), 0, now=0)
+    high = tick(SETTINGS, memory, load(12.0, 2, waiting=40), Observed(2, 1, 0, 1), 0, now=5)
+    assert high.serving > low.serving  # up at once
+    held = tick(SETTINGS, memory, load(1.0, high.serving), Observed(high.serving, high.serving - 1, 0, 1), 0, now=30)
+    assert held.serving == high.serving  # down only after the delay
+    down = high
+    for now in range(35, 200, 5):
+        down = tick(SETTINGS, memory, load(1.0, down.serving), Observed(down.serving, down.serving - 1, 0, 1), 0, now=now)
+    assert down.serving < high.serving
+
+
+def test_pending_spot_falls_back_to_on_demand_within_seconds_and_moves_back():
+    memory = LoopMemory()
+    steady = tick(SETTINGS, memory, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=0)
+    spot = steady.plan.spot
+    # Spot capacity is gone: pods Pending. Immediately nothing changes; after the fallback delay on-demand covers.
+    pending = Observed(ready=1, spot_ready=0, spot_pending=spot, on_demand_up=1)
+    at_once = tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=5)
+    later = tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=5 + SPOT_FALLBACK_AFTER_S)
+    assert at_once.plan.on_demand == steady.plan.on_demand
+    assert later.plan.on_demand > steady.plan.on_demand
+    assert later.plan.spot >= spot  # spot is still asked for, so its capacity coming back is noticed
+    back = tick(SETTINGS, memory, load(6.0, 6), Observed(6 + later.plan.on_demand, spot, 0, later.plan.on_demand), 0, now=30)
+    assert back.plan.on_demand == steady.plan.on_demand
+
+
+def test_on_demand_replicas_stay_until_their_spot_replacements_serve():
+    memory = LoopMemory()
+    # Four on-demand replicas run; the plan wants most of them on spot, which is not up yet.
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 0, 0, on_demand_up=4), 0, now=0)
+    assert first.plan.on_demand == 4  # make before break
+    moved = tick(SETTINGS, memory, load(6.0, 8), Observed(8, first.plan.spot, 0, 4), 0, now=5)
+    assert moved.plan.on_demand == 1
+
+
+def test_preemptions_raise_spot_over_provisioning():
+    calm, stormy = LoopMemory(), LoopMemory()
+    for now in range(0, 3600, 60):
+        tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=now)
+        tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 0, 1), 1, now=now)
+    last_calm = tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=3600)
+    last_stormy = tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=3600)
+    assert stormy.preemptions.preemptions == 60
+    assert last_stormy.plan.spot > last_calm.plan.spot
+
+
+def test_status_patch_keeps_five_decisions_and_condition_time():
+    memory, status = LoopMemory(), {}
+    for step, rate in enumerate([1, 6, 12, 20, 30, 40, 50]):
+        result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 0, 1), 0, now=step * 5)
+        fields, decision = deployment_io.status_patch(result, status, f"2026-01-01T00:00:{step:02d}Z")
+        assert decision is not None
+        status = {**status, **fields}
+    assert len(status["scalingDecisions"]) == 5
+    assert status["scalingDecisions"][-1]["to"] == status["autoscaler"]["desiredOnDemand"] + status["autoscaler"]["desiredSpot"]
+    assert status["conditions"][-1]["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # no flip, time kept
+
+
+def test_settings_come_from_the_llmdeployment_spec():
+    spec = parse_spec({
+        "model": {"source": "builtin://smollm2-135m"},
+        "replicas": {"min": 0, "max": 6},
+        "autoscaling": {"enabled": True, "slo": {"ttftSeconds": 2, "itlSeconds": 0.05, "percentile": 99},
+                        "scaleDownDelaySeconds": 30},
+        "capacity": {"onDemand": {"minReplicas": 1}, "spot": {"enabled": True, "maxShare": 0.5}},
+    })
+    settings = deployment_io.settings_from_spec(spec)
+    assert (settings.min_replicas, settings.max_replicas, settings.scale_down_delay_s) == (0, 6, 30)
+    assert settings.slo.quantile == 0.99 and settings.itl_slo_s == 0.05
+    assert settings.spot == SpotSettings(True, 0.5, 1)
+    assert deployment_io.metrics_selector("chat", spec) == 'model_name="chat"'
+
+
+def test_preemption_signals_from_nodes_and_pods():
+    tainted = {"spec": {"taints": [{"key": "aws-node-termination-handler/spot-itn", "effect": "NoSchedule"}]}}
+    assert "spot-itn" in preemption.node_preemption_signal(tainted)
+    assert preemption.node_preemption_signal({"spec": {"taints": [{"key": "other"}]}}) is None
+    condition = {"status": {"conditions": [{"type": "TerminationImminent", "status": "True"}]}}
+    assert preemption.node_preemption_signal(condition) == "node condition TerminationImminent"
+    disrupted = {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}]}}
+    assert preemption.pod_preemption_signal(disrupted)
+    evicted = {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]}}
+    assert preemption.pod_preemption_signal(evicted) is None  # a drain is not a preemption
+    assert preemption.stop_serving_patch() == {"metadata": {"labels": {"fleetserve.io/serving": None}}}

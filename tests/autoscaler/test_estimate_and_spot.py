@@ -1,0 +1,82 @@
+"""Capacity estimation from measurements, the spot split, and preemption-rate learning."""
+
+import pytest
+
+from fleetserve.autoscaler.estimate import PRIOR, CapacityEstimate, estimate_capacity, fit_itl_line
+from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable, snapshot_from_values
+from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings, overprovision, poisson_quantile, split
+
+
+def snapshot(**overrides) -> MetricsSnapshot:
+    values = dict(
+        replicas_reporting=2, arrival_rate=2.0, waiting=0.0, running=20.0, kv_cache_usage=0.25,
+        prompt_tokens_rate=2000.0, generation_tokens_rate=400.0, completion_rate=2.0,
+        ttft_mean_s=0.3, itl_mean_s=0.04, queue_time_mean_s=0.1, e2e_mean_s=8.1, ttft_quantile_s=0.6,
+    )
+    return MetricsSnapshot(**{**values, **overrides})
+
+
+def test_slots_come_from_measured_kv_occupancy():
+    # 10 running per replica fill 25% of the KV cache: 40 sequences fit.
+    estimate = estimate_capacity(snapshot(), PRIOR, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    assert estimate.slots_per_replica == 40
+    assert estimate.prefill_s == pytest.approx(0.2)
+    assert estimate.service_time_s >= 8.0  # at least the measured time in the engine
+
+
+def test_slots_are_limited_by_the_itl_slo_through_the_fitted_line():
+    samples = [(4, 0.02), (8, 0.03), (16, 0.05)]  # ITL = 0.01 + 0.0025 * batch
+    line = fit_itl_line(samples)
+    assert line.base_s == pytest.approx(0.01) and line.per_sequence_s == pytest.approx(0.0025)
+    estimate = estimate_capacity(snapshot(kv_cache_usage=0.01), PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256)
+    assert estimate.slots_per_replica == 20
+    # Service time is planned at that larger batch: 200 tokens x ITL(20) plus prefill.
+    assert estimate.service_time_s == pytest.approx(0.2 + 200 * 0.06)
+
+
+def test_idle_pool_keeps_the_previous_estimate():
+    previous = CapacityEstimate(12, 5.0, 0.1)
+    idle = snapshot(completion_rate=0.0, running=0.0, e2e_mean_s=None, itl_mean_s=None, ttft_mean_s=None)
+    assert estimate_capacity(idle, previous, [], 0.1, 256) is previous
+
+
+def test_snapshot_rejects_missing_and_stale_engine_series():
+    with pytest.raises(MetricsUnavailable, match="no engine replica"):
+        snapshot_from_values({"replicas_reporting": None, "waiting": None, "running": None}, 20)
+    with pytest.raises(MetricsUnavailable, match="old"):
+        snapshot_from_values({"replicas_reporting": 2, "waiting": 0, "running": 1, "sample_age_s": 95.0}, 20)
+    fresh = snapshot_from_values(
+        {"replicas_reporting": 2, "waiting": 3, "running": 1, "sample_age_s": 1.0,
+         "completion_rate": 1.5, "queue_growth": 0.5}, 20)
+    assert fresh.arrival_rate == pytest.approx(2.0)  # completions plus queue growth
+
+
+def test_split_keeps_the_on_demand_floor_and_the_spot_share():
+    settings = SpotSettings(enabled=True, max_share=0.8, on_demand_min=1)
+    no_preemptions = PreemptionRate(prior_preemptions=0)
+    plan = split(10, settings, no_preemptions, replacement_s=120, spot_not_serving=0)
+    assert (plan.on_demand, plan.spot) == (2, 8)  # max share 0.8 beats the floor of 1
+    assert split(1, settings, no_preemptions, 120, 0).spot == 0  # the floor comes first
+    assert split(10, SpotSettings(False, 0.8, 1), no_preemptions, 120, 0).spot == 0
+    assert split(0, settings, no_preemptions, 120, 0).total == 0
+
+
+def test_spot_fallback_covers_what_is_not_serving_and_returns():
+    settings = SpotSettings(enabled=True, max_share=1.0, on_demand_min=1)
+    rate = PreemptionRate(prior_preemptions=0)
+    short = split(6, settings, rate, 120, spot_not_serving=3)
+    assert (short.on_demand, short.spot) == (4, 5)  # spot still requested: its pods notice capacity coming back
+    back = split(6, settings, rate, 120, spot_not_serving=0)
+    assert (back.on_demand, back.spot) == (1, 5)
+
+
+def test_overprovisioning_follows_the_learned_preemption_rate():
+    assert poisson_quantile(0, 0.9) == 0
+    assert poisson_quantile(2.0, 0.9) == 4
+    assert overprovision(10, rate_per_replica_hour=0.0, replacement_s=120) == 0
+    assert overprovision(10, rate_per_replica_hour=6.0, replacement_s=120) >= 2
+    rate = PreemptionRate().observe(preemptions=12, spot_replicas=4, elapsed_s=3600)
+    assert rate.preemptions == 12 and rate.spot_replica_hours == pytest.approx(4.0)
+    assert rate.per_replica_hour() == pytest.approx((12 + 0.1) / 5.0)
+    settings = SpotSettings(enabled=True, max_share=1.0, on_demand_min=0)
+    assert split(10, settings, rate, 600, 0).spot > split(10, settings, PreemptionRate(), 600, 0).spot

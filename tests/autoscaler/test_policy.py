@@ -1,0 +1,116 @@
+"""The pure policy: queueing prediction, recommendation, damping, floors/ceilings and tensor-parallel groups."""
+
+import math
+
+import pytest
+
+from fleetserve.autoscaler.estimate import CapacityEstimate
+from fleetserve.autoscaler.policy import (
+    Load, SloTarget, clamp, pods_per_replica, predicted_ttft, recommend, stabilize, whole_groups,
+)
+from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, erlang_c, waiting_time_quantile
+
+CAPACITY = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=0.2)
+SLO = SloTarget(ttft_s=1.0, quantile=0.99)
+
+
+def test_erlang_c_matches_the_textbook_value():
+    # Two servers at one Erlang of load: C = 1/3.
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert erlang_c(4, 0.0) == 0.0
+    assert erlang_c(4, 4.0) == 1.0
+
+
+def test_waiting_time_grows_with_load_and_diverges_at_saturation():
+    waits = [waiting_time_quantile(rate, 8.0, 32, 0.99) for rate in (0.5, 2.0, 3.5, 3.9)]
+    assert waits == sorted(waits)
+    assert waits[0] == 0.0
+    assert waiting_time_quantile(4.0, 8.0, 32, 0.99) == UNSTABLE
+    assert waiting_time_quantile(1.0, 8.0, 0, 0.99) == UNSTABLE
+
+
+def test_backlog_drains_faster_with_more_servers():
+    assert backlog_drain_time(0, 1.0, 8.0, 16) == 0.0
+    assert backlog_drain_time(100, 1.0, 8.0, 32) < backlog_drain_time(100, 1.0, 8.0, 16)
+    assert backlog_drain_time(100, 4.0, 8.0, 32) == UNSTABLE
+
+
+def test_recommendation_is_monotone_in_load():
+    counts = [
+        recommend(Load(rate, backlog=0, in_flight=1), CAPACITY, SLO, ready_replicas=1, cold_start_s=60, max_replicas=100).replicas
+        for rate in [0.1 * i for i in range(1, 200)]
+    ]
+    assert counts == sorted(counts)
+    assert counts[0] == 1 and counts[-1] > 5
+
+
+def test_recommendation_meets_the_slo_with_headroom_and_the_utilisation_cap():
+    load = Load(arrival_rate=10.0, backlog=0, in_flight=50)
+    result = recommend(load, CAPACITY, SLO, ready_replicas=10, cold_start_s=60, max_replicas=100)
+    assert predicted_ttft(load, CAPACITY, result.replicas, 0.99) <= SLO.ttft_s * (1 - SLO.headroom)
+    assert load.arrival_rate * CAPACITY.service_time_s <= SLO.max_utilization * result.replicas * CAPACITY.slots_per_replica
+    # One replica fewer would break one of the two.
+    fewer = result.replicas - 1
+    assert (predicted_ttft(load, CAPACITY, fewer, 0.99) > SLO.ttft_s * (1 - SLO.headroom)
+            or load.arrival_rate * CAPACITY.service_time_s > SLO.max_utilization * fewer * CAPACITY.slots_per_replica)
+
+
+def test_backlog_and_cold_start_ask_for_more_replicas():
+    calm = recommend(Load(10.0, 0, 80), CAPACITY, SLO, ready_replicas=8, cold_start_s=120, max_replicas=100)
+    queued = recommend(Load(10.0, 2000, 80), CAPACITY, SLO, ready_replicas=8, cold_start_s=120, max_replicas=100)
+    # Too few ready replicas: requests pile up during the cold start and must be drained too.
+    short = recommend(Load(10.0, 0, 80), CAPACITY, SLO, ready_replicas=0, cold_start_s=120, max_replicas=100)
+    assert queued.replicas > calm.replicas
+    assert short.replicas > calm.replicas
+
+
+def test_idle_recommends_zero_and_the_floor_keeps_min():
+    idle = recommend(Load(0, 0, 0), CAPACITY, SLO, ready_replicas=2, cold_start_s=60, max_replicas=10)
+    assert idle.replicas == 0 and "idle" in idle.reason
+    assert clamp(idle.replicas, min_replicas=1, max_replicas=10) == 1
+    assert clamp(idle.replicas, min_replicas=0, max_replicas=10) == 0  # scale to zero only when min is 0
+
+
+def test_ceiling_caps_and_says_the_slo_is_out_of_reach():
+    result = recommend(Load(1000.0, 0, 10), CAPACITY, SLO, ready_replicas=1, cold_start_s=60, max_replicas=4)
+    assert result.replicas == 4
+    assert "not reachable" in result.reason and "max=4" in result.reason
+    assert clamp(9, 1, 4) == 4
+
+
+def test_prefill_longer_than_the_slo_cannot_be_fixed_by_replicas():
+    slow_prefill = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=2.0)
+    result = recommend(Load(1.0, 0, 5), slow_prefill, SLO, ready_replicas=1, cold_start_s=60, max_replicas=6)
+    assert result.replicas == 6 and "not reachable" in result.reason
+
+
+def test_stabilize_scales_up_at_once_and_down_only_after_the_delay():
+    assert stabilize([(0, 2), (5, 6)], now=5, current=2, up_window_s=0, down_delay_s=60) == 6
+    history = [(0, 6), (5, 2), (10, 2)]
+    assert stabilize(history, now=10, current=6, up_window_s=0, down_delay_s=60) == 6  # a 10 s dip is ignored
+    later = [(65, 2), (70, 2)]
+    assert stabilize(later, now=70, current=6, up_window_s=0, down_delay_s=60) == 2
+
+
+def test_stabilize_does_not_flap_on_an_oscillating_load():
+    history, current = [(0, 4)], 4  # as control.tick seeds it: the running scale counts as a wish made now
+    scales = []
+    for second in range(5, 300, 5):
+        history = [(t, n) for t, n in history if t >= second - 120] + [(second, 4 if (second // 20) % 2 else 2)]
+        current = stabilize(history, second, current, up_window_s=0, down_delay_s=120)
+        scales.append(current)
+    assert set(scales) == {4}
+
+
+def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
+    history = [(0, 2), (5, 8), (10, 5)]
+    assert stabilize(history, now=10, current=2, up_window_s=30, down_delay_s=300) == 2
+    assert stabilize([(40, 8), (45, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
+
+
+def test_tensor_parallel_groups_count_only_when_whole():
+    assert pods_per_replica(tensor_parallel=16, gpus_per_node=8) == 2
+    assert pods_per_replica(tensor_parallel=4, gpus_per_node=8) == 1
+    assert whole_groups(ready_pods=5, pods_per_replica=2) == 2
+    assert whole_groups(ready_pods=1, pods_per_replica=2) == 0
+    assert not math.isnan(predicted_ttft(Load(1, 0, 1), CAPACITY, 1, 0.5))

@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import logging
+import os
 
 import kopf
 
@@ -17,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " only the highest-priority one is active")
     parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' = none)")
+    parser.add_argument("--prometheus-url", default=os.environ.get("FLEETSERVE_PROMETHEUS_URL"),
+                        help="Prometheus the autoscaler queries (default: $FLEETSERVE_PROMETHEUS_URL)")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     importlib.import_module("fleetserve.operator.handlers")
     if not args.no_autoscaler:
-        importlib.import_module(AUTOSCALER_MODULE)
+        importlib.import_module(AUTOSCALER_MODULE).configure(args.prometheus_url)
     kopf.run(
         clusterwide=True,
         standalone=not args.peering,

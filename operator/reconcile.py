@@ -82,14 +82,14 @@ def apply_children(kube: Kube, body: dict, spec: LLMDeploymentSpec, logger: logg
 def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec) -> dict:
     meta = body["metadata"]
     previous = body.get("status") or {}
-    plan = previous.get("autoscaler")
     shape = group_shape(spec)
     workloads = [c for c in live_children(kube, meta["namespace"], meta["name"], render.ClusterFeatures())
                  if (c["apiVersion"], c["kind"]) in WORKLOAD_KINDS]
     split = status.applied_split(workloads, shape)
     pod_list = engine_pods(kube, meta["namespace"], meta["name"])
     replicas = status.replica_status(split, workloads, pod_list, shape)
-    conditions = status.observed_conditions(replicas, workloads, pod_list, spec.autoscaling.enabled, bool(plan))
+    conditions = status.observed_conditions(replicas, workloads, pod_list, spec.autoscaling.enabled,
+                                            previous.get("conditions", []))
     return {
         "observedGeneration": meta.get("generation"),
         "replicas": replicas,
@@ -130,7 +130,7 @@ def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> Non
     if old_counts != new_counts:
         plan_used = spec.autoscaling.enabled and bool((body.get("status") or {}).get("autoscaler"))
         source = "the autoscaler's plan" if plan_used else "spec.replicas.min"
-        post_event(body, "Normal", "Scaled",
+        post_event(body, "Normal", "ReplicasApplied",
                    f"replicas on-demand={new_counts[0]} spot={new_counts[1]} (from {source})")
     if outcome.summary():
         post_event(body, "Normal", "Applied", outcome.summary())

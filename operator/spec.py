@@ -219,6 +219,15 @@ class ScalingDecision(_Model):
     reason: str
 
 
+class SpotPreemptions(_Model):
+    """What the autoscaler has learned about spot reclaims, kept in the status so a restart keeps it."""
+
+    observed: int = Field(default=0, ge=0)
+    spot_replica_hours: float = Field(default=0, ge=0)
+    rate_per_replica_hour: float = Field(default=0, ge=0)
+    time: str = ""
+
+
 class LLMDeploymentStatus(_Model):
     observed_generation: int | None = None
     replicas: ReplicaStatus = ReplicaStatus()
@@ -227,6 +236,7 @@ class LLMDeploymentStatus(_Model):
     selector: str | None = Field(default=None, description="Label selector of the serving pods (scale subresource).")
     autoscaler: AutoscalerPlan | None = None
     scaling_decisions: list[ScalingDecision] = Field(default=[], max_length=5)
+    spot_preemptions: SpotPreemptions | None = None
 
 
 # Children are named <name>-on-demand-<index> and their pods add "-<ordinal>" plus a revision hash: 63 in all.

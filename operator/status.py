@@ -15,9 +15,11 @@ def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> i
     return sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "Deployment")
 
 
-def pending_pods(pod_list: list[dict], capacity: str) -> int:
-    return sum(1 for p in pod_list if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity
-               and (p.get("status") or {}).get("phase") == "Pending")
+def pending_replicas(pod_list: list[dict], capacity: str, shape: GroupShape) -> int:
+    """Pending pods, counted in replicas (a group with any member pending is one pending replica at most)."""
+    pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity
+                  and (p.get("status") or {}).get("phase") == "Pending")
+    return -(-pending // shape.pods)
 
 
 def preempted_pods(pod_list: list[dict]) -> list[str]:
@@ -59,7 +61,7 @@ def replica_status(split: ReplicaSplit, workloads: list[dict], pod_list: list[di
         per_capacity[field] = {
             "desired": desired,
             "ready": min(desired, ready_replicas(workloads, capacity, shape)),
-            "pending": pending_pods(pod_list, capacity),
+            "pending": pending_replicas(pod_list, capacity, shape),
         }
     ready = per_capacity["onDemand"]["ready"] + per_capacity["spot"]["ready"]
     return {"desired": split.total, "ready": ready, "summary": f"{ready}/{split.total}", **per_capacity}
@@ -69,8 +71,17 @@ def condition(kind: str, ok: bool, reason: str, message: str) -> dict:
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
+def scaling_condition(autoscaling: bool, previous: list[dict]) -> list[dict]:
+    """The autoscaler owns ScalingActive while autoscaling is on; the operator only fills the gaps."""
+    if not autoscaling:
+        return [condition("ScalingActive", False, "AutoscalingDisabled", "replica counts come from spec.replicas.min")]
+    if any(c["type"] == "ScalingActive" for c in previous):
+        return []
+    return [condition("ScalingActive", False, "WaitingForAutoscaler", "no autoscaler plan yet; using spec.replicas.min")]
+
+
 def observed_conditions(replicas: dict, workloads: list[dict], pod_list: list[dict], autoscaling: bool,
-                        has_plan: bool) -> list[dict]:
+                        previous: list[dict]) -> list[dict]:
     desired, ready = replicas["desired"], replicas["ready"]
     pending = replicas["onDemand"]["pending"] + replicas["spot"]["pending"]
     preempted = preempted_pods(pod_list)
@@ -81,12 +92,6 @@ def observed_conditions(replicas: dict, workloads: list[dict], pod_list: list[di
         ready_condition = condition("Ready", True, "AllReplicasReady", f"{ready}/{desired} replicas ready")
     else:
         ready_condition = condition("Ready", False, "WaitingForReplicas", f"{ready}/{desired} replicas ready")
-    if not autoscaling:
-        scaling = condition("ScalingActive", False, "AutoscalingDisabled", "replica counts come from spec.replicas.min")
-    elif has_plan:
-        scaling = condition("ScalingActive", True, "FollowingAutoscaler", "replica counts come from the autoscaler's plan")
-    else:
-        scaling = condition("ScalingActive", False, "WaitingForAutoscaler", "no autoscaler plan yet; using spec.replicas.min")
     return [
         ready_condition,
         condition("Progressing", progressing, "RollingOut" if progressing else "Stable",
@@ -97,7 +102,7 @@ def observed_conditions(replicas: dict, workloads: list[dict], pod_list: list[di
                   f"{pending} pods are waiting for nodes" if pending else "every pod has a node"),
         condition("SpotPreempted", bool(preempted), "SpotNodesReclaimed" if preempted else "NoPreemption",
                   ("spot pods leaving: " + ", ".join(preempted)) if preempted else ""),
-        scaling,
+        *scaling_condition(autoscaling, previous),
     ]
 
 

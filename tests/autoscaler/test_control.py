@@ -85,7 +85,7 @@ def test_preemptions_raise_spot_over_provisioning():
 
 def test_status_patch_keeps_five_decisions_and_condition_time():
     memory, status = LoopMemory(), {}
-    for step, rate in enumerate([1, 6, 12, 20, 30, 40, 50]):
+    for step, rate in enumerate([1, 6, 12, 20, 30, 40]):
         result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 0, 1), 0, now=step * 5)
         fields, decision = deployment_io.status_patch(result, status, f"2026-01-01T00:00:{step:02d}Z")
         assert decision is not None

@@ -29,19 +29,19 @@ def served_model_name(name: str, spec: LLMDeploymentSpec) -> str:
     return spec.engine.served_model_name or name
 
 
-def model_argument(source: str) -> str:
-    """pvc://claim/path becomes the path where the claim is mounted; other sources pass through."""
+def model_argument(source: str, revision: str | None = None) -> str:
+    """pvc://claim/path becomes the path where the claim is mounted; hf:// takes the revision as `@revision`."""
     if source.startswith("pvc://"):
         claim, _, path = source.removeprefix("pvc://").partition("/")
         return f"{PVC_MOUNT_ROOT}/{claim}/{path}"
-    return source
+    return f"{source}@{revision}" if revision else source
 
 
 def engine_args(name: str, spec: LLMDeploymentSpec) -> list[str]:
     engine = spec.engine
     args = [
         "serve",
-        "--model", model_argument(spec.model.source),
+        "--model", model_argument(spec.model.source, spec.model.revision),
         "--host", "0.0.0.0",
         "--port", str(spec.serving.port),
         "--served-model-name", served_model_name(name, spec),
@@ -51,8 +51,6 @@ def engine_args(name: str, spec: LLMDeploymentSpec) -> list[str]:
         "--tensor-parallel-size", str(spec.parallelism.tensor),
         "--drain-seconds", str(engine.drain_seconds),
     ]
-    if spec.model.revision:
-        args += ["--revision", spec.model.revision]
     if spec.serving.api_key_secret_ref:
         args += ["--api-key-file", f"{API_KEY_DIR}/{spec.serving.api_key_secret_ref.key}"]
     return args + list(engine.extra_args)

@@ -53,7 +53,7 @@ class ModelRef(_Model):
         pattern=MODEL_SOURCE_PATTERN,
         description="Where the weights come from: builtin://<name>, hf://<org>/<name> or pvc://<claim>/<path>.",
     )
-    revision: str | None = Field(default=None, min_length=1, description="Hugging Face revision (hf:// only).")
+    revision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._/-]+$", description="Hugging Face revision: branch, tag or commit (hf:// only).")
 
 
 class EngineSpec(_Model):
@@ -158,10 +158,10 @@ class LLMDeploymentSpec(_Model):
             lambda s: s.resources.gpu is None or _gpus_per_replica(s) % s.parallelism.tensor == 0,
         ),
         CelRule(
-            "!self.model.source.startsWith('builtin://') || !has(self.model.revision)",
+            "!has(self.model.revision) || self.model.source.startsWith('hf://')",
             "revision applies to hf:// sources only",
             "spec.model.revision",
-            lambda s: not s.model.source.startswith("builtin://") or s.model.revision is None,
+            lambda s: s.model.revision is None or s.model.source.startswith("hf://"),
         ),
     )
     model: ModelRef

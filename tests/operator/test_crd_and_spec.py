@@ -106,6 +106,7 @@ INVALID = [
     ("spec.parallelism.tensor", 3, "spec.resources.gpu.countPerReplica", False),  # 3 doesn't divide 4 GPUs
     ("spec.resources.gpu", None, "spec.parallelism.tensor", False),  # TP without GPUs
     ("metadata.name", "a" * 40, "metadata.name", False),
+    ("spec.model", {"source": "pvc://weights/llama", "revision": "main"}, "spec.model.revision", False),
 ]
 
 

@@ -146,6 +146,11 @@ def test_tp16_group_env_contract_is_pinned():
     assert ("Service", "big-on-demand-group") in children
 
 
+def test_hf_revision_is_passed_as_part_of_the_model():
+    container = engine(render(load("single-gpu.yaml"))[("Deployment", "qwen-7b-on-demand")])
+    assert flag(container, "--model") == "hf://Qwen/Qwen2.5-7B-Instruct@main"
+
+
 def test_scaled_to_zero_keeps_the_workload_at_zero():
     body = load("cpu-tiny.yaml")
     body["spec"]["replicas"] = {"min": 0, "max": 2}

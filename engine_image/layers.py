@@ -1,11 +1,12 @@
-"""Model building blocks, written tensor-parallel-ready after nano-vllm: every sharded parameter carries a
-`weight_loader` that takes the full HF tensor and keeps this rank's slice. With tp_size=1 (all we run today) the
-slice is the whole tensor and no collective is called; the all-reduce / all-gather points are marked where the
-distributed version will add them."""
+"""Model building blocks, tensor-parallel after nano-vllm: every sharded parameter carries a `weight_loader` that
+takes the full HF tensor and keeps this rank's slice. Communication happens only where the math needs it: an
+all-reduce after each row-parallel linear and the vocab-parallel embedding, an all-gather of the LM head's logits.
+With tp_size=1 the slice is the whole tensor and no collective is called."""
 
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -80,7 +81,7 @@ class QKVParallelLinear(ColumnParallelLinear):
 
 
 class RowParallelLinear(LinearBase):
-    """Input features split across ranks; the distributed version all-reduces the output."""
+    """Input features split across ranks; each rank's partial output is summed over the ranks."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, tp_rank: int = 0, tp_size: int = 1):
         assert in_features % tp_size == 0
@@ -95,7 +96,10 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias if self.tp_rank == 0 else None
-        return F.linear(x, self.weight, bias)  # tp_size > 1: all-reduce here
+        out = F.linear(x, self.weight, bias)
+        if self.tp_size > 1:
+            dist.all_reduce(out)
+        return out
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -119,18 +123,23 @@ class VocabParallelEmbedding(nn.Module):
             return F.embedding(ids, self.weight)
         mask = (ids >= self.start) & (ids < self.start + self.num_per_rank)
         out = F.embedding((ids - self.start) * mask, self.weight) * mask.unsqueeze(-1)
-        return out  # tp_size > 1: all-reduce here
+        dist.all_reduce(out)
+        return out
 
 
 class ParallelLMHead(VocabParallelEmbedding):
-    """Logits over this rank's vocabulary slice; the distributed version gathers the slices."""
+    """Logits over the whole vocabulary: each rank computes its slice and the slices are gathered."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, tp_rank: int = 0, tp_size: int = 1):
         super().__init__(num_embeddings, embedding_dim, tp_rank, tp_size)
         self.vocab_size = num_embeddings
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.weight)  # tp_size > 1: all-gather here
+        logits = F.linear(hidden, self.weight)
+        if self.tp_size > 1:
+            slices = logits.new_empty(self.tp_size, *logits.shape)
+            dist.all_gather_single(slices, logits)
+            logits = slices.movedim(0, -2).flatten(-2)  # [tp, ..., V/tp] -> [..., V] in rank order
         return logits[..., : self.vocab_size]
 
 

@@ -34,16 +34,30 @@ def rope_settings(cfg) -> tuple[float, dict | None]:
     return float(theta), scaling
 
 
+def check_tensor_parallel(cfg, tp_size: int) -> None:
+    """Every rank must hold a whole number of query heads, KV heads and MLP columns; refuse at start otherwise."""
+    sizes = {"num_attention_heads": cfg.num_attention_heads, "num_key_value_heads": cfg.num_key_value_heads,
+             "intermediate_size": cfg.intermediate_size}
+    bad = [f"{name} ({value})" for name, value in sizes.items() if value % tp_size]
+    if bad:
+        raise ValueError(f"tensor_parallel_size {tp_size} must divide the model's {', '.join(bad)}; "
+                         "pick a tensor_parallel_size that divides them")
+
+
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg, rotary: RotaryEmbedding):
+    """This rank's share of the heads: num_heads / tp_size query heads and num_kv_heads / tp_size KV heads."""
+
+    def __init__(self, cfg, rotary: RotaryEmbedding, tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
-        self.num_heads = cfg.num_attention_heads
-        self.num_kv_heads = cfg.num_key_value_heads
+        self.num_heads = cfg.num_attention_heads // tp_size
+        self.num_kv_heads = cfg.num_key_value_heads // tp_size
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.scale = self.head_dim ** -0.5
         bias = getattr(cfg, "attention_bias", False) or cfg.model_type == "qwen2"
-        self.qkv_proj = QKVParallelLinear(cfg.hidden_size, self.head_dim, self.num_heads, self.num_kv_heads, bias)
-        self.o_proj = RowParallelLinear(self.num_heads * self.head_dim, cfg.hidden_size, False)
+        self.qkv_proj = QKVParallelLinear(cfg.hidden_size, self.head_dim, cfg.num_attention_heads,
+                                          cfg.num_key_value_heads, bias, tp_rank, tp_size)
+        self.o_proj = RowParallelLinear(cfg.num_attention_heads * self.head_dim, cfg.hidden_size, False, tp_rank,
+                                        tp_size)
         self.rotary = rotary
         self.qk_norm = cfg.model_type == "qwen3"
         if self.qk_norm:
@@ -66,23 +80,24 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"hidden_act {cfg.hidden_act!r} is not supported")
-        self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [cfg.intermediate_size] * 2)
+        self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [cfg.intermediate_size] * 2, False, tp_rank,
+                                                       tp_size)
         self.act = SiluAndMul()
-        self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size)
+        self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size, False, tp_rank, tp_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg, rotary: RotaryEmbedding):
+    def __init__(self, cfg, rotary: RotaryEmbedding, tp_rank: int, tp_size: int):
         super().__init__()
-        self.self_attn = LlamaAttention(cfg, rotary)
-        self.mlp = LlamaMLP(cfg)
+        self.self_attn = LlamaAttention(cfg, rotary, tp_rank, tp_size)
+        self.mlp = LlamaMLP(cfg, tp_rank, tp_size)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -92,13 +107,14 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, tp_rank: int, tp_size: int):
         super().__init__()
-        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, tp_rank, tp_size)
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         theta, scaling = rope_settings(cfg)
         rotary = RotaryEmbedding(head_dim, cfg.max_position_embeddings, theta, scaling)  # one table, all layers
-        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary, tp_rank, tp_size)
+                                    for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, input_ids, positions, meta):
@@ -109,14 +125,17 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, cfg):
+    """One rank's shard of the model (the whole model when tp_size is 1)."""
+
+    def __init__(self, cfg, tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
         arch = (getattr(cfg, "architectures", None) or ["LlamaForCausalLM"])[0]
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"architecture {arch!r} is not supported (supported: {sorted(SUPPORTED_ARCHITECTURES)})")
+        check_tensor_parallel(cfg, tp_size)
         self.config = cfg
-        self.model = LlamaModel(cfg)
-        self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size)
+        self.model = LlamaModel(cfg, tp_rank, tp_size)
+        self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, tp_rank, tp_size)
         self.tied = bool(getattr(cfg, "tie_word_embeddings", False))
         if self.tied:
             self.lm_head.weight = self.model.embed_tokens.weight

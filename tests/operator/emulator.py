@@ -3,6 +3,7 @@
 kmock stores and serves objects but sets no uid, resourceVersion, generation, creationTimestamp or generated
 names, answers creates with 200 and runs no controllers. This subclass stamps those fields, answers 201, and
 plays the garbage collector (children whose ownerReferences point at a deleted object are deleted too).
+It also fixes what kubectl trips over: lists carry their kind and apiVersion, and core discovery says "v1".
 """
 
 import copy
@@ -41,6 +42,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.action == kmock.action.DELETE and response.status == 200:
             await self._collect_garbage()
         return response
+
+    async def _serve_version(self, request):
+        answer = await super()._serve_version(request)
+        answer["groupVersion"] = answer["groupVersion"].lstrip("/")
+        for entry in answer["resources"]:
+            if "/" in entry["name"]:  # subresources have no short names of their own
+                entry["shortNames"], entry["categories"] = [], []
+        return answer
+
+    async def _serve_list(self, request):
+        answer = await super()._serve_list(request)
+        resource = request.resource
+        kind = self.resources[resource].kind if resource in self.resources else None
+        answer["kind"] = f"{kind or resource.plural.title()}List"
+        answer["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        return answer
 
     def _stamp_new(self, obj: dict) -> None:
         meta = obj.setdefault("metadata", {})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from fleetserve.engine import distributed
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.models.llama import LlamaForCausalLM
 
@@ -32,8 +33,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 @dataclass
 class LoadedModel:
     hf_config: object
-    tokenizer: object
-    model: LlamaForCausalLM
+    tokenizer: object  # None on tensor-parallel ranks other than 0, which never see text
+    model: LlamaForCausalLM  # this rank's shard
     eos_token_ids: set[int]
 
     @property
@@ -41,21 +42,21 @@ class LoadedModel:
         return int(self.hf_config.max_position_embeddings)
 
 
-def load(config: EngineConfig) -> LoadedModel:
+def load(config: EngineConfig, with_tokenizer: bool = True) -> LoadedModel:
     source = config.model
     device, dtype = config.resolved_device(), config.resolved_dtype()
     scheme, sep, rest = source.partition("://")
     if not sep:
-        return _from_hf_dir(source, config, device, dtype)
+        return _from_hf_dir(source, config, device, dtype, with_tokenizer)
     if scheme == "builtin":
         if rest != "smollm2-135m-instruct":
             raise ValueError(f"model: unknown builtin {source!r} (known: builtin://smollm2-135m-instruct)")
         hf_model, tokenizer = load_builtin_hf()
         return from_hf_model(hf_model, tokenizer, device, dtype, config.hf_overrides)
     if scheme == "hf":
-        return _from_hf_dir(_download(rest), config, device, dtype)
+        return _from_hf_dir(_download(rest), config, device, dtype, with_tokenizer)
     if scheme == "random":
-        return _random(rest, config, device, dtype)
+        return _random(rest, config, device, dtype, with_tokenizer)
     raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} (use builtin://, hf://, random:// or a path)")
 
 
@@ -102,10 +103,11 @@ def _default_dtype(dtype: torch.dtype):
 def _build(cfg, device: str, dtype: torch.dtype) -> LlamaForCausalLM:
     # built straight on the device in the target dtype, so an 8B model never sits in float32 host memory
     with torch.device(device), _default_dtype(dtype):
-        return LlamaForCausalLM(cfg).eval()
+        return LlamaForCausalLM(cfg, distributed.tp_rank(), distributed.tp_size()).eval()
 
 
-def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtype) -> LoadedModel:
+def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool
+                 ) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -113,7 +115,7 @@ def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtyp
     cfg = AutoConfig.from_pretrained(path)
     for key, value in config.hf_overrides.items():
         setattr(cfg, key, value)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path) if with_tokenizer else None
     model = _build(cfg, device, dtype)
     model.load_weights(_safetensors(path))
     return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, tokenizer, path))
@@ -139,7 +141,7 @@ def _download(spec: str) -> str:
     return snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=patterns)
 
 
-def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype) -> LoadedModel:
+def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
     path = name if name.endswith(".json") else os.path.join(CONFIG_DIR, f"{name}.json")
@@ -150,15 +152,38 @@ def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype) ->
     for key, value in config.hf_overrides.items():
         setattr(cfg, key, value)
     model = _build(cfg, device, dtype)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    std = getattr(cfg, "initializer_range", 0.02)
-    for name_, param in tqdm(list(model.named_parameters()), desc="random weights", unit="tensor", disable=None):
-        if "norm" in name_:
-            param.data.fill_(1.0)
-        else:
-            param.data.normal_(0.0, std, generator=generator)
-    tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF)
+    model.load_weights(_random_weights(cfg, device, dtype, config.seed))
+    tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF) if with_tokenizer else None
     return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, None, None))
+
+
+def _random_weights(cfg, device: str, dtype: torch.dtype, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF-named random tensors (normal(0, initializer_range); norms 1.0) drawn whole, in the unsharded model's
+    parameter order, so every tensor-parallel size shards the very same model through the checkpoint path."""
+    with torch.device("meta"):
+        whole = LlamaForCausalLM(cfg)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    std = getattr(cfg, "initializer_range", 0.02)
+    for name, param in tqdm(list(whole.named_parameters()), desc="random weights", unit="tensor", disable=None):
+        if "norm" in name:
+            tensor = torch.ones(param.shape, dtype=dtype, device=device)
+        else:
+            tensor = torch.empty(param.shape, dtype=dtype, device=device).normal_(0.0, std, generator=generator)
+        yield from _unfused(whole, name, tensor)
+
+
+def _unfused(whole: LlamaForCausalLM, name: str, tensor: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+    """Our fused qkv / gate_up tensor back as the HF projections it is loaded from."""
+    if ".qkv_proj." in name:
+        qkv = whole.get_submodule(name.rsplit(".", 1)[0])
+        q, kv = qkv.num_heads * qkv.head_dim, qkv.num_kv_heads * qkv.head_dim
+        for part, piece in zip(("q_proj", "k_proj", "v_proj"), tensor.split([q, kv, kv])):
+            yield name.replace("qkv_proj", part), piece
+    elif ".gate_up_proj." in name:
+        for part, piece in zip(("gate_proj", "up_proj"), tensor.chunk(2)):
+            yield name.replace("gate_up_proj", part), piece
+    else:
+        yield name, tensor
 
 
 def _eos_ids(cfg, tokenizer, path: str | None) -> set[int]:

@@ -1,0 +1,78 @@
+"""Both ends of a tensor-parallel step: rank 0 (which owns the scheduler and the block manager) sends what its
+runner is about to compute, and every other rank rebuilds just enough of each scheduled sequence to run the same
+step on its own shard of the model and the KV cache.
+
+A step message is one tuple per scheduled sequence: (tokens already in the cache, the tokens this step computes,
+the sequence's length, its block table, whether the step ends at its last token). Only the new tokens travel, so a
+message stays small however long the sequences grow.
+"""
+
+import logging
+
+import torch
+
+from fleetserve.engine import distributed
+from fleetserve.engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def step_message(seqs: list[Sequence]) -> list[tuple]:
+    message = []
+    for seq in seqs:
+        start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
+        message.append((start, seq.token_ids[start:end], len(seq), list(seq.block_table), seq.samples_after_step()))
+    return message
+
+
+class StepSeq:
+    """A scheduled sequence as a runner on another rank sees it. `token_ids` holds real ids only at the positions
+    this step computes; the ones before are already in the KV cache, and a runner reads nothing else."""
+
+    def __init__(self, start: int, new_tokens: list[int], length: int, block_table: list[int], samples: bool):
+        self.num_computed_tokens = start
+        self.num_new_tokens = len(new_tokens)
+        self.token_ids = [0] * start + new_tokens
+        self.block_table = block_table
+        self._length = length
+        self._samples = samples
+
+    def __len__(self) -> int:
+        return self._length
+
+    def samples_after_step(self) -> bool:
+        return self._samples
+
+
+def step_seqs(message: list[tuple]) -> list[StepSeq]:
+    return [StepSeq(*entry) for entry in message]
+
+
+class LeaderRunner:
+    """Rank 0's runner: sends each step to the other ranks, then runs its own shard (the logits come back whole,
+    gathered by the LM head). A step that fails after it was sent leaves the ranks out of step, so it fails the
+    group for good; the health check then reports the replica unhealthy and Kubernetes restarts it."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.device = runner.device
+        self.num_blocks = distributed.min_over_ranks(runner.num_blocks)
+
+    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+        failure = distributed.group_failure()
+        if failure is not None:
+            raise RuntimeError(f"tensor-parallel group failed: {failure}")
+        try:
+            distributed.broadcast_step(step_message(seqs))
+            return self.runner.run(seqs)
+        except Exception as exc:
+            distributed.fail_group(f"a step failed on rank 0: {exc}")
+            raise
+
+
+def follow_steps(runner) -> None:
+    """Every other rank: runs the steps rank 0 sends until it sends None. Raises when rank 0 is gone."""
+    distributed.min_over_ranks(runner.num_blocks)
+    while (message := distributed.receive_step()) is not None:
+        runner.run(step_seqs(message))
+    log.info("rank %d: rank 0 stopped the group", distributed.tp_rank())

@@ -84,6 +84,7 @@ def run_correctness(results: dict, shapes: list[str], args) -> None:
         if shape is None or args.batching_all:
             entry["batching_preemption"] = correctness.batching_check(make_engine, prompts * 2, args.greedy_tokens)
         entry["logits"] = correctness.logits_check(engine, hf, prompts)  # leaves hf in float32
+        correctness.classify_divergences(entry["greedy"], hf, entry["logits"]["hf_bf16_prefill_err"])
         out[label] = entry
         log.info("correctness %s: %s", label, json.dumps(entry))
         del engine, hf, make_engine
@@ -102,28 +103,29 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
         vocab = fleet.shape_config(shape)["vocab_size"]
         requests = workloads.offline_requests(vocab)
         if "offline" in sections and not args.skip_hf:
-            n = args.hf_requests.get(shape, len(requests))
             hf = fleet.random_hf_model(shape)
             entry = results.setdefault("offline", {}).setdefault(shape, {})
-            for name, fn in (("hf_generate_batch", hf_baselines.generate_batch_throughput),
+            static_batch = args.static_batch.get(shape, 256)
+            for name, fn in (("hf_generate_batch", lambda m, r: hf_baselines.generate_batch_throughput(
+                                 m, r, args.hf_window)),
                              ("hf_static_generate", lambda m, r: hf_baselines.static_generate_throughput(
-                                 m, r, args.static_batch.get(shape, 256)))):
-                log.info("offline %s: %s on %d requests", shape, name, n)
+                                 m, r, static_batch, args.hf_window))):
+                log.info("offline %s: %s, %.0f s window", shape, name, args.hf_window)
                 try:
-                    entry[name] = fn(hf, requests[:n])
+                    entry[name] = fn(hf, requests)
                 except Exception as e:  # a baseline that breaks is reported, not fatal
                     log.exception("%s failed", name)
                     entry[name] = {"error": repr(e)}
             del hf
             fleet.free_gpu_memory()
+        if "decode" in sections and copy_gbps is None:  # measured before the KV cache takes the memory
+            import kernel_bench
+
+            copy_gbps = kernel_bench.copy_bandwidth_gbps()
         from fleetserve.engine.llm_engine import LLMEngine
 
         engine = LLMEngine(fleet.engine_config(model=f"random://{shape}"))
         if "decode" in sections:
-            if copy_gbps is None:
-                import kernel_bench
-
-                copy_gbps = kernel_bench.copy_bandwidth_gbps()
             for batch in (1, 32, 256):
                 log.info("decode %s batch %d", shape, batch)
                 results.setdefault("decode", {}).setdefault(shape, []).append(
@@ -163,8 +165,7 @@ def main() -> int:
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated model shapes")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--tag", default="", help="suffix of the result file name")
-    parser.add_argument("--hf-requests", type=parse_shape_ints, default={},
-                        help="HF baselines on the first N requests per shape, e.g. llama-3-8b=64 (default: all)")
+    parser.add_argument("--hf-window", type=float, default=60.0, help="seconds each HF baseline is timed for")
     parser.add_argument("--static-batch", type=parse_shape_ints, default={},
                         help="static generate batch size per shape (default 256)")
     parser.add_argument("--skip-hf", action="store_true")
@@ -185,7 +186,7 @@ def main() -> int:
     shapes = [s for s in args.shapes.split(",") if s]
     os.makedirs(args.out, exist_ok=True)
     results = {"environment": environment(), "sections": sections, "shapes": shapes,
-               "settings": {"hf_requests": args.hf_requests, "static_batch": args.static_batch}}
+               "settings": {"hf_window_s": args.hf_window, "static_batch": args.static_batch}}
     path = os.path.join(args.out, f"gpu-run-{args.tag or '-'.join(sections)}.json")
     steps = [("ceilings", lambda: run_ceilings(results)),
              ("correctness", lambda: run_correctness(results, shapes, args)),

@@ -46,8 +46,8 @@ def summary(results: dict) -> str:
                      f"{_fmt(ceil['matmul_bf16_tflops'])} TFLOP/s")
     offline = results.get("offline", {})
     if offline:
-        lines += ["", "| offline, 256 requests, in/out U[100, 1024] | output tok/s | requests timed | seconds |",
-                  "|---|---:|---:|---:|"]
+        lines += ["", "| offline, 256 requests, in/out U[100, 1024] | output tok/s | timed | seconds |",
+                  "|---|---:|---|---:|"]
         for shape, entry in offline.items():
             for system in ("fleetserve", "hf_generate_batch", "hf_static_generate"):
                 r = entry.get(system)
@@ -56,7 +56,10 @@ def summary(results: dict) -> str:
                 if "error" in r:
                     lines.append(f"| {shape} · {system} | failed: {r['error'][:60]} | | |")
                     continue
-                lines.append(f"| {shape} · {system} | {_fmt(r['output_tokens_per_s'])} | {r['requests']} | "
+                timed = (f"{r['window_s']:.0f} s window" if "window_s" in r else "all requests to completion")
+                if "batch_size" in r:
+                    timed += f", first {r['batch_size']} requests as one batch"
+                lines.append(f"| {shape} · {system} | {_fmt(r['output_tokens_per_s'])} | {timed} | "
                              f"{_fmt(r['seconds'], '.1f')} |")
     decode = results.get("decode", {})
     if decode:
@@ -92,7 +95,9 @@ def summary(results: dict) -> str:
             logit_txt = (f"{lg.get('ours_prefill_err', 0):.4f} / {lg.get('ours_decode_err', 0):.4f} "
                          f"({lg.get('hf_bf16_prefill_err', 0):.4f} / {lg.get('hf_bf16_decode_err', 0):.4f}) "
                          f"{'pass' if lg.get('passed') else 'FAIL'}")
-            greedy_txt = f"{gr.get('agreement_before_divergence', 0):.1%} {'pass' if gr.get('passed') else 'FAIL'}"
+            greedy_txt = (f"{gr.get('agreement_before_divergence', 0):.1%} strict, "
+                          f"{gr.get('tie_aware_agreement', 0):.1%} tie-aware ({gr.get('near_tie_divergences')} near-tie, "
+                          f"{gr.get('other_divergences')} other divergences) {'pass' if gr.get('passed') else 'FAIL'}")
             batch_txt = (f"{bp['agreement_before_divergence']:.1%}, {bp['preemptions']} preemptions "
                          f"{'pass' if bp['passed'] else 'FAIL'}") if bp else "—"
             lines.append(f"| {model} | {logit_txt} | {greedy_txt} | {batch_txt} |")

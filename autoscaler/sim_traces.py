@@ -70,12 +70,15 @@ class SpotTrace:
         return self.counts[max(0, bisect.bisect_right(self.times_s, t) - 1)]
 
     def drops_between(self, start: float, end: float) -> int:
-        """Instances lost (sum of decreases) in [start, end)."""
-        lost, previous = 0, self.count_at(start)
-        for t, count in zip(self.times_s, self.counts):
-            if start < t < end:
-                lost += max(0, previous - count)
-                previous = count
+        """Instances lost (sum of decreases) at times in [start, end)."""
+        first = bisect.bisect_left(self.times_s, start)
+        previous = self.counts[max(0, first - 1)]
+        lost = 0
+        for t, count in zip(self.times_s[first:], self.counts[first:]):
+            if t >= end:
+                break
+            lost += max(0, previous - count)
+            previous = count
         return lost
 
 

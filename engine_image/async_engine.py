@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+from fleetserve.engine import distributed
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.llm_engine import LLMEngine
 from fleetserve.engine.loader import LoadedModel
@@ -35,6 +36,8 @@ class AsyncEngine:
 
     @property
     def healthy(self) -> bool:
+        if distributed.group_failure() is not None:  # a tensor-parallel rank is gone: restart the replica
+            return False
         return not self._failed and (self._thread is None or self._thread.is_alive() or self._stopping)
 
     async def start(self) -> None:

@@ -41,6 +41,10 @@ class TPGroup:
 _group: TPGroup | None = None
 
 
+class GroupError(RuntimeError):
+    """The group did not form."""
+
+
 def tp_rank() -> int:
     return _group.rank if _group else 0
 
@@ -60,16 +64,18 @@ def fail_group(reason: str) -> None:
         log.error("tensor-parallel group failed: %s", reason)
 
 
-def join(layout: GroupLayout, rank: int, device: str, store_port: int | None = None,
+def open_store(layout: GroupLayout, rank: int, port: int) -> dist.TCPStore:
+    """Rank 0 hosts the rendezvous store (port 0: any free port, read back from `.port`); the other ranks connect
+    to it, retrying until the rendezvous timeout while rank 0's pod is still starting."""
+    return dist.TCPStore(layout.leader_addr, port, layout.world_size, rank == 0, timeout=RENDEZVOUS_TIMEOUT,
+                         wait_for_workers=False)
+
+
+def join(layout: GroupLayout, rank: int, device: str, store: dist.TCPStore,
          local_failure: Callable[[], str | None] = lambda: None) -> TPGroup:
-    """Joins the group as `rank` and returns once every rank has joined. Rank 0 hosts the store (on `store_port`,
-    0 for any free port: read it back from `.store.port`); `local_failure` reports a local rank that died before
-    joining, so rank 0 gives up at once instead of waiting out the rendezvous timeout."""
+    """Joins the group as `rank` and returns once every rank has joined; `local_failure` reports a local rank that
+    died before joining, so rank 0 gives up at once instead of waiting out the rendezvous timeout."""
     global _group
-    is_leader = rank == 0
-    port = layout.leader_port if store_port is None else store_port
-    store = dist.TCPStore(layout.leader_addr, port, layout.world_size, is_leader, timeout=RENDEZVOUS_TIMEOUT,
-                          wait_for_workers=False)
     if device == "cuda":
         torch.cuda.set_device(layout.local_index(rank))
     else:  # the node's cores are shared by its ranks
@@ -90,9 +96,9 @@ def _wait_for_ranks(store: dist.TCPStore, world_size: int, local_failure: Callab
     deadline = time.monotonic() + RENDEZVOUS_TIMEOUT.total_seconds()
     while (joined := store.add("fleetserve/joined", 0)) < world_size:
         if (failure := local_failure()) is not None:
-            raise RuntimeError(f"tensor-parallel group did not form: {failure}")
+            raise GroupError(f"tensor-parallel group did not form: {failure}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"tensor-parallel group did not form: {joined} of {world_size} ranks joined within "
+            raise GroupError(f"tensor-parallel group did not form: {joined} of {world_size} ranks joined within "
                                f"{RENDEZVOUS_TIMEOUT}")
         time.sleep(0.1)
 
@@ -128,12 +134,14 @@ def receive_step() -> object:
 
 # --- liveness --------------------------------------------------------------------------------------------------
 
-def start_heartbeat(layout: GroupLayout, rank: int, store_port: int) -> None:
+def start_heartbeat(leader_addr: str) -> None:
     """Non-leader ranks: count up a key in rank 0's store; if the store is unreachable rank 0 is gone, and this
     process exits so that its pod restarts and rejoins the next group."""
+    rank, port, world_size = _group.rank, _group.store.port, _group.world_size
+
     def beat() -> None:
         try:
-            client = dist.TCPStore(layout.leader_addr, store_port, layout.world_size, False,
+            client = dist.TCPStore(leader_addr, port, world_size, False,
                                    timeout=datetime.timedelta(seconds=HEARTBEAT_TIMEOUT_SECONDS))
             while True:
                 client.add(f"fleetserve/heartbeat/{rank}", 1)

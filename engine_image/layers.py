@@ -137,9 +137,9 @@ class ParallelLMHead(VocabParallelEmbedding):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = F.linear(hidden, self.weight)
         if self.tp_size > 1:
-            slices = logits.new_empty(self.tp_size, *logits.shape)
-            dist.all_gather_single(slices, logits)
-            logits = slices.movedim(0, -2).flatten(-2)  # [tp, ..., V/tp] -> [..., V] in rank order
+            slices = logits.new_empty(self.tp_size * logits.shape[0], *logits.shape[1:])
+            dist.all_gather_single(slices, logits)  # rank after rank along dim 0
+            logits = slices.view(self.tp_size, *logits.shape).movedim(0, -2).flatten(-2)  # -> [..., V]
         return logits[..., : self.vocab_size]
 
 

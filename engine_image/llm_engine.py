@@ -16,8 +16,14 @@ from fleetserve.engine.sampler import SampledToken, Sampler
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import Scheduler
 from fleetserve.engine.sequence import Sequence
+from fleetserve.engine.step_broadcast import LeaderRunner
 
 log = logging.getLogger(__name__)
+
+
+def build_runner(model, config: EngineConfig) -> ModelRunner:
+    """The runner of one rank; tensor-parallel ranks other than 0 build theirs here too, so all run the same code."""
+    return ModelRunner(model, config)
 
 
 @dataclass
@@ -33,7 +39,9 @@ class LLMEngine:
         self.loaded = loaded or loader.load(config)
         self.tokenizer = self.loaded.tokenizer
         self.model_name = config.served_model_name
-        self.runner = ModelRunner(self.loaded.model, config)
+        self.runner = build_runner(self.loaded.model, config)
+        if config.tensor_parallel_size > 1:  # rank 0 of a group: every step goes to the other ranks too
+            self.runner = LeaderRunner(self.runner)
         self.max_model_len = self._max_model_len()
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 from fleetserve.engine.config import DEFAULT_MODEL, EngineConfig
+from fleetserve.engine.group_layout import group_layout
 
 logger = logging.getLogger("fleetserve.serve")
 
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--num-kv-blocks", type=int, default=None,
                         help="KV-cache blocks; default: sized from the memory budget")
     engine.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block")
-    engine.add_argument("--tensor-parallel-size", type=int, default=1)
+    engine.add_argument("--tensor-parallel-size", type=int, default=1,
+                        help="ranks that shard the model, one per GPU, started by this command; a multi-node group "
+                             "takes its layout from FLEETSERVE_NNODES and the rest of its environment (docs/tp.md)")
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)
@@ -120,7 +123,18 @@ def run(args: argparse.Namespace) -> int:
         validate(args)
         config = engine_config_from(args)
         api_key = read_api_key(args.api_key_file, os.environ)
+        layout = group_layout(config.tensor_parallel_size, os.environ)
     except (ValueError, OSError) as error:
         logger.error("%s", error)
         return 2
-    return asyncio.run(serve(args, config, api_key))
+    from fleetserve.engine.distributed import GroupError
+    from fleetserve.engine.tp_launch import leader_group, run_worker_node
+
+    if layout.node_rank > 0:  # a worker node of a multi-node group: no API, its ranks follow rank 0's steps
+        return run_worker_node(layout, config, args.host, args.port)
+    try:
+        with leader_group(layout, config):
+            return asyncio.run(serve(args, config, api_key))
+    except (ValueError, GroupError) as error:  # refused at start: a model it can't shard, a group that didn't form
+        logger.error("%s", error)
+        return 2

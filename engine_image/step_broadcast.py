@@ -54,6 +54,9 @@ class LeaderRunner:
     group for good; the health check then reports the replica unhealthy and Kubernetes restarts it."""
 
     def __init__(self, runner):
+        if distributed.tp_size() == 1:
+            raise RuntimeError("tensor_parallel_size > 1 needs its group first: start it with "
+                               "tp_launch.leader_group, as `fleetserve serve` does")
         self.runner = runner
         self.device = runner.device
         self.num_blocks = distributed.min_over_ranks(runner.num_blocks)

@@ -105,6 +105,8 @@ def summarize(system: str, results: list[RequestResult], duration: float) -> dic
         "output_tokens_per_s": output_tokens / duration,
         "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
         "itl_p50_ms": 1000 * percentile(itls, 50), "itl_p99_ms": 1000 * percentile(itls, 99),
+        # other work on the machine skews CPU timings: record how busy it was when this system finished
+        "load_average_1m": os.getloadavg()[0],
     }
 
 

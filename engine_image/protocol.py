@@ -49,7 +49,7 @@ class _SamplingRequest(_Strict):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: StrictInt | None = Field(None, ge=-1)  # extension (vLLM): 0 or -1 means off
     n: StrictInt | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**64)  # what torch's generator accepts
     stop: list[str] | None = None
     stop_token_ids: list[StrictInt] | None = None  # extension (vLLM)
     ignore_eos: bool = False  # extension (vLLM): benchmarks force an exact output length with it

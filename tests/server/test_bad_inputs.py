@@ -51,6 +51,7 @@ CASES = [
     ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, 400, "top_logprobs"),
     ("/v1/chat/completions", {**CHAT, "stream_options": {"include_usage": True}}, 400, "stream_options"),
     ("/v1/nonexistent", COMPLETION, 404, None),
+    ("/v1/completions", {**COMPLETION, "prompt": "x" * 2_000_000}, 413, None),  # past aiohttp's 1 MiB body cap
 ]
 
 

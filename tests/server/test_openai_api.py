@@ -115,3 +115,11 @@ def test_health_and_metrics_endpoints(server):
     assert httpx.get(f"{server}/health").status_code == 200
     metrics = httpx.get(f"{server}/metrics")
     assert metrics.status_code == 200 and "vllm:num_requests_running" in metrics.text
+
+
+def test_extreme_but_valid_sampling_values_act_greedy(client):
+    params = {"model": MODEL, "prompt": "The ocean is", "max_tokens": 8}
+    greedy = client.completions.create(temperature=0, **params).choices[0].text
+    for extreme in ({"temperature": 1e-6}, {"temperature": 2.0, "top_p": 1e-9}, {"temperature": 2.0,
+                                                                               "extra_body": {"top_k": 1}}):
+        assert client.completions.create(**params, **extreme).choices[0].text == greedy, extreme

@@ -38,6 +38,7 @@ def chat(**fields):
     ({"prompt": None}, "prompt"),
     ({"frobnicate": 1}, "frobnicate"),
     ({"model": 3}, "model"),
+    ({"seed": 2**64}, "seed"),
 ])
 def test_bad_completion_fields_are_named(fields, param):
     with pytest.raises(ApiError) as caught:

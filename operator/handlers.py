@@ -49,6 +49,7 @@ def apply_autoscaler_plan(body: kopf.Body, logger: logging.Logger, **_) -> None:
 # label on a reclaimed spot node. Event handlers (unlike timers) need no finalizer on the LLMDeployment.
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("apps", "v1", "statefulsets", labels=OWNED)
+@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED)
 @kopf.on.event("", "v1", "pods", labels={NAME_LABEL: ENGINE_NAME})
 def child_changed(body: kopf.Body, **_) -> None:
     name = body.metadata.labels.get(INSTANCE_LABEL)

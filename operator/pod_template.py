@@ -140,16 +140,15 @@ def placement(spec: LLMDeploymentSpec, capacity: str, name: str, gpus_per_pod: i
 
 
 def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod: int,
-                 group: tuple[int, str] | None = None) -> dict:
-    """`group` is (pods per replica, leader DNS name) for members of a multi-node tensor-parallel group."""
+                 group_vars: list[dict] | None = None) -> dict:
+    """`group_vars` is the group_env contract for members of a multi-node tensor-parallel group."""
     volumes, mounts = _volumes(spec, gpus_per_pod)
     env = [
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_DIR}/huggingface"},
         {"name": "HOME", "value": "/tmp"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    if group is not None:
-        env += group_env.group_env(pods=group[0], gpus_per_pod=gpus_per_pod, leader_address=group[1])
+    env += group_vars or []
     container = {
         "name": "engine",
         "image": spec.engine.image,
@@ -170,7 +169,7 @@ def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod
         },
         "volumeMounts": mounts,
     }
-    if group is not None:
+    if group_vars:
         container["ports"].append({"name": "rendezvous", "containerPort": group_env.RENDEZVOUS_PORT, "protocol": "TCP"})
     labels = {**selector_labels(name, capacity), SERVING_LABEL: "true", "app.kubernetes.io/component": "engine",
               "app.kubernetes.io/managed-by": "fleetserve-operator"}

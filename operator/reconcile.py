@@ -9,10 +9,12 @@ from fleetserve.operator.kube import Kube
 from fleetserve.operator.placement import ImpossibleShape, desired_split, group_shape
 from fleetserve.operator.spec import API_VERSION, KIND, InvalidSpec, LLMDeploymentSpec, parse_resource
 
-WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
-CHILD_KINDS = (*WORKLOAD_KINDS, ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
-               ("networking.k8s.io/v1", "NetworkPolicy"))
-POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
+WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"))
+CHILD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"),
+               ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"))
+# Optional kinds: (apiVersion, kind, the CRD whose presence turns them on).
+POD_MONITOR = ("monitoring.coreos.com/v1", "PodMonitor", "podmonitors.monitoring.coreos.com")
+LEADER_WORKER_SET = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets.leaderworkerset.x-k8s.io")
 
 
 def now() -> str:
@@ -20,15 +22,17 @@ def now() -> str:
 
 
 def cluster_features(kube: Kube) -> render.ClusterFeatures:
-    crd = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, POD_MONITOR_CRD)
-    return render.ClusterFeatures(pod_monitor=crd is not None)
+    def installed(crd_name: str) -> bool:
+        return kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, crd_name) is not None
+    return render.ClusterFeatures(pod_monitor=installed(POD_MONITOR[2]), leader_worker_set=installed(LEADER_WORKER_SET[2]))
 
 
 def live_children(kube: Kube, namespace: str, name: str, features: render.ClusterFeatures) -> list[dict]:
-    kinds = [*CHILD_KINDS, *([("monitoring.coreos.com/v1", "PodMonitor")] if features.pod_monitor else [])]
+    optional = [(api_version, kind) for (api_version, kind, _), on in
+                ((POD_MONITOR, features.pod_monitor), (LEADER_WORKER_SET, features.leader_worker_set)) if on]
     labels = {"app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": render.MANAGED_BY}
     found = []
-    for api_version, kind in kinds:
+    for api_version, kind in [*CHILD_KINDS, *optional]:
         # The list answer has no apiVersion/kind per item; planning keys on them.
         found += [{**item, "apiVersion": api_version, "kind": kind}
                   for item in kube.list(api_version, kind, namespace, labels)]
@@ -83,7 +87,7 @@ def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec) -> dict:
     meta = body["metadata"]
     previous = body.get("status") or {}
     shape = group_shape(spec)
-    workloads = [c for c in live_children(kube, meta["namespace"], meta["name"], render.ClusterFeatures())
+    workloads = [c for c in live_children(kube, meta["namespace"], meta["name"], cluster_features(kube))
                  if (c["apiVersion"], c["kind"]) in WORKLOAD_KINDS]
     split = status.applied_split(workloads, shape)
     pod_list = engine_pods(kube, meta["namespace"], meta["name"])

@@ -5,6 +5,7 @@
 
 from dataclasses import dataclass
 
+from fleetserve.operator import group_env
 from fleetserve.operator import pod_template as pods
 from fleetserve.operator.placement import GroupShape, ReplicaSplit, group_shape
 from fleetserve.operator.spec import API_VERSION, KIND, LLMDeploymentSpec
@@ -17,6 +18,7 @@ class ClusterFeatures:
     """Optional APIs found in the cluster; children for absent ones are simply not rendered."""
 
     pod_monitor: bool = False
+    leader_worker_set: bool = False
 
 
 def child_labels(name: str) -> dict:
@@ -47,8 +49,11 @@ def owner_reference(body: dict) -> dict:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def _meta(body: dict, name: str) -> dict:
-    meta = {"name": name, "namespace": body["metadata"]["namespace"], "labels": child_labels(body["metadata"]["name"])}
+def _meta(body: dict, name: str, capacity: str | None = None) -> dict:
+    labels = child_labels(body["metadata"]["name"])
+    if capacity:
+        labels[pods.CAPACITY_LABEL] = capacity  # on workloads, so status can tell the pools apart
+    meta = {"name": name, "namespace": body["metadata"]["namespace"], "labels": labels}
     if body["metadata"].get("uid"):
         meta["ownerReferences"] = [owner_reference(body)]
     return meta
@@ -60,7 +65,7 @@ def _deployment(body: dict, spec: LLMDeploymentSpec, capacity: str, replicas: in
     rolling = {"maxSurge": 0, "maxUnavailable": 1} if shape.gpus_per_pod else {"maxSurge": 1, "maxUnavailable": 0}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(body, f"{name}-{capacity}"),
+        "metadata": _meta(body, f"{name}-{capacity}", capacity),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": pods.selector_labels(name, capacity)},
@@ -88,7 +93,7 @@ def _group_headless_service(body: dict, capacity: str) -> dict:
             # Members must find the leader before any of them is ready: readiness needs the whole group.
             "publishNotReadyAddresses": True,
             "selector": pods.selector_labels(name, capacity),
-            "ports": [{"name": "rendezvous", "port": pods.group_env.RENDEZVOUS_PORT, "targetPort": "rendezvous"}],
+            "ports": [{"name": "rendezvous", "port": group_env.RENDEZVOUS_PORT, "targetPort": "rendezvous"}],
         },
     }
 
@@ -98,12 +103,13 @@ def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     sts_name = group_name(name, capacity, index)
     leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc.cluster.local"
-    template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, group=(shape.pods, leader))
+    env = group_env.group_env(shape.pods, shape.gpus_per_pod, leader)
+    template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env)
     template["metadata"]["labels"]["fleetserve.io/group"] = sts_name
     selector = {**pods.selector_labels(name, capacity), "fleetserve.io/group": sts_name}
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": _meta(body, sts_name),
+        "metadata": _meta(body, sts_name, capacity),
         "spec": {
             "replicas": shape.pods,
             "serviceName": group_service_name(name, capacity),
@@ -114,11 +120,32 @@ def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index
     }
 
 
-def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape) -> dict:
+def _leader_worker_set(body: dict, spec: LLMDeploymentSpec, capacity: str, groups: int, shape: GroupShape) -> dict:
+    """All replicas of one pool as one LeaderWorkerSet: it restarts a whole group when any member fails."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    lws_name = f"{name}-{capacity}"
+    env = group_env.leader_worker_set_env(shape.pods, shape.gpus_per_pod, lws_name, namespace)
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
+        "metadata": _meta(body, lws_name, capacity),
+        "spec": {
+            "replicas": groups,
+            "startupPolicy": "LeaderCreated",
+            "leaderWorkerTemplate": {
+                "size": shape.pods,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "workerTemplate": pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env),
+            },
+        },
+    }
+
+
+def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
     name = body["metadata"]["name"]
     selector = {pods.NAME_LABEL: pods.ENGINE_NAME, pods.INSTANCE_LABEL: name, pods.SERVING_LABEL: "true"}
-    if shape.multi_node:
-        selector[pods.group_env.POD_INDEX_LABEL] = "0"  # only group leaders serve the OpenAI API
+    if shape.multi_node:  # only group leaders serve the OpenAI API
+        rank_label = group_env.LWS_WORKER_INDEX_LABEL if features.leader_worker_set else group_env.POD_INDEX_LABEL
+        selector[rank_label] = "0"
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": _meta(body, name),
@@ -182,12 +209,14 @@ def render_children(body: dict, spec: LLMDeploymentSpec, split: ReplicaSplit, fe
     counts = {"on-demand": split.on_demand, "spot": split.spot}
     workloads: list[dict] = []
     for capacity in capacity_types(spec):
-        if shape.multi_node:
+        if shape.multi_node and features.leader_worker_set:
+            workloads.append(_leader_worker_set(body, spec, capacity, counts[capacity], shape))
+        elif shape.multi_node:
             workloads.append(_group_headless_service(body, capacity))
             workloads += [_group_statefulset(body, spec, capacity, i, shape) for i in range(counts[capacity])]
         else:
             workloads.append(_deployment(body, spec, capacity, counts[capacity], shape))
-    children = [*workloads, _service(body, spec, shape), _pod_disruption_budget(body, shape), _network_policy(body, spec)]
+    children = [*workloads, _service(body, spec, shape, features), _pod_disruption_budget(body, shape), _network_policy(body, spec)]
     if features.pod_monitor:
         children.append(_pod_monitor(body))
     return children

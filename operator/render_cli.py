@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", required=True, help="LLMDeployment YAML file ('-' for stdin)")
     parser.add_argument("--pod-monitor", action="store_true",
                         help="render the PodMonitor too, as the operator does where the Prometheus Operator CRD exists")
+    parser.add_argument("--leader-worker-set", action="store_true",
+                        help="render multi-node groups as LeaderWorkerSets, as the operator does where that CRD exists")
 
 
 def render_manifests(body: dict, features: ClusterFeatures) -> list[dict]:
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.filename} must hold one LLMDeployment object", file=sys.stderr)
         return 2
     try:
-        manifests = render_manifests(body, ClusterFeatures(pod_monitor=args.pod_monitor))
+        manifests = render_manifests(body, ClusterFeatures(pod_monitor=args.pod_monitor, leader_worker_set=args.leader_worker_set))
     except (InvalidSpec, ImpossibleShape) as error:
         print(f"error: invalid LLMDeployment: {error}", file=sys.stderr)
         return 1

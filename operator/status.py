@@ -8,10 +8,12 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InsufficientCapacity", "
 
 def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> int:
     """A Deployment counts its ready pods; a group counts only when every member is ready (gang semantics)."""
-    mine = [w for w in workloads if (w["spec"]["template"]["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity)]
+    mine = [w for w in workloads if w["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity]
     if shape.multi_node:
-        return sum(1 for w in mine if w["kind"] == "StatefulSet"
-                   and (w.get("status") or {}).get("readyReplicas", 0) >= shape.pods)
+        # A LeaderWorkerSet counts ready groups itself; a StatefulSet is one group.
+        groups = sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "LeaderWorkerSet")
+        return groups + sum(1 for w in mine if w["kind"] == "StatefulSet"
+                            and (w.get("status") or {}).get("readyReplicas", 0) >= shape.pods)
     return sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "Deployment")
 
 
@@ -32,7 +34,7 @@ def preempted_pods(pod_list: list[dict]) -> list[str]:
 def rolling_out(workloads: list[dict]) -> bool:
     for w in workloads:
         status = w.get("status") or {}
-        if w["kind"] not in ("Deployment", "StatefulSet"):
+        if w["kind"] not in ("Deployment", "StatefulSet", "LeaderWorkerSet"):
             continue
         if status.get("observedGeneration", 0) < w["metadata"].get("generation", 0):
             return True
@@ -45,10 +47,12 @@ def applied_split(workloads: list[dict], shape: GroupShape) -> ReplicaSplit:
     """Replica counts the workloads are set to now (not what a newer plan asks for before it is applied)."""
     counts = {"on-demand": 0, "spot": 0}
     for w in workloads:
-        capacity = w["spec"]["template"]["metadata"]["labels"].get(pods.CAPACITY_LABEL)
+        capacity = w["metadata"]["labels"].get(pods.CAPACITY_LABEL)
         if capacity not in counts:
             continue
-        if shape.multi_node:
+        if w["kind"] == "LeaderWorkerSet":
+            counts[capacity] += w["spec"].get("replicas", 0)
+        elif shape.multi_node:
             counts[capacity] += w["kind"] == "StatefulSet"
         elif w["kind"] == "Deployment":
             counts[capacity] += w["spec"].get("replicas", 0)

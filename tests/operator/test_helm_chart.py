@@ -98,6 +98,7 @@ def test_rbac_covers_exactly_what_the_code_uses_without_wildcards(helm):
         ("fleetserve.io", "llmdeployments"): {"get", "list", "watch", "patch"},
         ("fleetserve.io", "llmdeployments/status"): {"get", "patch"},
         ("apps", "deployments"): workloads, ("apps", "statefulsets"): workloads,
+        ("leaderworkerset.x-k8s.io", "leaderworkersets"): workloads,
         ("", "services"): children, ("policy", "poddisruptionbudgets"): children,
         ("networking.k8s.io", "networkpolicies"): children, ("monitoring.coreos.com", "podmonitors"): children,
         ("", "pods"): {"get", "list", "watch", "patch"}, ("", "nodes"): {"get", "list", "watch"},

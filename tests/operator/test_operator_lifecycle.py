@@ -200,3 +200,20 @@ async def test_pod_monitor_is_rendered_when_its_crd_exists(cluster, operator):
     await cluster.create(example("cpu-tiny.yaml"))
     monitor = await cluster.wait_for("the PodMonitor", lambda: cluster.get("monitoring.coreos.com/v1", "PodMonitor", "default", "tiny"))
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+
+
+async def test_cross_node_group_uses_leader_worker_set_when_installed(cluster, operator):
+    cluster.emulator.resources["leaderworkerset.x-k8s.io/v1/leaderworkersets"] = cluster.emulator.ResourceInfo(
+        kind="LeaderWorkerSet", namespaced=True, subresources={"status"})
+    await cluster.create({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                          "metadata": {"name": "leaderworkersets.leaderworkerset.x-k8s.io"}, "spec": {
+                              "group": "leaderworkerset.x-k8s.io", "scope": "Namespaced",
+                              "names": {"kind": "LeaderWorkerSet", "plural": "leaderworkersets", "singular": "leaderworkerset"},
+                              "versions": [{"name": "v1", "served": True, "storage": True,
+                                            "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    await cluster.create(example("tp16-multinode.yaml"))
+    lws = await cluster.wait_for("the LeaderWorkerSet", lambda: cluster.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "default", "big-on-demand"))
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2 and not cluster.objects("apps/v1", "StatefulSet")
+    await cluster.patch("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "default", "big-on-demand",
+                        {"status": {"replicas": 1, "readyReplicas": 1}}, subresource="status")
+    await cluster.wait_for("Ready from the LWS", lambda: condition(cluster.get(*LLMD, "default", "big"), "Ready").get("status") == "True")

@@ -43,8 +43,8 @@ def flag(container: dict, name: str) -> str:
 def test_every_rendered_manifest_is_valid_kubernetes(path):
     manifests = render_manifests(load(path.name), ClusterFeatures(pod_monitor=True))
     for manifest in manifests:
-        if manifest["kind"] == "PodMonitor":
-            continue  # a CRD kind: no official schema to check against
+        if manifest["kind"] in ("PodMonitor", "LeaderWorkerSet"):
+            continue  # CRD kinds: no official schema to check against
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(manifest, version, strict=True)
         assert manifest["metadata"]["ownerReferences"][0] == {
@@ -144,6 +144,30 @@ def test_tp16_group_env_contract_is_pinned():
     assert children[("Service", "big")]["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
     assert children[("PodDisruptionBudget", "big")]["spec"]["maxUnavailable"] == 2
     assert ("Service", "big-on-demand-group") in children
+
+
+def test_tp16_group_as_leader_worker_set_where_installed():
+    body = load("tp16-multinode.yaml")
+    children = {(m["kind"], m["metadata"]["name"]): m
+                for m in render_manifests(body, ClusterFeatures(leader_worker_set=True))}
+    assert ("StatefulSet", "big-on-demand-0") not in children and ("Service", "big-on-demand-group") not in children
+    lws = children[("LeaderWorkerSet", "big-on-demand")]
+    assert lws["spec"]["replicas"] == 1
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"  # gang restarts
+    env = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"].startswith("FLEETSERVE_")] == [
+        {"name": "FLEETSERVE_GROUP_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/group-index']"}}},
+        {"name": "FLEETSERVE_NNODES", "value": "2"},
+        {"name": "FLEETSERVE_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}}},
+        {"name": "FLEETSERVE_GPUS_PER_NODE", "value": "8"},
+        {"name": "FLEETSERVE_LEADER_ADDR", "value": "big-on-demand-$(FLEETSERVE_GROUP_INDEX).big-on-demand.default.svc.cluster.local"},
+        {"name": "FLEETSERVE_LEADER_PORT", "value": "29500"},
+    ]
+    assert children[("Service", "big")]["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    for version in KUBERNETES_VERSIONS:  # the pod template inside is a core PodTemplateSpec
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                                      "template": lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]}, version, strict=True)
 
 
 def test_hf_revision_is_passed_as_part_of_the_model():

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.kernels.fused_layers import use_fused_kernels
 from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
 from fleetserve.engine.model_runner import kv_bytes_per_block
@@ -40,6 +41,7 @@ class GPUModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: EngineConfig, max_model_len: int | None = None,
                  capture_graphs: bool = True):
         self.model = model
+        use_fused_kernels(model)
         self.config = config
         self.block_size = config.block_size
         param = next(model.parameters())
@@ -128,7 +130,6 @@ class GPUModelRunner:
     def _capture_decode_graphs(self) -> None:
         sizes = graph_batch_sizes(self.config.max_num_seqs)
         max_bs = sizes[-1]
-        vocab = self.model.lm_head.weight.shape[0]
         self.graph_sizes = sizes
         self.g_input_ids = torch.zeros(max_bs, dtype=torch.long, device=self.device)
         self.g_positions = torch.zeros(max_bs, dtype=torch.long, device=self.device)
@@ -137,7 +138,7 @@ class GPUModelRunner:
         self.g_context_lens = torch.ones(max_bs, dtype=torch.int32, device=self.device)
         self.g_tables = torch.full((max_bs, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
                                    device=self.device)
-        self.g_logits = torch.empty(max_bs, vocab, dtype=torch.float32, device=self.device)
+        self.g_logits: dict[int, torch.Tensor] = {}  # each graph's own output buffer
         pool = None
         with torch.inference_mode():
             for bs in tqdm(reversed(sizes), total=len(sizes), desc="capturing decode graphs", disable=None):
@@ -146,12 +147,12 @@ class GPUModelRunner:
                     context_lens=self.g_context_lens[:bs], query_lens=[1] * bs, context_lens_list=[],
                     is_decode=True, decode_splits=decode_splits(bs, self.num_kv_heads, self.max_model_len,
                                                                 self.num_sms))
-                run = lambda: self.g_logits[:bs].copy_(  # noqa: E731
-                    self.model.compute_logits(self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta)))
+                run = lambda: self.model.compute_logits(  # noqa: E731
+                    self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta)).float()
                 run()  # warm-up outside the graph: Triton compiles here
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
-                    run()
+                    self.g_logits[bs] = run()
                 pool = graph.pool()
                 self.graphs[bs] = graph
         torch.cuda.synchronize()
@@ -180,7 +181,7 @@ class GPUModelRunner:
             self.g_context_lens[n:bs].fill_(1)
             self.g_tables[n:bs, 0].fill_(self.scratch_block)
         self.graphs[bs].replay()
-        return self.g_logits[:n]
+        return self.g_logits[bs][:n]
 
     # --- the step -----------------------------------------------------------------------------------------------
 

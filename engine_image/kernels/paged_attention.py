@@ -41,9 +41,10 @@ def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, out_ptr, m_ptr, denom_ptr,
     scale_log2, q_stride, bt_stride, max_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr,
 ):
-    """One program: one sequence, one KV head (all its query heads at once, for GQA), one split of the context."""
+    """One program: one sequence, one KV head (all its query heads at once, for GQA), one split of the context.
+    With a single split it writes the final output; otherwise partial results that _combine_kernel merges."""
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -80,6 +81,11 @@ def _decode_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
+    if SINGLE_SPLIT:
+        out = acc / l_i[:, None]
+        offs = (seq * KV_HEADS * GROUP + q_heads)[:, None] * HEAD_DIM + dims[None, :]
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
+        return
     # Partial results per split; an empty split leaves m = -inf, l = 0 and is weighted to zero when combined.
     part = (seq * max_splits + split) * KV_HEADS * GROUP + q_heads
     tl.store(out_ptr + part[:, None] * HEAD_DIM + dims[None, :], acc, mask=head_mask[:, None])
@@ -103,20 +109,40 @@ def paged_decode_attention(
     batch, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    partial = torch.empty(batch, num_splits, heads, head_dim, dtype=torch.float32, device=q.device)
+    out = torch.empty(batch, heads, head_dim, dtype=q.dtype, device=q.device)
+    single = num_splits == 1
+    partial = out if single else torch.empty(batch, num_splits, heads, head_dim, dtype=torch.float32,
+                                             device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
     _decode_kernel[(batch, kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, partial, m, denom,
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_N=block_n, num_warps=num_warps, num_stages=3,
+        BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, num_warps=num_warps, num_stages=3,
     )
-    if num_splits == 1:
-        return (partial[:, 0] / denom[:, 0, :, None]).to(q.dtype)
-    weight = torch.exp2(m - m.amax(dim=1, keepdim=True))
-    out = (partial * weight[..., None]).sum(1) / (denom * weight).sum(1)[..., None]
-    return out.to(q.dtype)
+    if not single:
+        _combine_kernel[(batch, heads)](partial, m, denom, out, num_splits, heads, HEAD_DIM=head_dim,
+                                        SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4)
+    return out
+
+
+@triton.jit
+def _combine_kernel(partial_ptr, m_ptr, denom_ptr, out_ptr, num_splits, heads, HEAD_DIM: tl.constexpr,
+                    SPLITS_PAD: tl.constexpr):
+    """Merges one (sequence, head)'s split results, each weighted by exp2(its max - the overall max)."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS_PAD)
+    valid = splits < num_splits
+    idx = (seq * num_splits + splits) * heads + head
+    m = tl.load(m_ptr + idx, mask=valid, other=float("-inf"))
+    denom = tl.load(denom_ptr + idx, mask=valid, other=0.0)
+    weight = tl.where(valid & (denom > 0), tl.exp2(m - tl.max(m, 0)), 0.0)
+    dims = tl.arange(0, HEAD_DIM)
+    acc = tl.load(partial_ptr + idx[:, None] * HEAD_DIM + dims[None, :], mask=valid[:, None], other=0.0)
+    out = tl.sum(acc * weight[:, None], 0) / tl.sum(denom * weight, 0)
+    tl.store(out_ptr + (seq * heads + head) * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit

@@ -1,0 +1,81 @@
+"""Triton versions of the small per-layer operations, one launch each instead of the 5-20 that PyTorch's eager ops
+take. In a decode step the weights are read once and each launch costs a few microseconds whatever its size, so
+with ~60 launches a layer the launches, not the bytes, set the step time.
+
+Each computes what the PyTorch layer in fleetserve.engine.layers computes, rounding at the same points (float32
+math, bf16 results), so the GPU path stays as close to HF transformers as the CPU path.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, x_stride, out_stride, n_cols, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n_cols + eps)
+    normed = (x * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)  # HF: normalise in fp32, cast, then scale
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * out_stride + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension of x (any leading shape; rows of the last dim must be contiguous)."""
+    n_cols = x.shape[-1]
+    rows = x.reshape(-1, n_cols)
+    out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+    _rms_norm_kernel[(rows.shape[0],)](rows, weight, out, rows.stride(0), out.stride(0), n_cols, eps,
+                                       BLOCK=triton.next_power_of_2(n_cols), num_warps=4 if n_cols <= 2048 else 8)
+    return out.view(x.shape)
+
+
+@triton.jit
+def _silu_and_mul_kernel(x_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    gate = tl.load(x_ptr + row * 2 * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(x_ptr + row * 2 * n_cols + n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+    act = (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty).to(tl.float32)  # torch rounds silu first
+    tl.store(out_ptr + row * n_cols + cols, (act * up).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x: [tokens, 2 * n] (gate then up, contiguous) -> silu(gate) * up: [tokens, n]."""
+    tokens, n_cols = x.shape[0], x.shape[1] // 2
+    out = torch.empty(tokens, n_cols, dtype=x.dtype, device=x.device)
+    block = 1024
+    _silu_and_mul_kernel[(tokens, triton.cdiv(n_cols, block))](x, out, n_cols, BLOCK=block, num_warps=4)
+    return out
+
+
+@triton.jit
+def _rotary_kernel(x_ptr, positions_ptr, cos_sin_ptr, token_stride, head_stride, n_heads,
+                   HALF: tl.constexpr, HEADS_PAD: tl.constexpr):
+    """In place, neox style: x1, x2 = halves; x1' = x1 cos - x2 sin; x2' = x2 cos + x1 sin (fp32, one rounding)."""
+    token = tl.program_id(0)
+    pos = tl.load(positions_ptr + token)
+    dims = tl.arange(0, HALF)
+    heads = tl.arange(0, HEADS_PAD)
+    mask = (heads < n_heads)[:, None]
+    cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)[None, :]
+    sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)[None, :]
+    base = x_ptr + token.to(tl.int64) * token_stride + heads[:, None] * head_stride + dims[None, :]
+    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(base, (x1 * cos - x2 * sin).to(x_ptr.dtype.element_ty), mask=mask)
+    tl.store(base + HALF, (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty), mask=mask)
+
+
+def rotary_(x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
+    """x: [tokens, heads, head_dim] (head rows contiguous, token stride free), rotated in place; cos_sin: the
+    RotaryEmbedding table [max_position, head_dim] (cos half, then sin half), float32."""
+    tokens, heads, head_dim = x.shape
+    assert x.stride(2) == 1
+    _rotary_kernel[(tokens,)](x, positions, cos_sin, x.stride(0), x.stride(1), heads, HALF=head_dim // 2,
+                              HEADS_PAD=triton.next_power_of_2(heads), num_warps=4)
+    return x

@@ -111,7 +111,8 @@ class LLMEngine:
         sampling = [seq for seq in scheduled if seq.samples_after_step()]
         try:
             logits = self.runner.run(scheduled)
-            sampled = self.sampler.sample(logits, [s.request_id for s in sampling], [s.params for s in sampling])
+            sampled = self.sampler.sample(logits, [s.request_id for s in sampling], [s.params for s in sampling]
+                                          ) if sampling else []
         except Exception as exc:  # a fault fails this step's requests, the engine stays usable
             log.exception("engine step failed; aborting its %d requests", len(scheduled))
             return [self.abort(seq.request_id, error=f"engine step failed: {exc}") for seq in scheduled]

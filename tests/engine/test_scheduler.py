@@ -1,0 +1,83 @@
+"""Scheduling policy without a model: token budget, max_num_seqs, chunked prefill, preemption by recompute."""
+
+from fleetserve.engine.block_manager import BlockManager
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.scheduler import Scheduler
+from fleetserve.engine.sequence import Sequence, SequenceStatus
+
+
+def make(num_blocks=64, block_size=4, max_num_seqs=8, budget=32, caching=True):
+    return Scheduler(BlockManager(num_blocks, block_size, caching), max_num_seqs, budget)
+
+
+def add(sched, rid, n, start=0):
+    s = Sequence(rid, list(range(start, start + n)), SamplingParams())
+    sched.add(s)
+    return s
+
+
+def run_step(sched):
+    """One step as the engine does it; every sequence that reached its end 'samples' token 1."""
+    scheduled = sched.schedule()
+    sampling = [s for s in scheduled if s.samples_after_step()]
+    plan = {s.request_id: s.num_new_tokens for s in scheduled}
+    sched.step_done(scheduled)
+    for s in sampling:
+        s.token_ids.append(1)
+    return plan
+
+
+def test_token_budget_chunks_a_long_prompt_and_mixes_in_decodes():
+    sched = make(budget=10)
+    a = add(sched, "a", 3, start=100)
+    assert run_step(sched) == {"a": 3}  # a prefilled, now decoding
+    add(sched, "b", 25)
+    assert run_step(sched) == {"a": 1, "b": 9}
+    assert run_step(sched) == {"a": 1, "b": 9}
+    assert run_step(sched) == {"a": 1, "b": 7}  # b's last chunk: it samples now
+    assert run_step(sched) == {"a": 1, "b": 1}
+    assert a.num_output_tokens == 5
+
+
+def test_max_num_seqs_limits_admission():
+    sched = make(max_num_seqs=2, budget=100)
+    for i in range(3):
+        add(sched, f"r{i}", 4, start=10 * i)
+    assert set(run_step(sched)) == {"r0", "r1"}
+    assert len(sched.waiting) == 1
+
+
+def test_preemption_when_blocks_run_out_requeues_newest_at_front_and_keeps_tokens():
+    sched = make(num_blocks=4, block_size=4, budget=100, caching=False)
+    a = add(sched, "a", 8, start=0)
+    b = add(sched, "b", 8, start=50)
+    run_step(sched)  # both prefilled: 8 tokens each = all 4 blocks, plus a sampled 9th not yet in the cache
+    assert sched.block_manager.num_free_blocks == 0
+    plan = run_step(sched)  # both need a 3rd block: b (newest) is preempted so a can grow
+    assert plan == {"a": 1}
+    assert sched.num_preemptions == 1
+    assert b.status == SequenceStatus.WAITING and sched.waiting[0] is b
+    assert b.block_table == [] and b.num_computed_tokens == 0 and len(b) == 9  # its sampled token is kept
+    sched.finish(a, "stop")
+    assert run_step(sched) == {"b": 9}  # recompute prompt + generated token in one go
+
+
+def test_preempted_sequence_resumes_before_newer_arrivals():
+    sched = make(num_blocks=4, block_size=4, budget=100, caching=False)
+    add(sched, "a", 8)
+    b = add(sched, "b", 8, start=50)
+    run_step(sched)
+    run_step(sched)  # b preempted
+    c = add(sched, "c", 3, start=90)
+    assert list(sched.waiting) == [b, c]
+
+
+def test_finish_frees_blocks_of_waiting_and_running():
+    sched = make()
+    a = add(sched, "a", 9)
+    b = add(sched, "b", 9, start=30)
+    sched.max_num_seqs = 1
+    run_step(sched)
+    sched.finish(a, "abort")
+    sched.finish(b, "abort")
+    assert sched.block_manager.num_free_blocks == 64 and not sched.has_work()

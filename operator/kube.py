@@ -24,6 +24,10 @@ PLURALS = {
 REQUEST_TIMEOUT_SECONDS = 30
 
 
+class Conflict(Exception):
+    """The object changed since the resourceVersion a write was based on (HTTP 409)."""
+
+
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
                   subresource: str | None = None) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -78,7 +82,12 @@ class Kube:
     def merge_patch(self, api_version: str, kind: str, namespace: str | None, name: str, patch: dict,
                     subresource: str | None = None) -> dict:
         path = resource_path(api_version, kind, namespace, name, subresource)
-        return self._call("PATCH", path, body=json.loads(json.dumps(patch)), content_type="application/merge-patch+json")
+        try:
+            return self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(str(error.reason)) from None
+            raise
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
         try:

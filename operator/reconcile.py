@@ -5,8 +5,8 @@ import logging
 
 from fleetserve.operator import render, status
 from fleetserve.operator.apply_plan import covers, plan_changes
-from fleetserve.operator.kube import Kube
-from fleetserve.operator.placement import ImpossibleShape, desired_split, group_shape
+from fleetserve.operator.kube import Conflict, Kube
+from fleetserve.operator.placement import ImpossibleShape, ReplicaSplit, desired_split, group_shape
 from fleetserve.operator.spec import API_VERSION, KIND, InvalidSpec, LLMDeploymentSpec, parse_resource
 
 WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"))
@@ -44,16 +44,45 @@ def engine_pods(kube: Kube, namespace: str, name: str) -> list[dict]:
                                              "app.kubernetes.io/instance": name})
 
 
-def write_status(kube: Kube, body: dict, fields: dict) -> None:
+STATUS_WRITE_ATTEMPTS = 5
+
+
+class StatusConflict(RuntimeError):
+    """The status kept changing under us; the handler's retry will try again."""
+
+
+def update_status(kube: Kube, body: dict, compute) -> None:
+    """Write `compute(fresh_body)` into the status, guarded by the fresh resourceVersion.
+
+    The autoscaler writes conditions too, and a merge patch replaces a list whole: a write computed from a stale
+    read would drop its condition. So read, compute and write with a precondition, and retry on conflicts.
+    `compute` returns None when there is nothing to write.
+    """
     meta = body["metadata"]
-    kube.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": fields}, subresource="status")
+    for _ in range(STATUS_WRITE_ATTEMPTS):
+        fresh = kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+            return  # deleted meanwhile
+        fields = compute(fresh)
+        if fields is None or covers(fresh.get("status") or {}, fields):
+            return  # unchanged status writes would only wake every watcher
+        patch = {"metadata": {"resourceVersion": fresh["metadata"]["resourceVersion"]}, "status": fields}
+        try:
+            kube.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], patch, subresource="status")
+            return
+        except Conflict:
+            continue
+    raise StatusConflict(f"status of {meta['namespace']}/{meta['name']} changed {STATUS_WRITE_ATTEMPTS} times while writing it")
 
 
 class ReconcileOutcome:
     """What one reconcile did, for Events and logs."""
 
-    def __init__(self, created: list[str], patched: list[str], deleted: list[str]) -> None:
-        self.created, self.patched, self.deleted = created, patched, deleted
+    def __init__(self, split: ReplicaSplit) -> None:
+        self.split = split
+        self.created: list[str] = []
+        self.patched: list[str] = []
+        self.deleted: list[str] = []
 
     def summary(self) -> str:
         parts = [f"{verb} {', '.join(names)}" for verb, names in
@@ -67,7 +96,7 @@ def apply_children(kube: Kube, body: dict, spec: LLMDeploymentSpec, logger: logg
     split = desired_split(spec, (body.get("status") or {}).get("autoscaler"))
     desired = render.render_children(body, spec, split, features)
     live = live_children(kube, meta["namespace"], meta["name"], features)
-    outcome = ReconcileOutcome([], [], [])
+    outcome = ReconcileOutcome(split)
     for change in plan_changes(desired, live, meta.get("uid")):
         label = f"{change.kind}/{change.name}"
         logger.info("%s %s", change.action, label)
@@ -83,7 +112,8 @@ def apply_children(kube: Kube, body: dict, spec: LLMDeploymentSpec, logger: logg
     return outcome
 
 
-def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec) -> dict:
+def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec, generation: int | None) -> dict:
+    """Status from the children and pods; `generation` is the spec generation just applied (None: not applying)."""
     meta = body["metadata"]
     previous = body.get("status") or {}
     shape = group_shape(spec)
@@ -94,19 +124,21 @@ def observed_status(kube: Kube, body: dict, spec: LLMDeploymentSpec) -> dict:
     replicas = status.replica_status(split, workloads, pod_list, shape)
     conditions = status.observed_conditions(replicas, workloads, pod_list, spec.autoscaling.enabled,
                                             previous.get("conditions", []))
-    return {
-        "observedGeneration": meta.get("generation"),
+    fields = {
         "replicas": replicas,
         "conditions": status.merge_conditions(previous.get("conditions", []), conditions, now()),
         "endpoint": render.endpoint_url(meta["name"], meta["namespace"], spec),
         "selector": render.serving_selector(meta["name"]),
     }
+    if generation is not None:
+        fields["observedGeneration"] = generation
+    return fields
 
 
-def failed_status(body: dict, reason: str, message: str) -> dict:
+def failed_status(body: dict, generation: int | None, reason: str, message: str) -> dict:
     previous = (body.get("status") or {}).get("conditions", [])
     return {
-        "observedGeneration": body["metadata"].get("generation"),
+        "observedGeneration": generation,
         "conditions": status.merge_conditions(previous, status.failure_conditions(reason, message), now()),
     }
 
@@ -116,21 +148,18 @@ def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> Non
 
     `post_event(body, type, reason, message)` posts a Kubernetes Event about the LLMDeployment.
     """
+    generation = body["metadata"].get("generation")
     try:
         spec = parse_resource(body)
         outcome = apply_children(kube, body, spec, logger)
-    except InvalidSpec as error:
-        post_event(body, "Warning", "InvalidSpec", str(error))
-        write_status(kube, body, failed_status(body, "InvalidSpec", str(error)))
+    except (InvalidSpec, ImpossibleShape) as error:
+        reason = type(error).__name__
+        post_event(body, "Warning", reason, str(error))
+        update_status(kube, body, lambda fresh: failed_status(fresh, generation, reason, str(error)))
         return
-    except ImpossibleShape as error:
-        post_event(body, "Warning", "ImpossibleShape", str(error))
-        write_status(kube, body, failed_status(body, "ImpossibleShape", str(error)))
-        return
-    fields = observed_status(kube, body, spec)
-    before, after = (body.get("status") or {}).get("replicas") or {}, fields["replicas"]
+    before = (body.get("status") or {}).get("replicas") or {}
     old_counts = ((before.get("onDemand") or {}).get("desired"), (before.get("spot") or {}).get("desired"))
-    new_counts = (after["onDemand"]["desired"], after["spot"]["desired"])
+    new_counts = (outcome.split.on_demand, outcome.split.spot)
     if old_counts != new_counts:
         plan_used = spec.autoscaling.enabled and bool((body.get("status") or {}).get("autoscaler"))
         source = "the autoscaler's plan" if plan_used else "spec.replicas.min"
@@ -138,18 +167,17 @@ def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> Non
                    f"replicas on-demand={new_counts[0]} spot={new_counts[1]} (from {source})")
     if outcome.summary():
         post_event(body, "Normal", "Applied", outcome.summary())
-    write_status(kube, body, fields)
+    update_status(kube, body, lambda fresh: observed_status(kube, fresh, spec, generation))
 
 
 def refresh_status(kube: Kube, body: dict) -> None:
     """Re-read the children and pods and rewrite the status; does nothing for specs that can't render."""
-    try:
-        spec = parse_resource(body)
-        fields = observed_status(kube, body, spec)
-    except (InvalidSpec, ImpossibleShape):
-        return
-    if not covers(body.get("status") or {}, fields):  # unchanged status writes would only wake every watcher
-        write_status(kube, body, fields)
+    def compute(fresh: dict) -> dict | None:
+        try:
+            return observed_status(kube, fresh, parse_resource(fresh), generation=None)
+        except (InvalidSpec, ImpossibleShape):
+            return None
+    update_status(kube, body, compute)
 
 
 def autoscaler_plan_pending(body: dict) -> bool:

@@ -1,8 +1,9 @@
 """A Kubernetes API emulator for operator tests: kmock's in-memory API plus what the real apiserver adds.
 
 kmock stores and serves objects but sets no uid, resourceVersion, generation, creationTimestamp or generated
-names, answers creates with 200 and runs no controllers. This subclass stamps those fields, answers 201, and
-plays the garbage collector (children whose ownerReferences point at a deleted object are deleted too).
+names, answers creates with 200 and runs no controllers. This subclass stamps those fields, answers 201, enforces
+resourceVersion preconditions on patches (409), and plays the garbage collector (children whose ownerReferences
+point at a deleted object are deleted too).
 It also fixes what kubectl trips over: lists carry their kind and apiVersion, and core discovery says "v1".
 """
 
@@ -39,8 +40,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         response = await super()._handle(request)
         if request.action == kmock.action.CREATE and response.status == 200:
             response.set_status(201)
-        if request.action == kmock.action.DELETE and response.status == 200:
-            await self._collect_garbage()
+        if request.action in (kmock.action.DELETE, kmock.action.UPDATE) and response.status == 200:
+            await self._collect_garbage()  # an update that removes the last finalizer deletes the object too
         return response
 
     async def _serve_version(self, request):
@@ -75,6 +76,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return
         current = self.objects[key].raw
+        expected_version = (request.data.get("metadata") or {}).get("resourceVersion")
+        if expected_version is not None and expected_version != current["metadata"].get("resourceVersion"):
+            raise kmock.KubernetesError(status=409, reason="Conflict",
+                                        message="the object has been modified; apply your changes to the latest version")
         merged = dicts.patch_dict(copy.deepcopy(current), copy.deepcopy(request.data))
         meta = request.data.setdefault("metadata", {})
         meta["resourceVersion"] = str(next(self._versions))

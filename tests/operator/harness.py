@@ -103,14 +103,14 @@ async def running_cluster(folder: Path):
 class OperatorProcess:
     """`fleetserve operator` in a subprocess, pointed at the emulator through its own kubeconfig."""
 
-    def __init__(self, cluster: Cluster, log_path: Path) -> None:
-        self.cluster, self.log_path = cluster, log_path
+    def __init__(self, cluster: Cluster, log_path: Path, autoscaler: bool = False, env: dict | None = None) -> None:
+        self.cluster, self.log_path, self.autoscaler, self.extra_env = cluster, log_path, autoscaler, env or {}
         self.process: subprocess.Popen | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env = {**os.environ, **self.extra_env, "KUBECONFIG": str(self.cluster.kubeconfig)}
         command = [sys.executable, "-c", "from fleetserve.cli import main; raise SystemExit(main())",
-                   "operator", "--no-autoscaler", "--liveness", ""]
+                   "operator", "--liveness", "", *([] if self.autoscaler else ["--no-autoscaler"])]
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         # Ready once kopf watches LLMDeployments (a watch request reached the emulator).
@@ -142,8 +142,8 @@ class OperatorProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(cluster: Cluster, log_path: Path):
-    process = OperatorProcess(cluster, log_path)
+async def running_operator(cluster: Cluster, log_path: Path, **options):
+    process = OperatorProcess(cluster, log_path, **options)
     await process.start()
     try:
         yield process

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+REPO = Path(__file__).parents[2]
+EXAMPLES = REPO / "examples"
 KUBECTL_TIMEOUT = 30
 
 # What each example must produce: (namespace, workloads, Services).
@@ -26,9 +27,9 @@ EXPECTED = {
 
 @pytest.fixture
 def kubectl(cluster):
-    binary = shutil.which("kubectl")
+    binary = shutil.which("kubectl") or shutil.which("kubectl", path=str(REPO / ".tools"))
     if binary is None:
-        pytest.fail("kubectl not found on PATH")
+        pytest.fail("kubectl not found on PATH or in .tools/ (scripts/setup.sh --test should provide it)")
 
     async def run(*args: str) -> str:
         process = await asyncio.create_subprocess_exec(

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,6 +25,9 @@ from fleetserve.engine.protocol import (ApiError, ChatCompletionRequest, Complet
                                         completion_logprobs, completion_response, models_response, parse_request,
                                         usage_chunk)
 from fleetserve.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # the server only calls the engine; importing it here would load torch for nothing
+    from fleetserve.engine.async_engine import AsyncEngine
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class Admission:
 
 @dataclass
 class ServerState:
-    engine: object  # AsyncEngine; typed loosely so tests of the HTTP layer need no torch import here
+    engine: "AsyncEngine"
     options: ServerOptions
     admission: Admission
     metrics: ServerMetrics
@@ -95,7 +99,7 @@ class ServerState:
 STATE = web.AppKey("state", ServerState)
 
 
-def build_app(engine, options: ServerOptions) -> web.Application:
+def build_app(engine: "AsyncEngine", options: ServerOptions) -> web.Application:
     # middlewares run outermost first: errors wrap auth, so a 401 is rendered like any other error
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[STATE] = ServerState(
@@ -181,12 +185,8 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     else:
         prompt_ids = check_token_ids(body.prompt, len(state.engine.tokenizer))
     params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
-    request_id = f"cmpl-{uuid.uuid4().hex}"
-    with state.admission.admit(state.engine.stats().num_waiting, state.engine.healthy):
-        async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
-            if body.stream:
-                return await write_sse(request, completion_chunks(outputs, request_id, body))
-            return web.json_response(await collect_completion(outputs, request_id, body))
+    return await generate(request, f"cmpl-{uuid.uuid4().hex}", prompt_ids, params, body, completion_chunks,
+                          collect_completion)
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
@@ -195,12 +195,19 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     check_model_name(body.model, state.engine.model_name)
     prompt_ids = render_chat(state.engine.tokenizer, body.chat_messages())
     params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    return await generate(request, f"chatcmpl-{uuid.uuid4().hex}", prompt_ids, params, body, chat_chunks,
+                          collect_chat)
+
+
+async def generate(request: web.Request, request_id: str, prompt_ids: list[int], params: SamplingParams, body,
+                   to_chunks, to_response) -> web.StreamResponse:
+    """Admits the request, runs it on the engine, and answers with SSE chunks or one JSON body."""
+    state = request.app[STATE]
     with state.admission.admit(state.engine.stats().num_waiting, state.engine.healthy):
         async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
             if body.stream:
-                return await write_sse(request, chat_chunks(outputs, request_id, body))
-            return web.json_response(await collect_chat(outputs, request_id, body))
+                return await write_sse(request, to_chunks(outputs, request_id, body))
+            return web.json_response(await to_response(outputs, request_id, body))
 
 
 # ---- request helpers --------------------------------------------------------------------------------------------

@@ -51,8 +51,12 @@ def apply_autoscaler_plan(body: kopf.Body, logger: logging.Logger, **_) -> None:
 @kopf.on.event("apps", "v1", "statefulsets", labels=OWNED)
 @kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED)
 @kopf.on.event("", "v1", "pods", labels={NAME_LABEL: ENGINE_NAME})
-def child_changed(body: kopf.Body, **_) -> None:
+def child_changed(body: kopf.Body, type: str | None, logger: logging.Logger, **_) -> None:
     name = body.metadata.labels.get(INSTANCE_LABEL)
     parent = kube().get(API_VERSION, KIND, body.metadata.namespace, name) if name else None
-    if parent is not None:
+    if parent is None:
+        return
+    if type == "DELETED" and body.get("kind") != "Pod":
+        reconcile.reconcile(kube(), parent, logger, post_event)  # someone deleted a workload: put it back
+    else:
         reconcile.refresh_status(kube(), parent)

@@ -210,7 +210,8 @@ class AutoscalerPlan(_Model):
 
 
 class ScalingDecision(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    """One entry of the autoscaler's decision history (`from` is a Python keyword, hence the alias)."""
+
     time: str
     from_: int = Field(alias="from")
     to: int

@@ -50,6 +50,15 @@ def deployment(cluster, name: str) -> dict | None:
     return cluster.get("apps/v1", "Deployment", "default", name)
 
 
+async def test_a_workload_deleted_by_hand_comes_back(cluster, operator):
+    await cluster.create(example("cpu-tiny.yaml"))
+    first = await cluster.wait_for("the Deployment", lambda: deployment(cluster, "tiny-on-demand"))
+    await cluster.delete("apps/v1", "Deployment", "default", "tiny-on-demand")
+    again = await cluster.wait_for("the Deployment back", lambda: (
+        d := deployment(cluster, "tiny-on-demand")) and d["metadata"]["uid"] != first["metadata"]["uid"] and d)
+    assert again["spec"]["replicas"] == 1
+
+
 async def test_spec_change_updates_the_workloads(cluster, operator):
     await cluster.create(example("cpu-tiny.yaml"))
     first = await cluster.wait_for("the Deployment", lambda: deployment(cluster, "tiny-on-demand"))

@@ -134,6 +134,7 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
             log.info("offline %s: fleetserve on %d requests", shape, len(requests))
             entry = results.setdefault("offline", {}).setdefault(shape, {})
             entry["fleetserve"] = offline_bench.fleetserve_throughput(engine, requests)
+            entry["fleetserve_host_profile"] = offline_bench.host_profile(engine, requests)
             log.info("offline %s: %s", shape, json.dumps(entry))
         del engine
         fleet.free_gpu_memory()

@@ -131,13 +131,20 @@ class GPUModelRunner:
         sizes = graph_batch_sizes(self.config.max_num_seqs)
         max_bs = sizes[-1]
         self.graph_sizes = sizes
-        self.g_input_ids = torch.zeros(max_bs, dtype=torch.long, device=self.device)
-        self.g_positions = torch.zeros(max_bs, dtype=torch.long, device=self.device)
-        self.g_slots = torch.full((max_bs,), self.scratch_block * self.block_size, dtype=torch.long,
-                                  device=self.device)
-        self.g_context_lens = torch.ones(max_bs, dtype=torch.int32, device=self.device)
+        # Decode inputs cross to the GPU in two copies a step: rows of ids / positions / slots / context lengths
+        # from one pinned buffer, and the block tables from another; the graphs read views of the device copies.
+        self.h_rows = torch.empty(4, max_bs, dtype=torch.long).pin_memory()
+        self.h_rows_np = self.h_rows.numpy()
+        self.g_rows = torch.zeros(4, max_bs, dtype=torch.long, device=self.device)
+        self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens = self.g_rows
+        self.g_slots.fill_(self.scratch_block * self.block_size)
+        self.g_context_lens.fill_(1)
+        self.h_tables = torch.empty(max_bs * self.max_blocks_per_seq, dtype=torch.int32).pin_memory()
+        self.h_tables_np = self.h_tables.numpy()
+        self.d_tables = torch.empty_like(self.h_tables, device=self.device)
         self.g_tables = torch.full((max_bs, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
                                    device=self.device)
+        self.staged = torch.cuda.Event()
         self.g_logits: dict[int, torch.Tensor] = {}  # each graph's own output buffer
         pool = None
         with torch.inference_mode():
@@ -158,28 +165,26 @@ class GPUModelRunner:
         torch.cuda.synchronize()
 
     def _run_decode_graph(self, seqs: list[Sequence]) -> torch.Tensor:
-        n = len(seqs)
+        n, block_size = len(seqs), self.block_size
         bs = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
-        ids = np.empty(n, np.int64)
-        positions = np.empty(n, np.int64)
-        for i, seq in enumerate(seqs):
-            ids[i] = seq.token_ids[-1]
-            positions[i] = len(seq) - 1
-        tables = self._block_tables(seqs, -(-int(positions.max() + 1) // self.block_size))
-        slots = tables[np.arange(n), positions // self.block_size].astype(np.int64) * self.block_size + (
-            positions % self.block_size)
-        host = np.concatenate([ids, positions, slots, positions + 1])
-        packed = torch.from_numpy(host).pin_memory().to(self.device, non_blocking=True).view(4, n)
-        self.g_input_ids[:n].copy_(packed[0])
-        self.g_positions[:n].copy_(packed[1])
-        self.g_slots[:n].copy_(packed[2])
-        self.g_context_lens[:n].copy_(packed[3])
-        width = tables.shape[1]
-        self.g_tables[:n, :width].copy_(torch.from_numpy(tables).pin_memory().to(self.device, non_blocking=True))
-        if n < bs:  # padding rows: scratch slot, one token of context
-            self.g_slots[n:bs].fill_(self.scratch_block * self.block_size)
-            self.g_context_lens[n:bs].fill_(1)
-            self.g_tables[n:bs, 0].fill_(self.scratch_block)
+        self.staged.synchronize()  # the previous step's copies have left the pinned buffers
+        rows = self.h_rows_np
+        ids, positions, slots, context_lens = rows[0, :bs], rows[1, :bs], rows[2, :bs], rows[3, :bs]
+        ids[:n] = [seq.token_ids[-1] for seq in seqs]
+        context_lens[:n] = [len(seq) for seq in seqs]
+        positions[:n] = context_lens[:n] - 1
+        width = -(-int(context_lens[:n].max()) // block_size)
+        tables = self.h_tables_np[:bs * width].reshape(bs, width)
+        tables.fill(self.scratch_block)  # padding rows (and table tails) point at the scratch block
+        for row, seq in enumerate(seqs):
+            k = min(width, len(seq.block_table))
+            tables[row, :k] = seq.block_table[:k]
+        slots[:n] = tables[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
+        ids[n:], positions[n:], slots[n:], context_lens[n:] = 0, 0, self.scratch_block * block_size, 1
+        self.g_rows.copy_(self.h_rows, non_blocking=True)  # 4 x max_bs: one small contiguous copy
+        self.d_tables[:bs * width].copy_(self.h_tables[:bs * width], non_blocking=True)
+        self.staged.record()
+        self.g_tables[:bs, :width].copy_(self.d_tables[:bs * width].view(bs, width))
         self.graphs[bs].replay()
         return self.g_logits[bs][:n]
 

@@ -14,7 +14,9 @@ from fleetserve.engine.llm_engine import LLMEngine  # noqa: E402
 from fleetserve.engine.sampling_params import SamplingParams  # noqa: E402
 from fleetserve.engine.sequence import Sequence  # noqa: E402
 
-SMALL = {"num_hidden_layers": 2}
+# two layers; larger random weights than HF's 0.02, so logits are spread out and bf16 near-ties between the
+# batched and the lone runs are rare
+SMALL = {"num_hidden_layers": 2, "initializer_range": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -54,4 +56,5 @@ def test_preempted_batch_gives_the_same_tokens_as_prompts_alone():
     tight = LLMEngine(EngineConfig(num_kv_blocks=34, **config), roomy.loaded)
     together = [o.new_token_ids for o in tight.generate(prompts, params)]
     assert tight.scheduler.num_preemptions > 0
-    assert sum(a == b for a, b in zip(alone, together)) >= len(prompts) - 1  # bf16 near-ties may flip one
+    same = sum(a == b for a, b in zip(alone, together))
+    assert same >= len(prompts) - 1, f"{same} of {len(prompts)} identical"  # a bf16 near-tie may flip one

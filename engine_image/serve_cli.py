@@ -67,8 +67,8 @@ def read_api_key(key_file: Path | None, environ: dict) -> str | None:
 
 def how_to_query(host: str, port: int, model: str, with_key: bool) -> str:
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    auth = " -H 'Authorization: Bearer $FLEETSERVE_API_KEY'" if with_key else ""
-    key = "os.environ['FLEETSERVE_API_KEY']" if with_key else '"unused"'
+    auth = ' -H "Authorization: Bearer $FLEETSERVE_API_KEY"' if with_key else ""
+    key = "os.environ['FLEETSERVE_API_KEY']" if with_key else "'unused'"
     return (
         f"serving {model!r} on {base}\n"
         f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\\n"

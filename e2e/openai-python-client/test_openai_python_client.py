@@ -50,9 +50,16 @@ def client(served):
     return openai.OpenAI(base_url=served[0], api_key="unused", max_retries=0, timeout=120)
 
 
-def test_startup_log_tells_how_to_query(served):
-    log = served[1].read_text()
-    assert "curl -s http://127.0.0.1:" in log and "openai.OpenAI(base_url=" in log
+def test_the_commands_the_startup_log_prints_work(served):
+    log = served[1].read_text().splitlines()
+    start = next(i for i, line in enumerate(log) if f"serving '{MODEL}'" in line)
+    curl, python = "\n".join(log[start + 1:start + 3]), log[start + 3]
+    assert curl.strip().startswith("curl ") and python.strip().startswith("python -c ")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # `python`: this venv's
+    for command in (curl, python):
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0 and result.stdout.strip(), (command, result.stderr)
+    assert '"choices"' in subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120).stdout
 
 
 def test_list_models(client):

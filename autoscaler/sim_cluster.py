@@ -27,6 +27,7 @@ METRICS_KEPT_S = 120.0
 @dataclasses.dataclass
 class SimRequest:
     trace: TraceRequest
+    scored: bool = True  # False for the warm-up replay that precedes the trace
     admitted_s: float | None = None
     first_token_s: float | None = None
     finish_s: float | None = None
@@ -170,8 +171,8 @@ class Cluster:
         replica.pool, replica.placed_s, replica.ready_s = pool, t, t + self.profile.cold_start_s
 
     # --- the world moving on -----------------------------------------------------------------------
-    def arrive(self, request: TraceRequest) -> None:
-        self.queue.append(SimRequest(request))
+    def arrive(self, request: TraceRequest, scored: bool = True) -> None:
+        self.queue.append(SimRequest(request, scored))
         self._arrivals.append(request.arrival_s)
 
     def step(self, t: float, dt: float) -> None:
@@ -275,9 +276,10 @@ class Cluster:
             self._recent.popleft()
 
     # --- the bill ----------------------------------------------------------------------------------
-    def gpu_hours(self, kind: str, end_s: float) -> float:
+    def gpu_hours(self, kind: str, start_s: float, end_s: float) -> float:
+        """GPU-hours billed for `kind` between start_s and end_s."""
         seconds = sum(
-            (r.ended_s if r.ended_s is not None else end_s) - r.placed_s
+            max(0.0, min(end_s, r.ended_s if r.ended_s is not None else end_s) - max(start_s, r.placed_s))
             for r in self.replicas if r.kind == kind and r.placed_s is not None
         )
         return seconds * self.profile.gpus_per_replica / 3600

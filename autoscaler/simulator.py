@@ -25,6 +25,9 @@ class SimSetup:
     slo_itl_s: float
     initial_replicas: int  # on-demand replicas already serving at t=0, the same for every autoscaling policy
     notice_s: float = 30.0  # preemption notice (GCP gives 30 s, AWS 120 s)
+    # The trace's first warmup_s are replayed once before it starts, unscored and unbilled, so every policy meets
+    # the trace from a steady state with a metrics history, as a running deployment would.
+    warmup_s: float = 300.0
     step_s: float = 0.5
     seed: int = 0
 
@@ -47,15 +50,15 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> dict:
     """The per-policy result row (keys fixed by issue 5; cost_vs_static_ondemand is filled in by the caller)."""
-    done = [r for r in cluster.finished]
+    done = [r for r in cluster.finished if r.scored]
     total = len(setup.requests)
     ttfts = sorted(r.ttft_s for r in done)
     within_ttft = sum(t <= setup.slo_ttft_s for t in ttfts)
     within_itl = sum(r.itl_s <= setup.slo_itl_s for r in done)
     unfinished = total - len(done)
-    retried = sum(1 for r in done if r.retries) + sum(1 for r in cluster.queue if r.retries)
-    hours_spot = cluster.gpu_hours(SPOT, end_s)
-    hours_on_demand = cluster.gpu_hours(ON_DEMAND, end_s)
+    retried = sum(1 for r in done if r.retries) + sum(1 for r in cluster.queue if r.retries and r.scored)
+    hours_spot = cluster.gpu_hours(SPOT, 0.0, end_s)
+    hours_on_demand = cluster.gpu_hours(ON_DEMAND, 0.0, end_s)
     return {
         "policy": policy_name,
         "requests": total,
@@ -75,18 +78,25 @@ def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> 
     }
 
 
+def warmup_replay(requests: list[TraceRequest], warmup_s: float) -> list[TraceRequest]:
+    """The trace's first `warmup_s`, shifted to end at t=0."""
+    return [dataclasses.replace(r, arrival_s=r.arrival_s - warmup_s) for r in requests if r.arrival_s < warmup_s]
+
+
 def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Timeline]:
     """Runs `policy` over the whole trace; returns its result row and its per-minute timeline."""
     cluster = Cluster(setup.profile, setup.pools, setup.notice_s, policy.drains_on_notice, setup.seed)
-    # The fleet at t=0 started one cold start earlier, so it is serving (and billed) from the first request.
-    cluster.set_target(-setup.profile.cold_start_s, ON_DEMAND, initial_on_demand)
+    start = -setup.warmup_s
+    # The fleet at the start began one cold start earlier, so it is serving from the first request.
+    cluster.set_target(start - setup.profile.cold_start_s, ON_DEMAND, initial_on_demand)
     timeline = Timeline()
-    requests = setup.requests
-    last_arrival = requests[-1].arrival_s
-    next_request, next_decision, next_sample, t = 0, 0.0, 0.0, 0.0
+    warmup = warmup_replay(setup.requests, setup.warmup_s)
+    arrivals = [(r, False) for r in warmup] + [(r, True) for r in setup.requests]
+    last_arrival = setup.requests[-1].arrival_s
+    next_request, next_decision, next_sample, t = 0, start, 0.0, start
     while t <= last_arrival + DRAIN_LIMIT_S:
-        while next_request < len(requests) and requests[next_request].arrival_s < t + setup.step_s:
-            cluster.arrive(requests[next_request])
+        while next_request < len(arrivals) and arrivals[next_request][0].arrival_s < t + setup.step_s:
+            cluster.arrive(*arrivals[next_request])
             next_request += 1
         if t >= next_decision:
             on_demand, spot = policy.decide(cluster, t)
@@ -95,13 +105,13 @@ def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Tim
             next_decision = t + policy.interval_s
         if t >= next_sample:
             timeline.minute.append(t / 60)
-            timeline.arrivals_per_s.append(cluster.arrival_rate(t, 60.0) if t > 0 else 0.0)
+            timeline.arrivals_per_s.append(cluster.arrival_rate(t, 60.0))
             timeline.on_demand.append(sum(1 for r in cluster.alive(ON_DEMAND) if r.placed_s is not None))
             timeline.spot.append(sum(1 for r in cluster.alive(SPOT) if r.placed_s is not None and r.noticed_s is None))
             next_sample = t + 60.0
         cluster.step(t, setup.step_s)
         t += setup.step_s
-        if next_request == len(requests) and len(cluster.finished) == len(requests):
+        if next_request == len(arrivals) and len(cluster.finished) == len(arrivals):
             break
     log.info("%s: simulated %.0f s, %d preemptions", policy.name, t, cluster.preemptions)
     return score(policy.name, setup, cluster, t), timeline

@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-input-len", type=int, default=512)
     parser.add_argument("--max-output-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="port for the benchmarked server (default: a free one)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cpu-bench.json"))
     parser.add_argument("--skip-hf", action="store_true", help="only measure our server")
 
@@ -181,9 +182,16 @@ async def stream_one(session, url: str, model: str, request: BenchRequest, progr
     return result
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 async def bench_server(args: argparse.Namespace, requests: list[BenchRequest]) -> dict:
     import aiohttp
 
+    args.port = args.port or free_port()
     base_url = f"http://127.0.0.1:{args.port}"
     server = start_server(args, requests)
     try:

@@ -57,3 +57,29 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
         "gbps": moved / (step_ms * 1e-3) / 1e9, "bandwidth_fraction": moved / (step_ms * 1e-3) / 1e9 / copy_gbps,
         "graph_bandwidth_fraction": moved / (graph_ms * 1e-3) / 1e9 / copy_gbps,
     }
+
+
+@torch.inference_mode()
+def kernel_profile(engine, batch: int, context: int, top: int = 12) -> dict:
+    """The kernels of one eager decode step (the graph replays the same ones), by GPU time: where the step's time
+    goes besides reading bytes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    runner, block_size = engine.runner, engine.config.block_size
+    blocks_per_seq = -(-context // block_size)
+    seqs = []
+    for i in range(batch):
+        seq = Sequence(f"profile-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
+        seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
+        seq.num_computed_tokens, seq.num_new_tokens = context - 1, 1
+        seqs.append(seq)
+    runner._run_eager(seqs)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        runner._run_eager(seqs)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    total = sum(e.device_time_total for e in events)
+    return {"batch": batch, "context": context, "kernels": sum(e.count for e in events), "gpu_us": total,
+            "top": [{"name": e.key[:80], "count": e.count, "us": e.device_time_total} for e in events[:top]]}

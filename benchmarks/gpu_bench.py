@@ -130,6 +130,10 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
                 log.info("decode %s batch %d", shape, batch)
                 results.setdefault("decode", {}).setdefault(shape, []).append(
                     decode_bench.decode_bench(engine, batch, 1024, copy_gbps))
+            try:
+                results.setdefault("decode_kernels", {})[shape] = decode_bench.kernel_profile(engine, 1, 1024)
+            except Exception as e:  # the profiler is a diagnostic, never a reason to lose the run
+                results.setdefault("decode_kernels", {})[shape] = {"error": repr(e)}
         if "offline" in sections:
             log.info("offline %s: fleetserve on %d requests", shape, len(requests))
             entry = results.setdefault("offline", {}).setdefault(shape, {})

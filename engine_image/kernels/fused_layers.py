@@ -19,7 +19,7 @@ class FusedSiluAndMul(SiluAndMul):
 
 class FusedRotaryEmbedding(RotaryEmbedding):
     def forward(self, positions, q, k):
-        return rotary_(q, positions, self.cos_sin), rotary_(k, positions, self.cos_sin)
+        return rotary_(q, k, positions, self.cos_sin)
 
 
 FUSED = {RMSNorm: FusedRMSNorm, SiluAndMul: FusedSiluAndMul, RotaryEmbedding: FusedRotaryEmbedding}

@@ -54,16 +54,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _rotary_kernel(x_ptr, positions_ptr, cos_sin_ptr, token_stride, head_stride, n_heads,
-                   HALF: tl.constexpr, HEADS_PAD: tl.constexpr):
+def _rotary_one(x_ptr, token, cos, sin, token_stride, head_stride, n_heads, HALF: tl.constexpr,
+                HEADS_PAD: tl.constexpr):
     """In place, neox style: x1, x2 = halves; x1' = x1 cos - x2 sin; x2' = x2 cos + x1 sin (fp32, one rounding)."""
-    token = tl.program_id(0)
-    pos = tl.load(positions_ptr + token)
     dims = tl.arange(0, HALF)
     heads = tl.arange(0, HEADS_PAD)
     mask = (heads < n_heads)[:, None]
-    cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)[None, :]
-    sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)[None, :]
     base = x_ptr + token.to(tl.int64) * token_stride + heads[:, None] * head_stride + dims[None, :]
     x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
@@ -71,11 +67,26 @@ def _rotary_kernel(x_ptr, positions_ptr, cos_sin_ptr, token_stride, head_stride,
     tl.store(base + HALF, (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty), mask=mask)
 
 
-def rotary_(x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
-    """x: [tokens, heads, head_dim] (head rows contiguous, token stride free), rotated in place; cos_sin: the
-    RotaryEmbedding table [max_position, head_dim] (cos half, then sin half), float32."""
-    tokens, heads, head_dim = x.shape
-    assert x.stride(2) == 1
-    _rotary_kernel[(tokens,)](x, positions, cos_sin, x.stride(0), x.stride(1), heads, HALF=head_dim // 2,
-                              HEADS_PAD=triton.next_power_of_2(heads), num_warps=4)
-    return x
+@triton.jit
+def _rotary_kernel(q_ptr, k_ptr, positions_ptr, cos_sin_ptr, q_token_stride, q_head_stride, k_token_stride,
+                   k_head_stride, q_heads, k_heads, HALF: tl.constexpr, Q_PAD: tl.constexpr, K_PAD: tl.constexpr):
+    token = tl.program_id(0)
+    pos = tl.load(positions_ptr + token)
+    dims = tl.arange(0, HALF)
+    cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)[None, :]
+    sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)[None, :]
+    _rotary_one(q_ptr, token, cos, sin, q_token_stride, q_head_stride, q_heads, HALF, Q_PAD)
+    _rotary_one(k_ptr, token, cos, sin, k_token_stride, k_head_stride, k_heads, HALF, K_PAD)
+
+
+def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor):
+    """q: [tokens, heads, head_dim], k: [tokens, kv_heads, head_dim] (head rows contiguous, token stride free),
+    both rotated in place in one launch; cos_sin: the RotaryEmbedding table [max_position, head_dim] (cos half,
+    then sin half), float32."""
+    tokens, q_heads, head_dim = q.shape
+    k_heads = k.shape[1]
+    assert q.stride(2) == 1 and k.stride(2) == 1
+    _rotary_kernel[(tokens,)](q, k, positions, cos_sin, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+                              q_heads, k_heads, HALF=head_dim // 2, Q_PAD=triton.next_power_of_2(q_heads),
+                              K_PAD=triton.next_power_of_2(k_heads), num_warps=4)
+    return q, k

@@ -33,6 +33,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failed = False
+        self._closed = False  # the step loop has exited and takes no more commands
 
     @property
     def healthy(self) -> bool:
@@ -83,6 +84,10 @@ class AsyncEngine:
 
     def _submit(self, command: tuple) -> None:
         with self._lock:
+            if self._closed:
+                if command[0] == "abort":
+                    return
+                raise RuntimeError("engine is not running")
             self._commands.append(command)
         self._wake.set()
 
@@ -98,13 +103,30 @@ class AsyncEngine:
                 outputs = self.engine.step()
                 self._stats = self.engine.stats()
                 self._publish(outputs)
-            self._publish([self.engine.abort(rid) for rid in list(self.engine.requests)])
-        except BaseException:
+            self._close(None)
+        except Exception:  # logged, not re-raised: the callers learn it from their final outputs and `healthy`
             log.exception("engine step loop died")
             self._failed = True
-            self._publish([self.engine.abort(rid, error="engine step loop died")
-                           for rid in list(self.engine.requests)])
-            raise
+            self._close("engine step loop died")
+
+    def _close(self, error: str | None) -> None:
+        """Refuses new commands, then ends every request still known or still queued, so no caller waits forever."""
+        with self._lock:
+            self._closed = True
+            commands, self._commands = self._commands, []
+        queued = [RequestOutput(c[1], [], "", True, "abort", len(c[2]), 0, error=error) for c in commands
+                  if c[0] == "add"]
+        self._publish(queued + self._abort_all(error))
+
+    def _abort_all(self, error: str | None) -> list[RequestOutput]:
+        outputs = []
+        for request_id, request in list(self.engine.requests.items()):
+            try:
+                outputs.append(self.engine.abort(request_id, error=error))
+            except Exception:  # engine state may be broken: still release the caller
+                outputs.append(RequestOutput(request_id, [], "", True, "abort", request.seq.num_prompt_tokens,
+                                             request.seq.num_output_tokens, error=error))
+        return outputs
 
     def _apply_commands(self) -> None:
         with self._lock:

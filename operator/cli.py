@@ -4,6 +4,7 @@ import argparse
 import importlib
 import logging
 import os
+import random
 
 import kopf
 
@@ -16,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peering", action="store_true",
                         help=f"coordinate several operator replicas through kopf peering ({PEERING_NAME!r});"
                              " only the highest-priority one is active")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority of this replica (default: random, so exactly one replica is active:"
+                             " kopf pauses every replica that sees a peer of the same priority)")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' = none)")
     parser.add_argument("--prometheus-url", default=os.environ.get("FLEETSERVE_PROMETHEUS_URL"),
                         help="Prometheus the autoscaler queries (default: $FLEETSERVE_PROMETHEUS_URL)")
@@ -29,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     importlib.import_module("fleetserve.operator.handlers")
     if not args.no_autoscaler:
         importlib.import_module(AUTOSCALER_MODULE).configure(args.prometheus_url)
+    priority = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2**31 - 1)
+    if args.peering:
+        logging.getLogger(__name__).info("peering as %r with priority %d", PEERING_NAME, priority)
     kopf.run(
         clusterwide=True,
         standalone=not args.peering,
         peering_name=PEERING_NAME if args.peering else None,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0

@@ -30,7 +30,7 @@ class Cluster:
     def __init__(self, emulator: ClusterEmulator, url: str, kubeconfig: Path) -> None:
         self.emulator, self.url, self.kubeconfig = emulator, url, kubeconfig
 
-    async def _request(self, method: str, path: str, body=None, content_type="application/json") -> dict:
+    async def request(self, method: str, path: str, body=None, content_type="application/json") -> dict:
         headers = {"Content-Type": content_type}
         async with self.emulator.request(method, path, json=body, headers=headers) as response:
             answer = await response.json(content_type=None)
@@ -39,14 +39,14 @@ class Cluster:
 
     async def create(self, manifest: dict) -> dict:
         meta = manifest["metadata"]
-        return await self._request("POST", resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")), manifest)
+        return await self.request("POST", resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")), manifest)
 
     async def patch(self, api_version: str, kind: str, namespace: str, name: str, patch: dict, subresource=None) -> dict:
         path = resource_path(api_version, kind, namespace, name, subresource)
-        return await self._request("PATCH", path, patch, "application/merge-patch+json")
+        return await self.request("PATCH", path, patch, "application/merge-patch+json")
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> dict:
-        return await self._request("DELETE", resource_path(api_version, kind, namespace, name))
+        return await self.request("DELETE", resource_path(api_version, kind, namespace, name))
 
     def objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict]:
         """Live objects of one kind, read straight from the emulator's memory."""
@@ -103,14 +103,16 @@ async def running_cluster(folder: Path):
 class OperatorProcess:
     """`fleetserve operator` in a subprocess, pointed at the emulator through its own kubeconfig."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, autoscaler: bool = False, env: dict | None = None) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, autoscaler: bool = False, env: dict | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.cluster, self.log_path, self.autoscaler, self.extra_env = cluster, log_path, autoscaler, env or {}
+        self.extra_args = args
         self.process: subprocess.Popen | None = None
 
     async def start(self) -> None:
         env = {**os.environ, **self.extra_env, "KUBECONFIG": str(self.cluster.kubeconfig)}
         command = [sys.executable, "-c", "from fleetserve.cli import main; raise SystemExit(main())",
-                   "operator", "--liveness", "", *([] if self.autoscaler else ["--no-autoscaler"])]
+                   "operator", "--liveness", "", *([] if self.autoscaler else ["--no-autoscaler"]), *self.extra_args]
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
         # Ready once kopf watches LLMDeployments (a watch request reached the emulator).

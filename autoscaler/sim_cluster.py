@@ -2,8 +2,8 @@
 the bill. Policies only see it through `snapshot`/`counts` (what Prometheus and the operator would report) and
 act on it through `set_target`.
 
-Model (documented in docs/autoscaler.md): an ideal load balancer admits queued requests FIFO to the least-loaded
-serving replica with a free batch slot and KV room. A replica runs prefills one after another (each delays
+Model (documented in docs/autoscaler.md): an ideal load balancer admits queued requests FIFO to the serving
+replica with the least prefill work outstanding (then the fewest running) among those with a batch slot and KV room. A replica runs prefills one after another (each delays
 decoding on that replica) and decodes all admitted sequences together, one token per `decode_step_s(batch)`.
 Spot replicas wait (Pending, unbilled) until their pool has room; when a pool's capacity drops, the excess
 replicas get a preemption notice and die `notice_s` later; requests still running on a dead replica are retried
@@ -252,7 +252,7 @@ class Cluster:
             fits = [r for r in accepting if len(r.running) < profile.max_batch and r.kv_tokens + tokens <= profile.kv_cache_tokens]
             if not fits:
                 return
-            replica = min(fits, key=lambda r: len(r.running))
+            replica = min(fits, key=lambda r: (r.prefill_debt_s, len(r.running)))
             self.queue.popleft()
             # Arrivals within this step are admitted when they arrive; prefills on one replica run in turn.
             request.admitted_s = max(t, request.trace.arrival_s)

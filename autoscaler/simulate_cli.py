@@ -40,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-replicas", type=int, default=0, help="0: twice the static peak count")
     parser.add_argument("--on-demand-min", type=int, default=1, help="our policy's on-demand floor")
     parser.add_argument("--spot-max-share", type=float, default=0.9, help="our policy's largest spot share")
-    parser.add_argument("--scale-down-delay", type=float, default=120.0, help="our policy's scale-down delay, s")
+    parser.add_argument("--scale-down-delay", type=float, default=300.0, help="our policy's scale-down delay, s (the CRD default)")
     parser.add_argument("--notice-s", type=float, default=30.0, help="preemption notice before a spot replica dies")
     parser.add_argument("--step-s", type=float, default=0.5, help="simulation time step")
     parser.add_argument("--limit-requests", type=int, default=0, help="replay only the first N requests")
+    parser.add_argument("--warmup-s", type=float, default=300.0, help="unscored replay of the trace's start before it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--plot", help="output PNG path")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         pools.append(SpotPool(trace, offset, pool_size))
     setup = SimSetup(
         requests, profile, prices, pools, args.slo_ttft, args.slo_itl, initial,
-        notice_s=args.notice_s, step_s=args.step_s, seed=args.seed,
+        notice_s=args.notice_s, warmup_s=args.warmup_s, step_s=args.step_s, seed=args.seed,
     )
     rows, timelines = [], {}
     for policy in tqdm(_build_policies(args, profile, requests, slo, static_replicas, max_replicas), desc="policies"):
@@ -121,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
             "prices": {"instance_type": prices.instance_type, "on_demand_per_gpu_hour": prices.on_demand_per_gpu_hour,
                        "spot_per_gpu_hour": prices.spot_per_gpu_hour, "source": prices.source},
             "static_peak_replicas": static_replicas, "initial_replicas": initial, "max_replicas": max_replicas,
-            "notice_s": args.notice_s, "step_s": args.step_s, "seed": args.seed,
+            "notice_s": args.notice_s, "warmup_s": args.warmup_s, "step_s": args.step_s, "seed": args.seed,
+            "fleetserve": {"on_demand_min": args.on_demand_min, "spot_max_share": args.spot_max_share,
+                           "scale_down_delay_s": args.scale_down_delay, "min_replicas": args.min_replicas},
         },
         "results": rows,
     }

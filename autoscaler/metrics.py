@@ -8,9 +8,6 @@ import dataclasses
 import logging
 import time
 
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
-
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +102,10 @@ class PrometheusMetrics:
     """Queries one Prometheus for deployments' snapshots, failing fast (bounded timeout, no retries)."""
 
     def __init__(self, url: str, timeout_s: float = 3.0, window_s: int = 30, max_sample_age_s: float = 20.0):
+        # Imported here: the simulator shares this module's snapshot type without needing the client.
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
+
         # No retries: a slow Prometheus must make this tick hold the scale, not stall the operator.
         self._prometheus = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s, retry=Retry(total=0))
         self._timeout_s = timeout_s

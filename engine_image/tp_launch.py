@@ -10,6 +10,7 @@ import contextlib
 import http.server
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,8 @@ def leader_group(layout: GroupLayout, config: EngineConfig) -> Iterator[None]:
 
 def run_worker_node(layout: GroupLayout, config: EngineConfig, host: str, port: int) -> int:
     """A worker node's whole life: 0 when rank 0 stopped the group, 1 when the group broke."""
+    # Kubernetes stops every pod of the group at once, but rank 0 first drains its requests, which needs this node.
+    signal.signal(signal.SIGTERM, lambda *_: log.info("SIGTERM: following rank 0 until it stops the group"))
     local = LocalRanks(layout, config, layout.leader_port)
     health = _serve_health(host, port, local.first_exit)
     try:

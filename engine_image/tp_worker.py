@@ -31,6 +31,7 @@ def spawned_rank_main(layout: GroupLayout, rank: int, config: EngineConfig, stor
     """Entry point of a local rank that `fleetserve serve` spawns next to itself."""
     # Dies with the process that spawned it (even by SIGKILL), so no rank outlives its replica.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent drains first
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

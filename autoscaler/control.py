@@ -56,6 +56,7 @@ class LoopMemory:
     spot_short_since: float | None = None
     scale_up_started: tuple[float, int] | None = None  # (time, target) of an unfinished scale-up, to time cold starts
     last_tick: float | None = None
+    last_wake: str | None = None  # the wake annotation value already acted on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +104,13 @@ def tick(
     observed: Observed,
     new_preemptions: int,
     now: float,
+    wake: bool = False,
 ) -> TickResult:
-    """Decide this tick's plan, updating `memory`. A metrics failure holds the scale (plan None)."""
+    """Decide this tick's plan, updating `memory`. A metrics failure holds the scale (plan None).
+
+    `wake` starts a deployment scaled to zero: with no replica there are no engine metrics to show demand, so
+    whoever sees the first request (a gateway, a client's retry wrapper, a person) asks for it explicitly.
+    """
     elapsed = 0.0 if memory.last_tick is None else now - memory.last_tick
     memory.last_tick = now
     memory.preemptions = memory.preemptions.observe(new_preemptions, observed.spot_ready, elapsed)
@@ -113,6 +119,12 @@ def tick(
         # A fresh loop (or a restarted operator) has no history: record the running scale as a recommendation
         # made now, so nothing scales down before one full delay of real observations.
         memory.history = [(now, memory.serving)]
+    if wake and memory.serving == 0 and settings.max_replicas > 0:
+        memory.serving = max(1, settings.min_replicas)
+        memory.history = [(now, memory.serving)]
+        memory.scale_up_started = (now, memory.serving)
+        plan = split(memory.serving, settings.spot, memory.preemptions, memory.cold_start_s, 0)
+        return TickResult(plan, memory.serving, True, f"woken from zero: {plan.reason}")
     if isinstance(snapshot, MetricsUnavailable):
         return TickResult(None, memory.serving, False, f"holding {memory.serving} replicas: {snapshot}")
 

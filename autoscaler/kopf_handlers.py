@@ -25,6 +25,7 @@ from fleetserve.operator.spec import GROUP, PLURAL, VERSION, InvalidSpec, parse_
 log = logging.getLogger(__name__)
 
 PROMETHEUS_URL_ENV = "FLEETSERVE_PROMETHEUS_URL"
+WAKE_ANNOTATION = "fleetserve.io/wake"  # any new value starts a deployment that was scaled to zero
 TICK_INTERVAL_S = float(os.environ.get("FLEETSERVE_AUTOSCALER_INTERVAL", "5"))
 COUNTED_PODS_KEPT = 10_000
 
@@ -73,7 +74,7 @@ def _autoscaling_enabled(spec, **_) -> bool:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="autoscaler", interval=TICK_INTERVAL_S, when=_autoscaling_enabled)
-def autoscale(name, namespace, spec, status, body, patch, **_):
+def autoscale(name, namespace, spec, status, body, meta, patch, **_):
     try:
         parsed = parse_spec(dict(spec))
     except InvalidSpec:
@@ -84,7 +85,10 @@ def autoscale(name, namespace, spec, status, body, patch, **_):
     with _lock:
         new_preemptions = _new_preemptions.pop((namespace, name), 0)
     memory = _memory_for((namespace, name), status)
-    result = tick(settings, memory, snapshot, deployment_io.observed_from_status(status), new_preemptions, time.time())
+    wake = (meta.get("annotations") or {}).get(WAKE_ANNOTATION)
+    woken, memory.last_wake = bool(wake) and wake != memory.last_wake, wake
+    observed = deployment_io.observed_from_status(status)
+    result = tick(settings, memory, snapshot, observed, new_preemptions, time.time(), wake=woken)
     now = _now_rfc3339()
     fields, decision = deployment_io.status_patch(result, status, now)
     fields["spotPreemptions"] = deployment_io.preemption_status(memory.preemptions, now)

@@ -121,3 +121,18 @@ def test_preemption_signals_from_nodes_and_pods():
     evicted = {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]}}
     assert preemption.pod_preemption_signal(evicted) is None  # a drain is not a preemption
     assert preemption.stop_serving_patch() == {"metadata": {"labels": {"fleetserve.io/serving": None}}}
+
+
+def test_scale_to_zero_after_idle_and_wake_on_request():
+    settings = LoopSettings(
+        min_replicas=0, max_replicas=4, slo=SloTarget(ttft_s=1.0, quantile=0.95), itl_slo_s=0.1, max_num_seqs=32,
+        scale_up_stabilization_s=0, scale_down_delay_s=60, spot=SpotSettings(enabled=False, max_share=0, on_demand_min=0),
+    )
+    memory = LoopMemory()
+    idle = MetricsSnapshot(1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, None, None)
+    results = [tick(settings, memory, idle, Observed(1, 0, 0, 1), 0, now=t) for t in range(0, 90, 5)]
+    assert results[0].serving == 1 and results[-1].serving == 0  # zero only after the scale-down delay
+    gone = MetricsUnavailable("no engine replica is reporting")  # nothing left to scrape
+    assert tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=95).serving == 0
+    woken = tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=100, wake=True)
+    assert woken.serving == 1 and woken.plan.total == 1 and "woken" in woken.reason

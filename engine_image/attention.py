@@ -9,6 +9,7 @@ Cache layout per layer: k_cache, v_cache of shape [num_blocks, block_size, num_k
 sequence lives in block block_table[t // block_size] at offset t % block_size (slot = block * block_size + offset).
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +29,20 @@ class AttentionMetadata:
         return all(n == 1 for n in self.query_lens)
 
 
+@functools.cache
+def _triton():
+    """The GPU backend (kernels/), imported on first CUDA use so the CPU path never needs Triton."""
+    from fleetserve.engine.kernels import paged_attention, triton_backend
+
+    return paged_attention.store_kv, triton_backend.paged_attention
+
+
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              slot_mapping: torch.Tensor) -> None:
     """k, v: [num_tokens, num_kv_heads, head_dim] go to their slots."""
+    if k.is_cuda:
+        _triton()[0](k, v, k_cache, v_cache, slot_mapping)
+        return
     k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, k)
     v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, v)
 
@@ -38,7 +50,10 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: t
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                     scale: float) -> torch.Tensor:
     """q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads, head_dim]. Plain PyTorch: decodes are
-    batched in one call (padded to the longest context), prefill chunks run one sequence at a time."""
+    batched in one call (padded to the longest context), prefill chunks run one sequence at a time. On CUDA: the
+    Triton kernels."""
+    if q.is_cuda:
+        return _triton()[1](q, k_cache, v_cache, meta, scale)
     if meta.all_decode:
         return _decode_batch(q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale)
     out = torch.empty_like(q)

@@ -22,8 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def build_runner(model, config: EngineConfig) -> ModelRunner:
-    """The runner of one rank; tensor-parallel ranks other than 0 build theirs here too, so all run the same code."""
+    """The runner of one rank; tensor-parallel ranks other than 0 build theirs here too, so all run the same code.
+    On a GPU: the Triton / CUDA-graph runner (imported only there, so the CPU path never needs Triton)."""
+    if next(model.parameters()).device.type == "cuda":
+        from fleetserve.engine.gpu_model_runner import GPUModelRunner
+
+        return GPUModelRunner(model, config)
     return ModelRunner(model, config)
+
+
+def build_sampler(device):
+    if device.type == "cuda":
+        from fleetserve.engine.gpu_sampler import GpuSampler
+
+        return GpuSampler(device)
+    return Sampler(device)
 
 
 @dataclass
@@ -45,7 +58,7 @@ class LLMEngine:
         self.max_model_len = self._max_model_len()
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
-        self.sampler = Sampler(self.runner.device)
+        self.sampler = build_sampler(self.runner.device)
         self.vocab_size = int(self.loaded.hf_config.vocab_size)
         self.requests: dict[str, _Request] = {}
         self.prompt_tokens = 0

@@ -1,5 +1,6 @@
-"""The tensor side of a step: owns the KV cache, turns scheduled sequences into model inputs, runs the model and
-returns logits for the sequences that get a token this step. Makes no policy decisions."""
+"""The tensor side of a step on the CPU (gpu_model_runner.py is the CUDA one, same API): owns the KV cache, turns
+scheduled sequences into model inputs, runs the model and returns logits for the sequences that get a token this
+step. Makes no policy decisions."""
 
 import logging
 
@@ -31,40 +32,13 @@ class ModelRunner:
 
     def _derive_num_blocks(self) -> int:
         per_block = kv_bytes_per_block(self.model.config, self.block_size, self.dtype)
-        if self.device.type == "cpu":
-            budget = self.config.kv_cache_memory_bytes
-        else:
-            budget = self._gpu_kv_budget()
-        num_blocks = budget // per_block
+        num_blocks = self.config.kv_cache_memory_bytes // per_block
         if num_blocks < 1:
-            raise ValueError(f"no memory left for the KV cache (budget {budget} bytes, one block {per_block} bytes)")
+            raise ValueError(f"kv_cache_memory_bytes {self.config.kv_cache_memory_bytes} is less than one KV block "
+                             f"({per_block} bytes)")
         log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", num_blocks, self.block_size,
                  num_blocks * per_block / 2**30)
         return int(num_blocks)
-
-    def _gpu_kv_budget(self) -> int:
-        """What `gpu_memory_utilization` leaves after the weights and a full-size step's activations (measured by
-        one warm-up step on a throwaway cache)."""
-        tokens = self.config.max_num_batched_tokens
-        self.num_blocks = -(-tokens // self.block_size)
-        self._allocate_kv_cache()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        meta = AttentionMetadata(
-            slot_mapping=torch.arange(tokens, device=self.device),
-            block_tables=torch.arange(self.num_blocks, device=self.device).unsqueeze(0),
-            context_lens=torch.tensor([tokens], device=self.device), query_lens=[tokens], context_lens_list=[tokens])
-        with torch.inference_mode():
-            hidden = self.model(torch.zeros(tokens, dtype=torch.long, device=self.device),
-                                torch.arange(tokens, device=self.device), meta)
-            self.model.compute_logits(hidden[-1:])
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        self.kv_cache = None
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info()
-        others = total - free - torch.cuda.memory_allocated()  # other processes and the CUDA context
-        return int(total * self.config.gpu_memory_utilization - peak - others)
 
     def _allocate_kv_cache(self) -> None:
         layers = self.model.kv_layers()

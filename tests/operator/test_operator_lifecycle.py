@@ -199,7 +199,8 @@ async def test_pending_and_preempted_pods_show_in_conditions(cluster, operator):
 
 
 async def test_pod_monitor_is_rendered_when_its_crd_exists(cluster, operator):
-    cluster.emulator.resources["monitoring.coreos.com/v1/podmonitors"] = cluster.emulator.ResourceInfo(kind="PodMonitor", namespaced=True)
+    cluster.emulator.resources["monitoring.coreos.com/v1/podmonitors"] = cluster.emulator.ResourceInfo(
+        kind="PodMonitor", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
     await cluster.create({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                           "metadata": {"name": "podmonitors.monitoring.coreos.com"}, "spec": {
                               "group": "monitoring.coreos.com", "scope": "Namespaced",
@@ -213,7 +214,8 @@ async def test_pod_monitor_is_rendered_when_its_crd_exists(cluster, operator):
 
 async def test_cross_node_group_uses_leader_worker_set_when_installed(cluster, operator):
     cluster.emulator.resources["leaderworkerset.x-k8s.io/v1/leaderworkersets"] = cluster.emulator.ResourceInfo(
-        kind="LeaderWorkerSet", namespaced=True, subresources={"status"})
+        kind="LeaderWorkerSet", namespaced=True, subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"})
     await cluster.create({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                           "metadata": {"name": "leaderworkersets.leaderworkerset.x-k8s.io"}, "spec": {
                               "group": "leaderworkerset.x-k8s.io", "scope": "Namespaced",

@@ -54,11 +54,7 @@ def run_ceilings(results: dict) -> None:
 
 
 def run_correctness(results: dict, shapes: list[str], args) -> None:
-    import torch
-
-    import correctness
     import fleet
-    from fleetserve.engine import loader
 
     out = results.setdefault("correctness", {})
     prompts = [workloads.offline_requests(49152, count=8, min_len=20, max_len=200, seed=1)[i].prompt_ids
@@ -69,26 +65,39 @@ def run_correctness(results: dict, shapes: list[str], args) -> None:
     models += [(s, s) for s in shapes]
     for label, shape in models:
         log.info("correctness: %s", label)
-        if shape is None:
-            hf, tokenizer = loader.load_builtin_hf()
-            hf = hf.to("cuda", torch.bfloat16)
-        else:
-            hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
-
-        def make_engine(num_blocks, hf=hf, tokenizer=tokenizer):
-            return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=num_blocks or 4096, max_num_seqs=32,
-                                        gpu_memory_utilization=0.95)
-
-        engine = make_engine(None)
-        entry = {"greedy": correctness.greedy_check(engine, hf, prompts, args.greedy_tokens)}
-        if shape is None or args.batching_all:
-            entry["batching_preemption"] = correctness.batching_check(make_engine, prompts * 2, args.greedy_tokens)
-        entry["logits"] = correctness.logits_check(engine, hf, prompts)  # leaves hf in float32
-        correctness.classify_divergences(entry["greedy"], hf, entry["logits"]["hf_bf16_prefill_err"])
-        out[label] = entry
-        log.info("correctness %s: %s", label, json.dumps(entry))
-        del engine, hf, make_engine
+        try:
+            out[label] = correctness_of(label, shape, prompts, args)
+        except Exception as e:  # one model's failure must not cost the others' checks
+            log.exception("correctness %s failed", label)
+            out[label] = {"error": repr(e)}
         fleet.free_gpu_memory()
+
+
+def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args) -> dict:
+    import torch
+
+    import correctness
+    import fleet
+    from fleetserve.engine import loader
+
+    if shape is None:
+        hf, tokenizer = loader.load_builtin_hf()
+        hf = hf.to("cuda", torch.bfloat16)
+    else:
+        hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
+
+    def make_engine(num_blocks):
+        return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=num_blocks or 4096, max_num_seqs=32,
+                                    gpu_memory_utilization=0.95)
+
+    engine = make_engine(None)
+    entry = {"greedy": correctness.greedy_check(engine, hf, prompts, args.greedy_tokens)}
+    if shape is None or args.batching_all:
+        entry["batching_preemption"] = correctness.batching_check(make_engine, prompts * 2, args.greedy_tokens)
+    entry["logits"] = correctness.logits_check(engine, hf, prompts)  # leaves hf in float32
+    correctness.classify_divergences(entry["greedy"], hf, entry["logits"]["hf_bf16_prefill_err"])
+    log.info("correctness %s: %s", label, json.dumps(entry))
+    return entry
 
 
 def run_engine_sections(results: dict, shapes: list[str], sections: list[str], args) -> None:
@@ -130,15 +139,17 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
                 log.info("decode %s batch %d", shape, batch)
                 results.setdefault("decode", {}).setdefault(shape, []).append(
                     decode_bench.decode_bench(engine, batch, 1024, copy_gbps))
-            try:
-                results.setdefault("decode_kernels", {})[shape] = decode_bench.kernel_profile(engine, 1, 1024)
-            except Exception as e:  # the profiler is a diagnostic, never a reason to lose the run
-                results.setdefault("decode_kernels", {})[shape] = {"error": repr(e)}
+            if args.profiles:
+                try:
+                    results.setdefault("decode_kernels", {})[shape] = decode_bench.kernel_profile(engine, 1, 1024)
+                except Exception as e:  # the profiler is a diagnostic, never a reason to lose the run
+                    results.setdefault("decode_kernels", {})[shape] = {"error": repr(e)}
         if "offline" in sections:
             log.info("offline %s: fleetserve on %d requests", shape, len(requests))
             entry = results.setdefault("offline", {}).setdefault(shape, {})
             entry["fleetserve"] = offline_bench.fleetserve_throughput(engine, requests)
-            entry["fleetserve_host_profile"] = offline_bench.host_profile(engine, requests)
+            if args.profiles:
+                entry["fleetserve_host_profile"] = offline_bench.host_profile(engine, requests)
             log.info("offline %s: %s", shape, json.dumps(entry))
         del engine
         fleet.free_gpu_memory()
@@ -177,6 +188,7 @@ def main() -> int:
     parser.add_argument("--skip-default-model", action="store_true", help="the GGUF is not on this machine")
     parser.add_argument("--batching-all", action="store_true", help="batching/preemption check on every shape")
     parser.add_argument("--greedy-tokens", type=int, default=64)
+    parser.add_argument("--profiles", action="store_true", help="host cProfile and a kernel profile per shape")
     parser.add_argument("--trace", default=os.path.join("..", "shared", "data", "azure-llm-2023", "conv.csv"))
     parser.add_argument("--rate-scale", type=float, default=4.0)
     parser.add_argument("--online-requests", type=int, default=400)
@@ -194,8 +206,8 @@ def main() -> int:
                "settings": {"hf_window_s": args.hf_window, "static_batch": args.static_batch}}
     path = os.path.join(args.out, f"gpu-run-{args.tag or '-'.join(sections)}.json")
     steps = [("ceilings", lambda: run_ceilings(results)),
-             ("correctness", lambda: run_correctness(results, shapes, args)),
              ("engine", lambda: run_engine_sections(results, shapes, sections, args)),
+             ("correctness", lambda: run_correctness(results, shapes, args)),
              ("online", lambda: run_online(results, args))]
     for name, step in steps:
         wanted = name in sections or (name == "engine" and {"decode", "offline"} & set(sections))

@@ -91,6 +91,9 @@ def summary(results: dict) -> str:
         lines += ["", "| correctness vs HF | logits rel. err prefill / decode (HF bf16's own) | greedy agreement "
                       "| batching + preemption |", "|---|---|---|---|"]
         for model, e in corr.items():
+            if "error" in e:
+                lines.append(f"| {model} | failed: {e['error'][:80]} | | |")
+                continue
             lg, gr, bp = e.get("logits", {}), e.get("greedy", {}), e.get("batching_preemption")
             logit_txt = (f"{lg.get('ours_prefill_err', 0):.4f} / {lg.get('ours_decode_err', 0):.4f} "
                          f"({lg.get('hf_bf16_prefill_err', 0):.4f} / {lg.get('hf_bf16_decode_err', 0):.4f}) "

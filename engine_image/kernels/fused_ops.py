@@ -12,25 +12,30 @@ import triton.language as tl
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, x_stride, out_stride, n_cols, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, heads, token_stride, head_stride, n_cols, eps, BLOCK: tl.constexpr):
+    """One row of n_cols; row r is head r % heads of token r // heads (heads = 1 for a plain 2-D input)."""
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
-    x = tl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    src = (row // heads).to(tl.int64) * token_stride + (row % heads) * head_stride
+    x = tl.load(x_ptr + src + cols, mask=mask, other=0.0).to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n_cols + eps)
     normed = (x * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)  # HF: normalise in fp32, cast, then scale
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * out_stride + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + row.to(tl.int64) * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dimension of x (any leading shape; rows of the last dim must be contiguous)."""
+    """RMSNorm over the last dimension of a 2-D [tokens, n] or 3-D [tokens, heads, n] x whose last dimension is
+    contiguous (a per-head view of the fused qkv output is read in place, no copy); returns a contiguous tensor."""
+    assert x.dim() in (2, 3) and x.stride(-1) == 1
     n_cols = x.shape[-1]
-    rows = x.reshape(-1, n_cols)
-    out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
-    _rms_norm_kernel[(rows.shape[0],)](rows, weight, out, rows.stride(0), out.stride(0), n_cols, eps,
-                                       BLOCK=triton.next_power_of_2(n_cols), num_warps=4 if n_cols <= 2048 else 8)
-    return out.view(x.shape)
+    heads, head_stride = (x.shape[1], x.stride(1)) if x.dim() == 3 else (1, 0)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _rms_norm_kernel[(x.numel() // n_cols,)](x, weight, out, heads, x.stride(0), head_stride, n_cols, eps,
+                                             BLOCK=triton.next_power_of_2(n_cols),
+                                             num_warps=4 if n_cols <= 2048 else 8)
+    return out
 
 
 @triton.jit

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 PROMETHEUS_URL_ENV = "FLEETSERVE_PROMETHEUS_URL"
 WAKE_ANNOTATION = "fleetserve.io/wake"  # any new value starts a deployment that was scaled to zero
 TICK_INTERVAL_S = float(os.environ.get("FLEETSERVE_AUTOSCALER_INTERVAL", "5"))
+# Rates and means are taken over this window: long enough to smooth single requests, short enough to react.
+METRICS_WINDOW_S = int(os.environ.get("FLEETSERVE_METRICS_WINDOW_S", "30"))
 COUNTED_PODS_KEPT = 10_000
 
 _memories: dict[tuple[str, str], LoopMemory] = {}
@@ -52,7 +54,7 @@ def _snapshot(selector: str, quantile: float):
     if not _prometheus_url:
         return MetricsUnavailable(f"no Prometheus configured: set {PROMETHEUS_URL_ENV} or --prometheus-url")
     if _metrics is None:
-        _metrics = PrometheusMetrics(_prometheus_url)
+        _metrics = PrometheusMetrics(_prometheus_url, window_s=METRICS_WINDOW_S)
     try:
         return _metrics.snapshot(selector, quantile)
     except MetricsUnavailable as error:
@@ -93,11 +95,13 @@ def autoscale(name, namespace, spec, status, body, meta, patch, **_):
     fields, decision = deployment_io.status_patch(result, status, now)
     fields["spotPreemptions"] = deployment_io.preemption_status(memory.preemptions, now)
     patch.status.update(fields)
+    # kopf.event, not kopf.info: the operator posts only warnings from its log, our decisions must always show.
     if decision:
-        kopf.info(body, reason="Scaled", message=f"{decision['from']} -> {decision['to']} replicas: {decision['reason']}")
+        message = f"{decision['from']} -> {decision['to']} replicas: {decision['reason']}"
+        kopf.event(body, type="Normal", reason="Scaled", message=message)
     was_active = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "ScalingActive"), None)
     if not result.scaling_active and was_active != "False":
-        kopf.warn(body, reason="ScalingHeld", message=result.reason)
+        kopf.event(body, type="Warning", reason="ScalingHeld", message=result.reason)
 
 
 @kopf.on.cleanup()

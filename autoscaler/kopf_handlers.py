@@ -150,6 +150,8 @@ def stop_serving_on_reclaimed_node(name, body, logger, **_):
         label_selector=f"{preemption.SERVING_LABEL}=true", field_selector=f"spec.nodeName={name}"
     )
     for pod in pods.items:
+        if pod.spec.node_name != name:  # the field selector again, in case an API server ignored it
+            continue
         api.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, preemption.stop_serving_patch())
         _count_preemption(api.api_client.sanitize_for_serialization(pod))
         logger.info(f"pod {pod.metadata.namespace}/{pod.metadata.name} removed from its Service: {signal}")

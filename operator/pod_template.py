@@ -17,7 +17,6 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 CAPACITY_LABEL = "fleetserve.io/capacity"
 SERVING_LABEL = "fleetserve.io/serving"
 ENGINE_NAME = "fleetserve-engine"
-CAPACITY_TYPES = ("on-demand", "spot")
 
 
 def selector_labels(name: str, capacity: str) -> dict:
@@ -145,8 +144,7 @@ def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod
     volumes, mounts = _volumes(spec, gpus_per_pod)
     env = [
         {"name": "HF_HOME", "value": f"{MODEL_CACHE_DIR}/huggingface"},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
     ]
     env += group_vars or []
     container = {

@@ -30,11 +30,6 @@ def child_labels(name: str) -> dict:
     }
 
 
-def children_selector(name: str) -> str:
-    """Label selector matching every child of one LLMDeployment."""
-    return f"{pods.INSTANCE_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
-
-
 def serving_selector(name: str) -> str:
     return f"{pods.NAME_LABEL}={pods.ENGINE_NAME},{pods.INSTANCE_LABEL}={name},{pods.SERVING_LABEL}=true"
 

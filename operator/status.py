@@ -18,7 +18,7 @@ def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> i
 
 
 def pending_replicas(pod_list: list[dict], capacity: str, shape: GroupShape) -> int:
-    """Pending pods, counted in replicas (a group with any member pending is one pending replica at most)."""
+    """Pending pods in replica units: a multi-node group's pending pods are rounded up to whole groups."""
     pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity
                   and (p.get("status") or {}).get("phase") == "Pending")
     return -(-pending // shape.pods)

@@ -99,8 +99,22 @@ def _wait_for_ranks(store: dist.TCPStore, world_size: int, local_failure: Callab
             raise GroupError(f"tensor-parallel group did not form: {failure}")
         if time.monotonic() > deadline:
             raise GroupError(f"tensor-parallel group did not form: {joined} of {world_size} ranks joined within "
-                               f"{RENDEZVOUS_TIMEOUT}")
+                             f"{RENDEZVOUS_TIMEOUT}")
         time.sleep(0.1)
+
+
+def stop_group() -> bool:
+    """Rank 0: tells the other ranks to exit; False when the group had failed or a rank died just now (the ranks
+    then end by their own failure detection)."""
+    if _group.failure is not None:
+        return False
+    _group.stopping.set()  # ranks exiting from here on are no failure
+    try:
+        broadcast_step(None)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not stop the other ranks cleanly: %s", exc)
+        return False
 
 
 def leave() -> None:
@@ -137,16 +151,18 @@ def receive_step() -> object:
 def start_heartbeat(leader_addr: str) -> None:
     """Non-leader ranks: count up a key in rank 0's store; if the store is unreachable rank 0 is gone, and this
     process exits so that its pod restarts and rejoins the next group."""
-    rank, port, world_size = _group.rank, _group.store.port, _group.world_size
+    rank, port, world_size, stopping = _group.rank, _group.store.port, _group.world_size, _group.stopping
 
     def beat() -> None:
         try:
             client = dist.TCPStore(leader_addr, port, world_size, False,
                                    timeout=datetime.timedelta(seconds=HEARTBEAT_TIMEOUT_SECONDS))
-            while True:
+            while not stopping.is_set():
                 client.add(f"fleetserve/heartbeat/{rank}", 1)
-                time.sleep(HEARTBEAT_SECONDS)
+                stopping.wait(HEARTBEAT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - any failure means the leader is unreachable
+            if stopping.is_set():  # rank 0 stopped the group and may be gone already
+                return
             log.error("rank %d lost rank 0 (%s); exiting", rank, exc)
             logging.shutdown()
             os._exit(1)
@@ -169,7 +185,11 @@ def start_watchdog(local_failure: Callable[[], str | None]) -> None:
                 return
             now = time.monotonic()
             for rank in counts:
-                count = client.add(f"fleetserve/heartbeat/{rank}", 0)
+                try:
+                    count = client.add(f"fleetserve/heartbeat/{rank}", 0)
+                except Exception as exc:  # noqa: BLE001 - without the store no rank can be watched
+                    fail_group(f"the watchdog cannot read the store: {exc}")
+                    return
                 if count != counts[rank]:
                     counts[rank], last_change[rank] = count, now
                 elif now - last_change[rank] > HEARTBEAT_TIMEOUT_SECONDS:

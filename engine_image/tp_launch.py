@@ -71,13 +71,9 @@ def leader_group(layout: GroupLayout, config: EngineConfig) -> Iterator[None]:
         yield
         clean = True
     finally:
-        if clean and distributed.group_failure() is None:
-            distributed.broadcast_step(None)
-            distributed.leave()
-            local.stop()
-        else:
-            distributed.leave()
-            local.stop(timeout=0)
+        stopped = clean and distributed.stop_group()
+        distributed.leave()
+        local.stop(timeout=STOP_SECONDS if stopped else 0)
 
 
 def run_worker_node(layout: GroupLayout, config: EngineConfig, host: str, port: int) -> int:

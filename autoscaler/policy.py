@@ -1,11 +1,11 @@
-"""The pure scaling policy: load and capacity in, a replica count (in whole tensor-parallel groups) out.
+"""The pure scaling policy: load and capacity in, a replica count out. A replica is one whole tensor-parallel
+group; ready counts come from the operator's status, which counts a group only when all its pods are ready.
 
 `recommend` answers "how many replicas meet the TTFT SLO right now?" with the queueing model; `stabilize`
 turns the stream of recommendations into a scale that rises fast and falls only after the delay.
 """
 
 import dataclasses
-import math
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, waiting_time_quantile
@@ -97,12 +97,3 @@ def stabilize(
         return down_target
     return current
 
-
-def whole_groups(ready_pods: int, pods_per_replica: int) -> int:
-    """Replicas that can serve: a tensor-parallel group counts only when all of its pods are ready."""
-    return ready_pods // pods_per_replica
-
-
-def pods_per_replica(tensor_parallel: int, gpus_per_node: int) -> int:
-    """A group larger than one node spans ceil(tp / gpus_per_node) pods."""
-    return max(1, math.ceil(tensor_parallel / gpus_per_node))

@@ -5,7 +5,9 @@ from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, Loo
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
+from fleetserve.operator.placement import GroupShape, ReplicaSplit
 from fleetserve.operator.spec import parse_spec
+from fleetserve.operator.status import replica_status
 
 SETTINGS = LoopSettings(
     min_replicas=1, max_replicas=20, slo=SloTarget(ttft_s=1.0, quantile=0.95), itl_slo_s=0.1, max_num_seqs=32,
@@ -136,3 +138,21 @@ def test_scale_to_zero_after_idle_and_wake_on_request():
     assert tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=95).serving == 0
     woken = tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=100, wake=True)
     assert woken.serving == 1 and woken.plan.total == 1 and "woken" in woken.reason
+
+
+def test_a_partial_tensor_parallel_group_is_not_capacity():
+    """TP=16 on 8-GPU nodes: a replica is a StatefulSet of 2 pods; with one pod ready it serves nothing."""
+
+    def group(name: str, ready_pods: int) -> dict:
+        labels = {"fleetserve.io/capacity": "on-demand"}
+        return {"kind": "StatefulSet", "metadata": {"name": name, "labels": labels},
+                "spec": {"replicas": 2, "template": {"metadata": {"labels": labels}}}, "status": {"readyReplicas": ready_pods}}
+
+    shape = GroupShape(pods=2, gpus_per_pod=8)
+    status = {"replicas": replica_status(ReplicaSplit(2, 0), [group("g0", 2), group("g1", 1)], [], shape)}
+    observed = deployment_io.observed_from_status(status)
+    assert observed.ready == 1
+    whole = tick(SETTINGS, LoopMemory(), load(8.0, 2), Observed(2, 0, 0, 2), 0, now=0)
+    partial = tick(SETTINGS, LoopMemory(), load(8.0, 2), observed, 0, now=0)
+    # Less ready capacity means more requests pile up during the cold start: the plan asks for more replicas.
+    assert partial.serving > whole.serving and "queued" in partial.reason

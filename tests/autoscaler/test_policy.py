@@ -1,12 +1,10 @@
 """The pure policy: queueing prediction, recommendation, damping, floors/ceilings and tensor-parallel groups."""
 
-import math
-
 import pytest
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.policy import (
-    Load, SloTarget, clamp, pods_per_replica, predicted_ttft, recommend, stabilize, whole_groups,
+    Load, SloTarget, clamp, predicted_ttft, recommend, stabilize,
 )
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, erlang_c, waiting_time_quantile
 
@@ -107,10 +105,3 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
     assert stabilize(history, now=10, current=2, up_window_s=30, down_delay_s=300) == 2
     assert stabilize([(40, 8), (45, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
 
-
-def test_tensor_parallel_groups_count_only_when_whole():
-    assert pods_per_replica(tensor_parallel=16, gpus_per_node=8) == 2
-    assert pods_per_replica(tensor_parallel=4, gpus_per_node=8) == 1
-    assert whole_groups(ready_pods=5, pods_per_replica=2) == 2
-    assert whole_groups(ready_pods=1, pods_per_replica=2) == 0
-    assert not math.isnan(predicted_ttft(Load(1, 0, 1), CAPACITY, 1, 0.5))

@@ -23,20 +23,20 @@ def _from_label(name: str, label: str) -> dict:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}
 
 
-def group_env(pods: int, gpus_per_pod: int, leader_address: str, rank_label: str = POD_INDEX_LABEL) -> list[dict]:
+def group_env(pods: int, ranks_per_pod: int, leader_address: str, rank_label: str = POD_INDEX_LABEL) -> list[dict]:
     """Container env for every member of one group; the rank comes from the pod's own index label."""
     return [
         {"name": NNODES, "value": str(pods)},
         _from_label(NODE_RANK, rank_label),
-        {"name": GPUS_PER_NODE, "value": str(gpus_per_pod)},
+        {"name": GPUS_PER_NODE, "value": str(ranks_per_pod)},
         {"name": LEADER_ADDR, "value": leader_address},
         {"name": LEADER_PORT, "value": str(RENDEZVOUS_PORT)},
     ]
 
 
-def leader_worker_set_env(pods: int, gpus_per_pod: int, lws_name: str, namespace: str) -> list[dict]:
+def leader_worker_set_env(pods: int, ranks_per_pod: int, lws_name: str, namespace: str) -> list[dict]:
     """The same contract for LeaderWorkerSet pods: leader `<lws>-<group>` behind the headless Service `<lws>`."""
     # $(VAR) expands only variables defined earlier in the list, so the group index comes first.
     leader = f"{lws_name}-$({GROUP_INDEX}).{lws_name}.{namespace}.svc.cluster.local"
     return [_from_label(GROUP_INDEX, LWS_GROUP_INDEX_LABEL),
-            *group_env(pods, gpus_per_pod, leader, rank_label=LWS_WORKER_INDEX_LABEL)]
+            *group_env(pods, ranks_per_pod, leader, rank_label=LWS_WORKER_INDEX_LABEL)]

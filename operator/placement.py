@@ -50,10 +50,14 @@ class ImpossibleShape(ValueError):
 
 @dataclass(frozen=True)
 class GroupShape:
-    """One replica is `pods` pods with `gpus_per_pod` GPUs each; pods > 1 means a multi-node group."""
+    """One replica is `pods` pods with `gpus_per_pod` GPUs each; pods > 1 means a multi-node group.
+
+    `ranks_per_pod` is how many tensor-parallel ranks each pod runs (FLEETSERVE_GPUS_PER_NODE).
+    """
 
     pods: int
     gpus_per_pod: int
+    ranks_per_pod: int = 1
 
     @property
     def multi_node(self) -> bool:
@@ -61,12 +65,16 @@ class GroupShape:
 
 
 def group_shape(spec: LLMDeploymentSpec) -> GroupShape:
-    gpus, per_node = spec.gpus_per_replica, spec.capacity.gpus_per_node
+    gpus, per_node, tensor = spec.gpus_per_replica, spec.capacity.gpus_per_node, spec.parallelism.tensor
     if gpus <= per_node:
-        return GroupShape(pods=1, gpus_per_pod=gpus)
+        return GroupShape(pods=1, gpus_per_pod=gpus, ranks_per_pod=tensor)
     if gpus % per_node:
         raise ImpossibleShape(
-            f"{gpus} GPUs per replica (parallelism.tensor={spec.parallelism.tensor}) can't be split into whole nodes"
+            f"{gpus} GPUs per replica (parallelism.tensor={tensor}) can't be split into whole nodes"
             f" of capacity.gpusPerNode={per_node}; use a multiple of {per_node} or at most {per_node}"
         )
-    return GroupShape(pods=gpus // per_node, gpus_per_pod=per_node)
+    pods = gpus // per_node
+    if tensor % pods:
+        raise ImpossibleShape(f"parallelism.tensor={tensor} can't be spread evenly over the {pods} nodes"
+                              f" that {gpus} GPUs per replica take")
+    return GroupShape(pods=pods, gpus_per_pod=per_node, ranks_per_pod=tensor // pods)

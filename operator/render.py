@@ -98,7 +98,7 @@ def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     sts_name = group_name(name, capacity, index)
     leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc.cluster.local"
-    env = group_env.group_env(shape.pods, shape.gpus_per_pod, leader)
+    env = group_env.group_env(shape.pods, shape.ranks_per_pod, leader)
     template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env)
     template["metadata"]["labels"]["fleetserve.io/group"] = sts_name
     selector = {**pods.selector_labels(name, capacity), "fleetserve.io/group": sts_name}
@@ -119,7 +119,7 @@ def _leader_worker_set(body: dict, spec: LLMDeploymentSpec, capacity: str, group
     """All replicas of one pool as one LeaderWorkerSet: it restarts a whole group when any member fails."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     lws_name = f"{name}-{capacity}"
-    env = group_env.leader_worker_set_env(shape.pods, shape.gpus_per_pod, lws_name, namespace)
+    env = group_env.leader_worker_set_env(shape.pods, shape.ranks_per_pod, lws_name, namespace)
     return {
         "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
         "metadata": _meta(body, lws_name, capacity),

@@ -31,12 +31,18 @@ def spec_with(tensor: int, per_node: int, count: int | None = None):
 
 
 def test_group_shapes():
-    assert group_shape(spec_with(4, 8)) == GroupShape(pods=1, gpus_per_pod=4)
-    assert group_shape(spec_with(8, 8)) == GroupShape(pods=1, gpus_per_pod=8)
-    assert group_shape(spec_with(16, 8)) == GroupShape(pods=2, gpus_per_pod=8)
-    assert group_shape(spec_with(2, 8, count=4)) == GroupShape(pods=1, gpus_per_pod=4)
+    assert group_shape(spec_with(4, 8)) == GroupShape(pods=1, gpus_per_pod=4, ranks_per_pod=4)
+    assert group_shape(spec_with(8, 8)) == GroupShape(pods=1, gpus_per_pod=8, ranks_per_pod=8)
+    assert group_shape(spec_with(16, 8)) == GroupShape(pods=2, gpus_per_pod=8, ranks_per_pod=8)
+    assert group_shape(spec_with(2, 8, count=4)) == GroupShape(pods=1, gpus_per_pod=4, ranks_per_pod=2)
+    # 8 ranks over 16 GPUs on 8-GPU nodes: 2 pods of 4 ranks, so NNODES x GPUS_PER_NODE = tensor for the engine.
+    assert group_shape(spec_with(8, 8, count=16)) == GroupShape(pods=2, gpus_per_pod=8, ranks_per_pod=4)
     with pytest.raises(ImpossibleShape):
         group_shape(spec_with(12, 8))
+    with pytest.raises(ImpossibleShape):
+        group_shape(spec_with(3, 8, count=27))  # 27 GPUs are not whole 8-GPU nodes
+    with pytest.raises(ImpossibleShape, match="spread evenly"):
+        group_shape(spec_with(2, 8, count=32))  # 2 ranks can't cover 4 nodes
 
 
 def manifest(name="web", replicas=1, **extra) -> dict:

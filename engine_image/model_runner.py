@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from fleetserve.engine import distributed
 from fleetserve.engine.attention import AttentionMetadata
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.models.llama import LlamaForCausalLM
@@ -15,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def kv_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype) -> int:
+    """One block of this rank's KV cache, which holds its share of the KV heads under tensor parallelism."""
     head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
-    per_token = 2 * hf_config.num_hidden_layers * hf_config.num_key_value_heads * head_dim * dtype.itemsize
+    kv_heads = hf_config.num_key_value_heads // distributed.tp_size()
+    per_token = 2 * hf_config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
     return per_token * block_size
 
 

@@ -41,7 +41,6 @@ class Observed:
 
     ready: int
     spot_ready: int
-    spot_pending: int
     on_demand_up: int = 0  # on-demand replicas running or starting (kept while spot replacements start)
 
 

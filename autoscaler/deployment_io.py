@@ -38,7 +38,7 @@ def observed_from_status(status: dict) -> Observed:
     spot = replicas.get("spot") or {}
     on_demand = replicas.get("onDemand") or {}
     return Observed(
-        ready=replicas.get("ready", 0), spot_ready=spot.get("ready", 0), spot_pending=spot.get("pending", 0),
+        ready=replicas.get("ready", 0), spot_ready=spot.get("ready", 0),
         on_demand_up=on_demand.get("ready", 0) + on_demand.get("pending", 0),
     )
 

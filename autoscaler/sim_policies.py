@@ -182,7 +182,7 @@ class FleetServe:
     def decide(self, cluster: Cluster, t: float) -> tuple[int, int]:
         on_demand, spot = cluster.counts(ON_DEMAND, t), cluster.counts(SPOT, t)
         observed = Observed(
-            ready=on_demand.ready + spot.ready, spot_ready=spot.ready, spot_pending=spot.pending,
+            ready=on_demand.ready + spot.ready, spot_ready=spot.ready,
             on_demand_up=on_demand.ready + on_demand.starting,
         )
         snapshot = cluster.snapshot(t, METRICS_WINDOW_S)

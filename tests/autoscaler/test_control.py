@@ -26,8 +26,8 @@ def load(rate: float, replicas: int, waiting: float = 0.0) -> MetricsSnapshot:
 
 def test_prometheus_gap_holds_the_scale_and_reports_it():
     memory = LoopMemory()
-    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 3, 0, 1), 0, now=0)
-    gap = tick(SETTINGS, memory, MetricsUnavailable("Prometheus query failed: timeout"), Observed(4, 3, 0, 1), 0, now=5)
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 3, 1), 0, now=0)
+    gap = tick(SETTINGS, memory, MetricsUnavailable("Prometheus query failed: timeout"), Observed(4, 3, 1), 0, now=5)
     assert gap.plan is None and not gap.scaling_active
     assert gap.serving == first.serving
     assert "holding" in gap.reason and "timeout" in gap.reason
@@ -39,48 +39,48 @@ def test_prometheus_gap_holds_the_scale_and_reports_it():
 
 def test_decisions_follow_a_load_step_up_and_down():
     memory = LoopMemory()
-    low = tick(SETTINGS, memory, load(1.0, 2), Observed(2, 1, 0, 1), 0, now=0)
-    high = tick(SETTINGS, memory, load(12.0, 2, waiting=40), Observed(2, 1, 0, 1), 0, now=5)
+    low = tick(SETTINGS, memory, load(1.0, 2), Observed(2, 1, 1), 0, now=0)
+    high = tick(SETTINGS, memory, load(12.0, 2, waiting=40), Observed(2, 1, 1), 0, now=5)
     assert high.serving > low.serving  # up at once
-    held = tick(SETTINGS, memory, load(1.0, high.serving), Observed(high.serving, high.serving - 1, 0, 1), 0, now=30)
+    held = tick(SETTINGS, memory, load(1.0, high.serving), Observed(high.serving, high.serving - 1, 1), 0, now=30)
     assert held.serving == high.serving  # down only after the delay
     down = high
     for now in range(35, 200, 5):
-        down = tick(SETTINGS, memory, load(1.0, down.serving), Observed(down.serving, down.serving - 1, 0, 1), 0, now=now)
+        down = tick(SETTINGS, memory, load(1.0, down.serving), Observed(down.serving, down.serving - 1, 1), 0, now=now)
     assert down.serving < high.serving
 
 
 def test_pending_spot_falls_back_to_on_demand_within_seconds_and_moves_back():
     memory = LoopMemory()
-    steady = tick(SETTINGS, memory, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=0)
+    steady = tick(SETTINGS, memory, load(6.0, 6), Observed(6, 5, 1), 0, now=0)
     spot = steady.plan.spot
     # Spot capacity is gone: pods Pending. Immediately nothing changes; after the fallback delay on-demand covers.
-    pending = Observed(ready=1, spot_ready=0, spot_pending=spot, on_demand_up=1)
+    pending = Observed(ready=1, spot_ready=0, on_demand_up=1)
     at_once = tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=5)
     later = tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=5 + SPOT_FALLBACK_AFTER_S)
     assert at_once.plan.on_demand == steady.plan.on_demand
     assert later.plan.on_demand > steady.plan.on_demand
     assert later.plan.spot >= spot  # spot is still asked for, so its capacity coming back is noticed
-    back = tick(SETTINGS, memory, load(6.0, 6), Observed(6 + later.plan.on_demand, spot, 0, later.plan.on_demand), 0, now=30)
+    back = tick(SETTINGS, memory, load(6.0, 6), Observed(6 + later.plan.on_demand, spot, later.plan.on_demand), 0, now=30)
     assert back.plan.on_demand == steady.plan.on_demand
 
 
 def test_on_demand_replicas_stay_until_their_spot_replacements_serve():
     memory = LoopMemory()
     # Four on-demand replicas run; the plan wants most of them on spot, which is not up yet.
-    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 0, 0, on_demand_up=4), 0, now=0)
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 0, on_demand_up=4), 0, now=0)
     assert first.plan.on_demand == 4  # make before break
-    moved = tick(SETTINGS, memory, load(6.0, 8), Observed(8, first.plan.spot, 0, 4), 0, now=5)
+    moved = tick(SETTINGS, memory, load(6.0, 8), Observed(8, first.plan.spot, 4), 0, now=5)
     assert moved.plan.on_demand == 1
 
 
 def test_preemptions_raise_spot_over_provisioning():
     calm, stormy = LoopMemory(), LoopMemory()
     for now in range(0, 3600, 60):
-        tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=now)
-        tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 0, 1), 1, now=now)
-    last_calm = tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=3600)
-    last_stormy = tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 0, 1), 0, now=3600)
+        tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 1), 0, now=now)
+        tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 1), 1, now=now)
+    last_calm = tick(SETTINGS, calm, load(6.0, 6), Observed(6, 5, 1), 0, now=3600)
+    last_stormy = tick(SETTINGS, stormy, load(6.0, 6), Observed(6, 5, 1), 0, now=3600)
     assert stormy.preemptions.preemptions == 60
     assert last_stormy.plan.spot > last_calm.plan.spot
 
@@ -88,7 +88,7 @@ def test_preemptions_raise_spot_over_provisioning():
 def test_status_patch_keeps_five_decisions_and_condition_time():
     memory, status = LoopMemory(), {}
     for step, rate in enumerate([1, 6, 12, 20, 30, 40]):
-        result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 0, 1), 0, now=step * 5)
+        result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 1), 0, now=step * 5)
         fields, decision = deployment_io.status_patch(result, status, f"2026-01-01T00:00:{step:02d}Z")
         assert decision is not None
         status = {**status, **fields}
@@ -132,11 +132,11 @@ def test_scale_to_zero_after_idle_and_wake_on_request():
     )
     memory = LoopMemory()
     idle = MetricsSnapshot(1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, None, None)
-    results = [tick(settings, memory, idle, Observed(1, 0, 0, 1), 0, now=t) for t in range(0, 90, 5)]
+    results = [tick(settings, memory, idle, Observed(1, 0, 1), 0, now=t) for t in range(0, 90, 5)]
     assert results[0].serving == 1 and results[-1].serving == 0  # zero only after the scale-down delay
     gone = MetricsUnavailable("no engine replica is reporting")  # nothing left to scrape
-    assert tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=95).serving == 0
-    woken = tick(settings, memory, gone, Observed(0, 0, 0, 0), 0, now=100, wake=True)
+    assert tick(settings, memory, gone, Observed(0, 0, 0), 0, now=95).serving == 0
+    woken = tick(settings, memory, gone, Observed(0, 0, 0), 0, now=100, wake=True)
     assert woken.serving == 1 and woken.plan.total == 1 and "woken" in woken.reason
 
 
@@ -152,7 +152,7 @@ def test_a_partial_tensor_parallel_group_is_not_capacity():
     status = {"replicas": replica_status(ReplicaSplit(2, 0), [group("g0", 2), group("g1", 1)], [], shape)}
     observed = deployment_io.observed_from_status(status)
     assert observed.ready == 1
-    whole = tick(SETTINGS, LoopMemory(), load(8.0, 2), Observed(2, 0, 0, 2), 0, now=0)
+    whole = tick(SETTINGS, LoopMemory(), load(8.0, 2), Observed(2, 0, 2), 0, now=0)
     partial = tick(SETTINGS, LoopMemory(), load(8.0, 2), observed, 0, now=0)
     # Less ready capacity means more requests pile up during the cold start: the plan asks for more replicas.
     assert partial.serving > whole.serving and "queued" in partial.reason

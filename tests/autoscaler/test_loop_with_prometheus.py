@@ -26,7 +26,7 @@ def run_loop(metrics: PrometheusMetrics, memory: LoopMemory, seconds: float, rep
             snapshot = metrics.snapshot(f'model_name="{MODEL}"', SETTINGS.slo.quantile)
         except MetricsUnavailable as error:
             snapshot = error
-        results.append(tick(SETTINGS, memory, snapshot, Observed(replicas, 0, 0, replicas), 0, time.monotonic()))
+        results.append(tick(SETTINGS, memory, snapshot, Observed(replicas, 0, replicas), 0, time.monotonic()))
         time.sleep(1.0)
     return results
 

@@ -74,7 +74,7 @@ def run_loop(metrics: PrometheusMetrics, memory: LoopMemory, seconds: float) -> 
             snapshot = metrics.snapshot(f'model_name="{MODEL}"', SETTINGS.slo.quantile)
         except MetricsUnavailable as error:
             snapshot = error
-        results.append(tick(SETTINGS, memory, snapshot, Observed(1, 0, 0, 1), 0, time.monotonic()))
+        results.append(tick(SETTINGS, memory, snapshot, Observed(1, 0, 1), 0, time.monotonic()))
         time.sleep(1.0)
     return results
 

@@ -154,7 +154,9 @@ def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> Non
         outcome = apply_children(kube, body, spec, logger)
     except (InvalidSpec, ImpossibleShape) as error:
         reason = type(error).__name__
-        post_event(body, "Warning", reason, str(error))
+        ready = next((c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {})
+        if (ready.get("reason"), ready.get("message")) != (reason, str(error)):  # one Event per problem, not per retry
+            post_event(body, "Warning", reason, str(error))
         update_status(kube, body, lambda fresh: failed_status(fresh, generation, reason, str(error)))
         return
     before = (body.get("status") or {}).get("replicas") or {}

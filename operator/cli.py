@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' = none)")
     parser.add_argument("--prometheus-url", default=os.environ.get("FLEETSERVE_PROMETHEUS_URL"),
                         help="Prometheus the autoscaler queries (default: $FLEETSERVE_PROMETHEUS_URL)")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
 
 
 def run(args: argparse.Namespace) -> int:

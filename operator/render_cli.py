@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -26,13 +27,15 @@ def render_manifests(body: dict, features: ClusterFeatures) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    stream = sys.stdin if args.filename == "-" else open(args.filename, encoding="utf-8")
-    with stream:
-        try:
-            body = yaml.safe_load(stream)
-        except yaml.YAMLError as error:
-            print(f"error: {args.filename} is not valid YAML: {error}", file=sys.stderr)
-            return 2
+    try:
+        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text(encoding="utf-8")
+        body = yaml.safe_load(text)
+    except OSError as error:
+        print(f"error: can't read {args.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as error:
+        print(f"error: {args.filename} is not valid YAML: {error}", file=sys.stderr)
+        return 2
     if not isinstance(body, dict):
         print(f"error: {args.filename} must hold one LLMDeployment object", file=sys.stderr)
         return 2

@@ -215,3 +215,5 @@ def test_render_cli_rejects_an_invalid_cr_naming_the_field(tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     assert "spec.engine.gpuMemoryUtilization" in result.stderr
     assert run_cli("-f", "-", stdin="just: [a, list").returncode == 2
+    missing = run_cli("-f", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 2 and "can't read" in missing.stderr

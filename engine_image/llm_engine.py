@@ -187,9 +187,11 @@ class LLMEngine:
         """Runs the prompts to completion together; one merged output per prompt (all tokens, all text)."""
         params_list = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         ids = [f"generate-{i}" for i in range(len(prompts))]
-        for request_id, prompt, p in zip(ids, prompts, params_list):
-            token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
-            self.add_request(request_id, token_ids, p)
+        token_ids = [self.tokenizer.encode(p) if isinstance(p, str) else p for p in prompts]
+        for tokens, p in zip(token_ids, params_list):  # all or nothing: no half-added batch on a bad prompt
+            self.validate(tokens, p)
+        for request_id, tokens, p in zip(ids, token_ids, params_list):
+            self.add_request(request_id, tokens, p)
         merged = {i: None for i in ids}
         while self.scheduler.has_work():
             for out in self.step():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 @dataclass
 class SamplingParams:
     max_tokens: int = 16
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # 0 (or below 1e-5) means greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 means off
     seed: int | None = None  # same seed, same prompt, same params -> same tokens, whatever the batch
@@ -17,4 +17,5 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # like vLLM: a temperature this small is argmax anyway, and dividing by it would overflow the logits
+        return self.temperature < 1e-5

@@ -110,3 +110,9 @@ def test_prompt_too_long_or_out_of_vocabulary_is_rejected(engine):
         engine.add_request("long", [5] * engine.max_model_len, GREEDY)
     with pytest.raises(ValueError, match="prompt"):
         engine.add_request("oov", [10**7], GREEDY)
+
+
+def test_a_vanishing_temperature_is_greedy(engine, prompts):
+    [greedy] = engine.generate([prompts[3]], GREEDY)
+    [tiny] = engine.generate([prompts[3]], SamplingParams(max_tokens=12, temperature=1e-9, seed=1))
+    assert tiny.new_token_ids == greedy.new_token_ids

@@ -20,55 +20,32 @@ DEFAULT_OUTPUT_DIRS = ("crds", "helm/crds")
 def openapi_schema(model: type[api.BaseModel]) -> dict:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     definitions = raw.pop("$defs", {})
-    models_by_title = {cls.__name__: cls for cls in _all_models(model)}
-    return _structural(raw, definitions, models_by_title, model)
+    return _structural(raw, definitions, model)
 
 
-def _all_models(root: type) -> list[type]:
-    found, pending = [], [root]
-    while pending:
-        cls = pending.pop()
-        if cls in found:
-            continue
-        found.append(cls)
-        for field in cls.model_fields.values():
-            for candidate in _nested_models(field.annotation):
-                pending.append(candidate)
-    return found
-
-
-def _nested_models(annotation) -> list[type]:
-    if isinstance(annotation, type) and issubclass(annotation, api.BaseModel):
-        return [annotation]
-    return [model for arg in getattr(annotation, "__args__", ()) for model in _nested_models(arg)]
-
-
-def _structural(node: dict, definitions: dict, models: dict, model: type | None = None) -> dict:
+def _structural(node: dict, definitions: dict, model: type | None = None) -> dict:
+    """One JSON Schema node as a structural OpenAPI v3.0 node; `model` is the pydantic class it describes."""
     if "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        resolved = _structural(copy.deepcopy(definitions[name]), definitions, models, models.get(name))
-        siblings = _structural({k: v for k, v in node.items() if k != "$ref"}, definitions, models)
+        name = node["$ref"].rsplit("/", 1)[-1]  # pydantic names definitions after their classes in spec.py
+        resolved = _structural(copy.deepcopy(definitions[name]), definitions, getattr(api, name))
+        siblings = _structural({k: v for k, v in node.items() if k != "$ref"}, definitions)
         return {**resolved, **siblings}
     if "anyOf" in node:
         # Optional[X] is `anyOf: [X, null]`; in a CRD an absent field already means "not set".
         variants = [v for v in node["anyOf"] if v.get("type") != "null"]
         assert len(variants) == 1, f"only Optional unions are supported, got {node}"
-        extra = {k: v for k, v in node.items() if k not in ("anyOf", "default", "title")}
-        if node.get("default") is not None:
-            extra["default"] = node["default"]
-        return {**_structural(variants[0], definitions, models), **extra}
+        siblings = _structural({k: v for k, v in node.items() if k != "anyOf"}, definitions)
+        return {**_structural(variants[0], definitions), **siblings}
 
     out: dict = {}
     for key, value in node.items():
-        if key in ("title", "additionalProperties") and "properties" in node:
+        if key == "title" or (key == "additionalProperties" and "properties" in node):
             continue  # structural schemas forbid properties next to additionalProperties
-        if key == "title":
-            continue
         if key == "properties":
-            out[key] = {name: _structural(prop, definitions, models) for name, prop in value.items()}
-        elif key == "items" or key == "additionalProperties":
-            out[key] = _structural(value, definitions, models) if isinstance(value, dict) else value
-        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            out[key] = {name: _structural(prop, definitions) for name, prop in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _structural(value, definitions) if isinstance(value, dict) else value
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):  # a number in 2020-12, a flag in OpenAPI 3.0
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
         elif key == "default":
@@ -78,10 +55,8 @@ def _structural(node: dict, definitions: dict, models: dict, model: type | None 
             out["enum"] = [value]
         else:
             out[key] = value
-    if model is not None and getattr(model, "cel_rules", ()):
-        out["x-kubernetes-validations"] = [
-            {"rule": cel.rule, "message": cel.message} for cel in model.cel_rules
-        ]
+    if model is not None and model.cel_rules:
+        out["x-kubernetes-validations"] = [{"rule": cel.rule, "message": cel.message} for cel in model.cel_rules]
     return out
 
 

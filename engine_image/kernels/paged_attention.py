@@ -19,21 +19,25 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, k_stride, v_stride, ROW: tl.constexpr):
+def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, k_stride, v_stride, ROW: tl.constexpr,
+                     ROW_PAD: tl.constexpr):
     token = tl.program_id(0)
-    slot = tl.load(slot_ptr + token)
+    slot = tl.load(slot_ptr + token).to(tl.int64)
     if slot < 0:  # padding row of a captured batch
         return
-    cols = tl.arange(0, ROW)
-    tl.store(k_cache_ptr + slot * ROW + cols, tl.load(k_ptr + token * k_stride + cols))
-    tl.store(v_cache_ptr + slot * ROW + cols, tl.load(v_ptr + token * v_stride + cols))
+    cols = tl.arange(0, ROW_PAD)
+    mask = cols < ROW  # kv_heads * head_dim need not be a power of two (SmolLM2: 3 x 64)
+    tl.store(k_cache_ptr + slot * ROW + cols, tl.load(k_ptr + token * k_stride + cols, mask=mask), mask=mask)
+    tl.store(v_cache_ptr + slot * ROW + cols, tl.load(v_ptr + token * v_stride + cols, mask=mask), mask=mask)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor):
     """k, v: [tokens, kv_heads, head_dim] (rows may be strided views of a fused QKV output); slots < 0 are skipped."""
     tokens, kv_heads, head_dim = k.shape
     assert k.stride(1) == head_dim and k.stride(2) == 1 and v.stride(1) == head_dim and v.stride(2) == 1
-    _store_kv_kernel[(tokens,)](k, v, k_cache, v_cache, slots, k.stride(0), v.stride(0), ROW=kv_heads * head_dim)
+    row = kv_heads * head_dim
+    _store_kv_kernel[(tokens,)](k, v, k_cache, v_cache, slots, k.stride(0), v.stride(0), ROW=row,
+                                ROW_PAD=triton.next_power_of_2(row))
 
 
 @triton.jit

@@ -110,8 +110,8 @@ def test_prefill_matches_reference(q_lens, prefixes, heads, kv_heads, head_dim, 
     assert relative_error(out.cpu(), ref) < BOUND
 
 
-def test_store_kv_writes_slots_and_skips_padding():
-    kv_heads, head_dim = 2, 64
+@pytest.mark.parametrize("kv_heads,head_dim", [(2, 64), (3, 64)])  # 3 x 64: rows that are no power of two
+def test_store_kv_writes_slots_and_skips_padding(kv_heads, head_dim):
     k_cache = torch.full((4, 16, kv_heads, head_dim), 7.0, dtype=DTYPE, device=DEVICE)
     v_cache = k_cache.clone()
     qkv = torch.randn(3, 3 * kv_heads * head_dim, dtype=DTYPE, device=DEVICE)  # fused rows, strided views

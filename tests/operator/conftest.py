@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules beside the tests (importlib mode adds none)
-from harness import running_cluster, running_operator  # noqa: E402
+from operator_harness import running_cluster, running_operator  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import running_operator  # noqa: E402
+from operator_harness import running_operator  # noqa: E402
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

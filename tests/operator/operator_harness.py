@@ -17,7 +17,7 @@ import kmock
 import yaml
 from kmock import Server
 
-from emulator import ClusterEmulator
+from k8s_emulator import ClusterEmulator
 from fleetserve.operator.kube import PLURALS, resource_path
 
 OPERATOR_START_TIMEOUT = 30

@@ -25,14 +25,36 @@ def step_message(seqs: list[Sequence]) -> list[tuple]:
     return message
 
 
+class StepTokens:
+    """A sequence's token ids as far as another rank knows them: only the ones this step computes (the ones before
+    are in the KV cache already). That is all a runner reads; reading anything else raises instead of silently
+    computing on made-up ids."""
+
+    def __init__(self, start: int, tokens: list[int]):
+        self.start, self.tokens = start, tokens
+
+    def __len__(self) -> int:
+        return self.start + len(self.tokens)
+
+    def __getitem__(self, index: int | slice):
+        if isinstance(index, slice):
+            first, stop, step = index.indices(len(self))
+            if step != 1 or (first < self.start and stop > first):
+                raise IndexError(f"only positions {self.start}..{len(self) - 1} are known on this rank")
+            return self.tokens[max(first - self.start, 0):max(stop - self.start, 0)]
+        position = index + len(self) if index < 0 else index
+        if not self.start <= position < len(self):
+            raise IndexError(f"only positions {self.start}..{len(self) - 1} are known on this rank")
+        return self.tokens[position - self.start]
+
+
 class StepSeq:
-    """A scheduled sequence as a runner on another rank sees it. `token_ids` holds real ids only at the positions
-    this step computes; the ones before are already in the KV cache, and a runner reads nothing else."""
+    """A scheduled sequence as a runner on another rank sees it."""
 
     def __init__(self, start: int, new_tokens: list[int], length: int, block_table: list[int], samples: bool):
         self.num_computed_tokens = start
         self.num_new_tokens = len(new_tokens)
-        self.token_ids = [0] * start + new_tokens
+        self.token_ids = StepTokens(start, new_tokens)
         self.block_table = block_table
         self._length = length
         self._samples = samples

@@ -127,10 +127,13 @@ def _safetensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise ValueError(f"model: no *.safetensors files in {path!r}")
-    for file in tqdm(files, desc="loading weights", unit="file", disable=None):
-        with safe_open(file, "pt") as f:
+    handles = [safe_open(file, "pt") for file in files]
+    total = sum(len(f.keys()) for f in handles)
+    with tqdm(total=total, desc="loading weights", unit="tensor", disable=None) as bar:
+        for f in handles:
             for name in f.keys():
                 yield name, f.get_tensor(name)
+                bar.update()
 
 
 def _download(spec: str) -> str:

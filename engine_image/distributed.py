@@ -22,7 +22,9 @@ from fleetserve.engine.group_layout import GroupLayout
 log = logging.getLogger(__name__)
 
 RENDEZVOUS_TIMEOUT = datetime.timedelta(minutes=10)  # pods of a group start (and pull images) at different times
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=2)  # ranks run in lockstep; this only bounds a wedged peer
+# The first collective waits for the slowest rank to load its shard; later ones are in lockstep. Health never waits
+# for this: the watchdog below reports a lost rank within seconds.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 IDLE_TIMEOUT = datetime.timedelta(days=365)  # workers wait on the control channel for as long as rank 0 is idle
 HEARTBEAT_SECONDS = 0.5
 HEARTBEAT_TIMEOUT_SECONDS = 5.0  # a rank silent this long is lost

@@ -137,7 +137,7 @@ def machine_description() -> dict:
 
 def start_server(args: argparse.Namespace, requests: list[BenchRequest]) -> subprocess.Popen:
     max_len = max(len(request.prompt_ids) + request.output_len for request in requests)
-    # the console script, not `python -m`: from the repo root the source folder fleetserve/ would shadow the package
+    # the console script, as a user starts it
     command = [str(Path(sys.executable).with_name("fleetserve")), "serve", "--model", args.model,
                "--port", str(args.port), "--max-num-seqs", str(len(requests)), "--max-model-len", str(max_len),
                "--max-waiting", str(len(requests))]

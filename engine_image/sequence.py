@@ -42,10 +42,6 @@ class Sequence:
     def num_output_tokens(self) -> int:
         return len(self.token_ids) - self.num_prompt_tokens
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status == SequenceStatus.FINISHED
-
     def samples_after_step(self) -> bool:
         """True when this step's tokens reach the end of the sequence, so the step yields its next token."""
         return self.num_computed_tokens + self.num_new_tokens == len(self.token_ids)

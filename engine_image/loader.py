@@ -57,7 +57,8 @@ def load(config: EngineConfig, with_tokenizer: bool = True) -> LoadedModel:
         return _from_hf_dir(_download(rest), config, device, dtype, with_tokenizer)
     if scheme == "random":
         return _random(rest, config, device, dtype, with_tokenizer)
-    raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} (use builtin://, hf://, random:// or a path)")
+    raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} "
+                     "(use builtin://, hf://, random:// or a path)")
 
 
 def builtin_dir() -> str:

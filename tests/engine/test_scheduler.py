@@ -1,5 +1,7 @@
 """Scheduling policy without a model: token budget, max_num_seqs, chunked prefill, preemption by recompute."""
 
+import random
+
 from fleetserve.engine.block_manager import BlockManager
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import Scheduler
@@ -11,9 +13,13 @@ def make(num_blocks=64, block_size=4, max_num_seqs=8, budget=32, caching=True):
 
 
 def add(sched, rid, n, start=0):
-    s = Sequence(rid, list(range(start, start + n)), SamplingParams())
-    sched.add(s)
-    return s
+    return add_tokens(sched, rid, list(range(start, start + n)))
+
+
+def add_tokens(sched, rid, tokens):
+    seq = Sequence(rid, tokens, SamplingParams())
+    sched.add(seq)
+    return seq
 
 
 def run_step(sched):
@@ -81,3 +87,42 @@ def test_finish_frees_blocks_of_waiting_and_running():
     sched.finish(a, "abort")
     sched.finish(b, "abort")
     assert sched.block_manager.num_free_blocks == 64 and not sched.has_work()
+
+
+def check_invariants(sched):
+    bm = sched.block_manager
+    holders = {}
+    for seq in list(sched.running) + list(sched.waiting):
+        for block in seq.block_table:
+            holders[block] = holders.get(block, 0) + 1
+    for block in range(bm.num_blocks):
+        assert bm.ref_counts[block] == holders.get(block, 0)
+    assert bm.num_free_blocks == sum(1 for b in range(bm.num_blocks) if bm.ref_counts[b] == 0)
+    for block, users in holders.items():
+        if users > 1:  # only cached, fully computed blocks are ever shared
+            assert block in bm.block_hash
+    for seq in sched.running:
+        assert seq.num_computed_tokens <= len(seq.block_table) * bm.block_size
+
+
+def test_random_traffic_with_shared_prefixes_aborts_and_preemption_leaks_nothing():
+    rng = random.Random(7)
+    sched = make(num_blocks=12, block_size=4, max_num_seqs=6, budget=10)
+    prefixes = [list(range(100, 108)), list(range(200, 212))]
+    live, finished = [], 0
+    for step in range(400):
+        if rng.random() < 0.3 and len(live) < 10:
+            prompt = rng.choice(prefixes)[:rng.randint(1, 12)] + [rng.randint(0, 50) for _ in range(rng.randint(1, 6))]
+            live.append(add_tokens(sched, f"s{step}", prompt))
+        run_step(sched)
+        check_invariants(sched)
+        for seq in list(live):
+            if seq.num_output_tokens >= 6 or rng.random() < 0.02:  # done, or aborted at a random moment
+                sched.finish(seq, "length")
+                live.remove(seq)
+                finished += 1
+        check_invariants(sched)
+    for seq in live:
+        sched.finish(seq, "abort")
+    assert sched.block_manager.num_free_blocks == 12 and not sched.has_work()
+    assert finished > 20 and sched.num_preemptions > 0 and sched.block_manager.prefix_hits > 0

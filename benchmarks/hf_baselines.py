@@ -2,17 +2,15 @@
 
 HF runs at a few hundred tokens/s here, so a full 256-request run would take many minutes of GPU time; each
 baseline is instead timed over a fixed window of the same workload (all requests submitted at once), counting
-only tokens a request asked for. A window leaves out the tail where few requests remain, which favours HF.
+only tokens a request asked for. A window includes HF's prefill of every prompt (against HF) and leaves out the
+tail where few requests remain (in HF's favour).
 """
 
-import logging
 import time
 
 import torch
 
 from workloads import BenchRequest
-
-log = logging.getLogger(__name__)
 
 
 def _greedy_config(max_new_tokens: int, max_time: float | None = None):

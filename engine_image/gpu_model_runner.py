@@ -38,15 +38,14 @@ def kv_budget_bytes(total: int, free: int, utilization: float, activation_peak: 
 
 
 class GPUModelRunner:
-    def __init__(self, model: LlamaForCausalLM, config: EngineConfig, max_model_len: int | None = None,
-                 capture_graphs: bool = True):
+    def __init__(self, model: LlamaForCausalLM, config: EngineConfig):
         self.model = model
         use_fused_kernels(model)
         self.config = config
         self.block_size = config.block_size
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.max_model_len = max_model_len or config.max_model_len or int(model.config.max_position_embeddings)
+        self.max_model_len = config.max_model_len or int(model.config.max_position_embeddings)
         self.max_blocks_per_seq = -(-self.max_model_len // self.block_size)
         self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count
         self.num_kv_heads = model.kv_layers()[0].num_kv_heads
@@ -54,8 +53,7 @@ class GPUModelRunner:
         self._allocate_kv_cache(self.num_blocks + 1)  # + the scratch block
         self.scratch_block = self.num_blocks
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        if capture_graphs:
-            self._capture_decode_graphs()
+        self._capture_decode_graphs()
 
     # --- memory -------------------------------------------------------------------------------------------------
 
@@ -194,7 +192,7 @@ class GPUModelRunner:
     def run(self, seqs: list[Sequence]) -> torch.Tensor:
         """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] (on the GPU) for each sequence, in
         order, whose step reaches its last token."""
-        if self.graphs and len(seqs) <= self.graph_sizes[-1] and all(
+        if len(seqs) <= self.graph_sizes[-1] and all(
                 s.num_new_tokens == 1 and s.samples_after_step() for s in seqs):
             return self._run_decode_graph(seqs)
         return self._run_eager(seqs)

@@ -42,9 +42,8 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Everything still held back, once the request ends for another reason than a stop string."""
-        tail = self._decode(self.ids[self.prefix_offset:])[len(self._decode(self.ids[self.prefix_offset:
-                                                                                    self.read_offset])):]
-        self.text += tail
+        before = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        self.text += self._decode(self.ids[self.prefix_offset:])[len(before):]
         self.prefix_offset = self.read_offset = len(self.ids)
         out = self.text[self.emitted:]
         self.emitted = len(self.text)

@@ -2,11 +2,12 @@
 holding the ITL SLO, and how long one request occupies such a slot.
 
 Nothing here is a constant of the model or GPU: slots come from the measured KV-cache occupancy and a running
-fit of inter-token latency against batch size; the service time from measured prefill time, output length and
-that ITL fit. When the pool is idle there is nothing to measure, so the previous estimate is carried over.
+fit of inter-token latency against batch size (trusted up to twice the largest batch seen); the service time
+from measured prefill time, output length and that ITL fit. When the pool is idle there is nothing to measure, so the previous estimate is carried over.
 """
 
 import dataclasses
+import math
 
 from fleetserve.autoscaler.metrics import MetricsSnapshot
 
@@ -14,6 +15,9 @@ from fleetserve.autoscaler.metrics import MetricsSnapshot
 MIN_KV_USAGE_FOR_ESTIMATE = 0.05
 # Least-squares needs batch sizes that actually differ before it may claim a slope.
 MIN_BATCH_SPREAD = 2.0
+# The ITL fit is trusted only near its data: plan for at most this multiple of the largest batch observed.
+# Larger batches are reached step by step as load grows, each step measured before the next.
+BATCH_TRUST_FACTOR = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +25,9 @@ class CapacityEstimate:
     slots_per_replica: int  # sequences one replica decodes together within the ITL SLO
     service_time_s: float  # time one request holds a slot at that batch size (prefill + decode)
     prefill_s: float  # TTFT minus queueing: the part of TTFT that more replicas cannot remove
+    # Share of a replica's time spent in prefill when measured; prefills stall decoding, so the decode part of
+    # the service time stretches by 1 / (1 - share) and changes when the same load meets more or fewer replicas.
+    prefill_share: float = 0.0
     service_cv2: float = 1.0  # squared coefficient of variation of service times (1 = exponential)
 
 
@@ -86,7 +93,8 @@ def estimate_capacity(
         kv_slots = int(running_per_replica / snapshot.kv_cache_usage)
     itl_line = fit_itl_line(itl_samples)
     itl_slots = itl_line.largest_batch_within(itl_slo_s, max_num_seqs) if itl_line else max_num_seqs
-    slots = max(1, min(kv_slots, itl_slots, max_num_seqs))
+    trusted = math.ceil(BATCH_TRUST_FACTOR * max(b for b, _ in itl_samples)) if itl_samples else max_num_seqs
+    slots = max(1, min(kv_slots, itl_slots, trusted, max_num_seqs))
 
     queue_s = snapshot.queue_time_mean_s or 0.0
     prefill_s = max(0.0, (snapshot.ttft_mean_s or queue_s) - queue_s)
@@ -98,4 +106,5 @@ def estimate_capacity(
         service_time_s = max(service_time_s, in_engine_s)
     else:
         service_time_s = in_engine_s
-    return CapacityEstimate(slots_per_replica=slots, service_time_s=max(service_time_s, 1e-3), prefill_s=prefill_s)
+    prefill_share = min(0.95, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
+    return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share)

@@ -35,10 +35,25 @@ class Recommendation:
     reason: str
 
 
+def service_time_at(load: Load, capacity: CapacityEstimate, replicas: int) -> float:
+    """Service time when `replicas` share the load: each replica's prefill share is arrivals x prefill / replicas,
+    and decoding only gets the rest of its time (the measured decode part is rescaled from the measured share)."""
+    if replicas <= 0:
+        return UNSTABLE
+    share = load.arrival_rate * capacity.prefill_s / replicas
+    if share >= 1:
+        return UNSTABLE
+    decode_s = capacity.service_time_s - capacity.prefill_s
+    return capacity.prefill_s + decode_s * (1 - capacity.prefill_share) / (1 - share)
+
+
 def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float) -> float:
     """TTFT at `quantile` with `replicas` ready: queueing wait for a slot plus the measured prefill time."""
+    service_s = service_time_at(load, capacity, replicas)
+    if service_s == UNSTABLE:
+        return UNSTABLE
     servers = replicas * capacity.slots_per_replica
-    wait = waiting_time_quantile(load.arrival_rate, capacity.service_time_s, servers, quantile, capacity.service_cv2)
+    wait = waiting_time_quantile(load.arrival_rate, service_s, servers, quantile, capacity.service_cv2)
     return wait + capacity.prefill_s
 
 
@@ -56,19 +71,23 @@ def recommend(
         return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests")
     target = slo.ttft_s * (1 - slo.headroom)
     # Requests keep piling up on the ready replicas until new ones finish their cold start.
-    ready_rate = ready_replicas * capacity.slots_per_replica / capacity.service_time_s
+    ready_service_s = service_time_at(load, capacity, ready_replicas)
+    ready_rate = 0.0 if ready_service_s == UNSTABLE else ready_replicas * capacity.slots_per_replica / ready_service_s
     backlog = load.backlog + max(0.0, load.arrival_rate - ready_rate) * cold_start_s
     drain_within_s = max(slo.ttft_s, cold_start_s)
     for replicas in range(1, max_replicas + 1):
+        service_s = service_time_at(load, capacity, replicas)
+        if service_s == UNSTABLE:
+            continue
         ttft = predicted_ttft(load, capacity, replicas, slo.quantile)
-        drain = backlog_drain_time(backlog, load.arrival_rate, capacity.service_time_s, replicas * capacity.slots_per_replica)
-        utilisation = load.arrival_rate * capacity.service_time_s / (replicas * capacity.slots_per_replica)
+        drain = backlog_drain_time(backlog, load.arrival_rate, service_s, replicas * capacity.slots_per_replica)
+        utilisation = load.arrival_rate * service_s / (replicas * capacity.slots_per_replica)
         if ttft <= target and drain <= drain_within_s and utilisation <= slo.max_utilization:
             queued = f"; {backlog:.0f} queued drain in {drain:.0f}s" if backlog else ""
             return Recommendation(
                 replicas, ttft,
                 f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
-                f" ({capacity.slots_per_replica} slots x {capacity.service_time_s:.1f}s per replica){queued}",
+                f" ({capacity.slots_per_replica} slots x {service_s:.1f}s per replica){queued}",
             )
     ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile)
     shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"

@@ -254,11 +254,12 @@ class Cluster:
                 return
             replica = min(fits, key=lambda r: (r.prefill_debt_s, len(r.running)))
             self.queue.popleft()
-            # Arrivals within this step are admitted when they arrive; prefills on one replica run in turn.
+            # Arrivals within this step are admitted when they arrive; prefills on one replica run in turn. Only
+            # the prefill itself is debt (time taken from decoding), not the idle gap before the arrival.
             request.admitted_s = max(t, request.trace.arrival_s)
-            prefill_start = max(request.admitted_s, t + replica.prefill_debt_s)
-            request.first_token_s = prefill_start + profile.prefill_s(request.trace.prompt_tokens)
-            replica.prefill_debt_s = request.first_token_s - t
+            prefill_s = profile.prefill_s(request.trace.prompt_tokens)
+            request.first_token_s = max(request.admitted_s, t + replica.prefill_debt_s) + prefill_s
+            replica.prefill_debt_s += prefill_s
             replica.kv_tokens += tokens
             if request.trace.output_tokens <= 1:
                 request.finish_s = request.first_token_s

@@ -30,18 +30,16 @@ METRICS_WINDOW_S = 30.0
 def profile_capacity(profile: ReplicaProfile, requests: list[TraceRequest], itl_slo_s: float) -> CapacityEstimate:
     """What one replica sustains on this trace's average request, from the profile (the baselines' sizing).
 
-    Slots are bounded by the ITL SLO and by how many average requests fit the KV cache. Prefills run one at a
-    time and stall decoding, so at full batch B a replica completes X requests/s with
-    X * prefill_s + X * output / decode_rate(B) = 1 second of work per second; each slot is then held B / X s.
+    Slots are bounded by the ITL SLO and by how many average requests fit the KV cache. The service time is the
+    stall-free one (prefill + output x decode step); `service_time_at` stretches its decode part by the prefill
+    share of the replica count it is asked about, as it does for measured estimates.
     """
     prompt = sum(r.prompt_tokens for r in requests) / len(requests)
     output = sum(r.output_tokens for r in requests) / len(requests)
     kv_slots = int(profile.kv_cache_tokens / (prompt + output))
     slots = max(1, min(profile.largest_batch_within(itl_slo_s), kv_slots))
     prefill_s = profile.prefill_s(round(prompt))
-    decode_tokens_per_s = slots / profile.decode_step_s(slots)
-    completions_per_s = 1 / (prefill_s + output / decode_tokens_per_s)
-    return CapacityEstimate(slots, slots / completions_per_s, prefill_s)
+    return CapacityEstimate(slots, prefill_s + output * profile.decode_step_s(slots), prefill_s, prefill_share=0.0)
 
 
 def peak_rate(requests: list[TraceRequest], window_s: float = 60.0) -> float:

@@ -50,6 +50,19 @@ def load_requests(path: str | Path) -> list[TraceRequest]:
     return [TraceRequest(t - start, max(1, p), max(1, o)) for t, p, o in parsed]
 
 
+def superpose(requests: list[TraceRequest], copies: int) -> list[TraceRequest]:
+    """`copies` copies of the trace, copy i shifted circularly by i/copies of its span: the same span and burst
+    shapes at `copies` times the rate, for fleets larger than the trace was recorded on."""
+    if copies <= 1:
+        return requests
+    span = requests[-1].arrival_s + 1e-6
+    shifted = [
+        dataclasses.replace(r, arrival_s=(r.arrival_s + i * span / copies) % span)
+        for i in range(copies) for r in requests
+    ]
+    return sorted(shifted, key=lambda r: r.arrival_s)
+
+
 @dataclasses.dataclass(frozen=True)
 class SpotTrace:
     """Step function: `counts[i]` spot instances obtainable from `times_s[i]` on."""

@@ -9,10 +9,10 @@ from tqdm import tqdm
 
 from fleetserve.autoscaler import sim_policies, sim_report
 from fleetserve.autoscaler.control import LoopSettings
-from fleetserve.autoscaler.policy import Load, SloTarget, recommend
+from fleetserve.autoscaler.policy import Load, SloTarget, recommend, service_time_at
 from fleetserve.autoscaler.sim_cluster import SpotPool
 from fleetserve.autoscaler.sim_profile import load_prices, load_profile
-from fleetserve.autoscaler.sim_traces import busiest_offset, load_requests, load_spot_trace
+from fleetserve.autoscaler.sim_traces import busiest_offset, load_requests, load_spot_trace, superpose
 from fleetserve.autoscaler.simulator import SimSetup, simulate
 from fleetserve.autoscaler.spot import SpotSettings
 
@@ -25,6 +25,7 @@ DEFAULT_PROFILE = "benchmarks/results/simulation_profile.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True, help="request trace CSV (Azure LLM trace schema)")
+    parser.add_argument("--rate-scale", type=int, default=1, help="superpose N circularly shifted copies of the trace")
     parser.add_argument("--spot-trace", action="append", default=[], help="spot capacity trace, one per pool (repeatable)")
     parser.add_argument("--spot-offset", default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
     parser.add_argument("--spot-x-unit-s", type=float, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
@@ -63,7 +64,9 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
         scale_down_delay_s=args.scale_down_delay,
         spot=SpotSettings(enabled=bool(args.spot_trace), max_share=args.spot_max_share, on_demand_min=args.on_demand_min),
     )
-    replica_rate = capacity.slots_per_replica / capacity.service_time_s  # requests/s one replica completes when full
+    # Requests/s one full replica completes at the static fleet's peak operating point (prefill stalls included).
+    peak = Load(sim_policies.peak_rate(requests), 0, 1)
+    replica_rate = capacity.slots_per_replica / service_time_at(peak, capacity, static_replicas)
     every = {
         "static_ondemand_peak": lambda: sim_policies.Static(static_replicas),
         "hpa_queue": lambda: sim_policies.Hpa(args.min_replicas, max_replicas),
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     requests = load_requests(args.trace)
     if args.limit_requests:
         requests = requests[: args.limit_requests]
+    requests = superpose(requests, args.rate_scale)
     profile = load_profile(args.profile)
     prices = load_prices(args.prices, args.instance_type)
     slo = SloTarget(ttft_s=args.slo_ttft, quantile=args.slo_percentile / 100)
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = {
         "setup": {
-            "trace": args.trace, "requests": len(requests), "duration_s": duration,
+            "trace": args.trace, "rate_scale": args.rate_scale, "requests": len(requests), "duration_s": duration,
             "spot_traces": [{"path": p, "offset_s": pool.offset_s, "pool_size": pool.size} for p, pool in zip(args.spot_trace, pools)],
             "slo_ttft_s": args.slo_ttft, "slo_itl_s": args.slo_itl, "slo_percentile": args.slo_percentile,
             "profile": {"path": args.profile, "name": profile.name, "source": profile.source},

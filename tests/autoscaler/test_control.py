@@ -152,7 +152,7 @@ def test_a_partial_tensor_parallel_group_is_not_capacity():
     status = {"replicas": replica_status(ReplicaSplit(2, 0), [group("g0", 2), group("g1", 1)], [], shape)}
     observed = deployment_io.observed_from_status(status)
     assert observed.ready == 1
-    whole = tick(SETTINGS, LoopMemory(), load(8.0, 2), Observed(2, 0, 2), 0, now=0)
-    partial = tick(SETTINGS, LoopMemory(), load(8.0, 2), observed, 0, now=0)
+    whole = tick(SETTINGS, LoopMemory(), load(4.0, 2, waiting=100), Observed(2, 0, 2), 0, now=0)
+    partial = tick(SETTINGS, LoopMemory(), load(4.0, 2, waiting=100), observed, 0, now=0)
     # Less ready capacity means more requests pile up during the cold start: the plan asks for more replicas.
     assert partial.serving > whole.serving and "queued" in partial.reason

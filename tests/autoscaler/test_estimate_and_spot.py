@@ -18,7 +18,7 @@ def snapshot(**overrides) -> MetricsSnapshot:
 
 def test_slots_come_from_measured_kv_occupancy():
     # 10 running per replica fill 25% of the KV cache: 40 sequences fit.
-    estimate = estimate_capacity(snapshot(), PRIOR, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    estimate = estimate_capacity(snapshot(), PRIOR, [(10, 0.04), (20, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
     assert estimate.slots_per_replica == 40
     assert estimate.prefill_s == pytest.approx(0.2)
     assert estimate.service_time_s >= 8.0  # at least the measured time in the engine
@@ -32,6 +32,13 @@ def test_slots_are_limited_by_the_itl_slo_through_the_fitted_line():
     assert estimate.slots_per_replica == 20
     # Service time is planned at that larger batch: 200 tokens x ITL(20) plus prefill.
     assert estimate.service_time_s == pytest.approx(0.2 + 200 * 0.06)
+
+
+def test_the_itl_fit_is_not_trusted_far_beyond_the_batches_seen():
+    # A noisy, steep-looking fit over batches 8..12 must not plan for batch 200, nor for batch 300 at ITL 0.1 s.
+    samples = [(8, 0.010), (10, 0.0101), (12, 0.0102)]
+    estimate = estimate_capacity(snapshot(kv_cache_usage=0.01), PRIOR, samples, itl_slo_s=0.1, max_num_seqs=256)
+    assert estimate.slots_per_replica == 24
 
 
 def test_idle_pool_keeps_the_previous_estimate():

@@ -4,7 +4,7 @@ import pytest
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.policy import (
-    Load, SloTarget, clamp, predicted_ttft, recommend, stabilize,
+    Load, SloTarget, clamp, predicted_ttft, recommend, service_time_at, stabilize,
 )
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, erlang_c, waiting_time_quantile
 
@@ -45,12 +45,23 @@ def test_recommendation_is_monotone_in_load():
 def test_recommendation_meets_the_slo_with_headroom_and_the_utilisation_cap():
     load = Load(arrival_rate=10.0, backlog=0, in_flight=50)
     result = recommend(load, CAPACITY, SLO, ready_replicas=10, cold_start_s=60, max_replicas=100)
+
+    def utilisation(replicas: int) -> float:
+        return load.arrival_rate * service_time_at(load, CAPACITY, replicas) / (replicas * CAPACITY.slots_per_replica)
+
     assert predicted_ttft(load, CAPACITY, result.replicas, 0.99) <= SLO.ttft_s * (1 - SLO.headroom)
-    assert load.arrival_rate * CAPACITY.service_time_s <= SLO.max_utilization * result.replicas * CAPACITY.slots_per_replica
+    assert utilisation(result.replicas) <= SLO.max_utilization
     # One replica fewer would break one of the two.
     fewer = result.replicas - 1
-    assert (predicted_ttft(load, CAPACITY, fewer, 0.99) > SLO.ttft_s * (1 - SLO.headroom)
-            or load.arrival_rate * CAPACITY.service_time_s > SLO.max_utilization * fewer * CAPACITY.slots_per_replica)
+    assert predicted_ttft(load, CAPACITY, fewer, 0.99) > SLO.ttft_s * (1 - SLO.headroom) or utilisation(fewer) > SLO.max_utilization
+
+
+def test_fewer_replicas_each_spend_more_time_in_prefill_and_decode_slower():
+    measured = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=0.2, prefill_share=0.25)
+    load = Load(arrival_rate=5.0, backlog=0, in_flight=40)  # at 4 replicas: 5 x 0.2 / 4 = the measured 25%
+    assert service_time_at(load, measured, 4) == pytest.approx(8.0)
+    assert service_time_at(load, measured, 2) > 8.0 > service_time_at(load, measured, 8)
+    assert service_time_at(load, measured, 1) == UNSTABLE  # 100% of the time in prefill: no decoding at all
 
 
 def test_backlog_and_cold_start_ask_for_more_replicas():

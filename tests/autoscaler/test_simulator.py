@@ -137,7 +137,7 @@ def test_warmup_replay_is_unscored_and_unbilled():
 
 
 def test_the_simulation_is_reproducible_for_a_seed_and_preemptions_cost_requests(tmp_path):
-    requests = step_trace(2.0, 4.0, 600)
+    requests = step_trace(4.0, 8.0, 600)
     dropping = SpotTrace("drops", [0, 200, 260, 400, 460], [4, 1, 4, 0, 4])
     pools = [SpotPool(dropping, 0, 6)]
     settings = LoopSettings(

@@ -3,6 +3,7 @@ while it computes) and hands each step's outputs to the event loop with `call_so
 aborts travel the other way through a locked command list, so only the step thread ever touches the engine."""
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -54,7 +55,10 @@ class AsyncEngine:
             await asyncio.to_thread(self._thread.join, 30)
 
     def stats(self) -> EngineStats:
-        return self._stats
+        """The snapshot of the last step, with requests handed over since then counted as waiting."""
+        with self._lock:
+            queued = sum(1 for command in self._commands if command[0] == "add")
+        return dataclasses.replace(self._stats, num_waiting=self._stats.num_waiting + queued)
 
     def abort(self, request_id: str) -> None:
         self._submit(("abort", request_id))
@@ -96,8 +100,8 @@ class AsyncEngine:
             while not self._stopping:
                 self._wake.clear()
                 self._apply_commands()
+                self._stats = self.engine.stats()
                 if not self.engine.has_unfinished_requests():
-                    self._stats = self.engine.stats()
                     self._wake.wait()
                     continue
                 outputs = self.engine.step()

@@ -1,6 +1,7 @@
 """AsyncEngine, the server's contract: streaming, timings, abort and disconnect free blocks, faults never hang."""
 
 import asyncio
+import threading
 
 import pytest
 
@@ -122,3 +123,25 @@ async def test_requests_it_cannot_serve_raise_value_errors(engine):
     with pytest.raises(ValueError, match="max_tokens"):
         await collect(engine.generate("zero", [5, 6], SamplingParams(max_tokens=0)))
     assert engine.healthy
+
+
+
+async def test_requests_handed_over_during_a_step_count_as_waiting(engine, prompts, monkeypatch):
+    release = threading.Event()
+    real_step = engine.engine.step
+
+    def long_step():
+        release.wait(30)
+        return real_step()
+
+    monkeypatch.setattr(engine.engine, "step", long_step)
+    first = engine.generate("first", prompts[0], GREEDY)
+    pending = [asyncio.ensure_future(first.__anext__())]
+    await wait_until(lambda: engine.stats().num_waiting == 1)  # admitted into the engine, its step not done
+    others = [engine.generate(f"q{i}", prompts[i], GREEDY) for i in range(1, 4)]
+    pending += [asyncio.ensure_future(agen.__anext__()) for agen in others]
+    await wait_until(lambda: engine.stats().num_waiting == 4)  # three more queued behind the long step
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*pending), 60)
+    for agen in [first, *others]:
+        await agen.aclose()

@@ -40,6 +40,23 @@ def test_hf_folder_matches_transformers(arch, tmp_path, tokenizer):
     assert engine.model_name == tmp_path.name
 
 
+def test_hf_source_resolves_a_revision_from_the_hf_cache(tmp_path, tokenizer, monkeypatch):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--acme--tiny-llama" / "snapshots" / "0123abcd"
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "v1").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a cache hit must not need the network
+    engine = LLMEngine(EngineConfig(model="hf://acme/tiny-llama@v1", device="cpu", num_kv_blocks=32, block_size=8))
+    assert engine.model_name == "acme/tiny-llama"
+    [out] = engine.generate([[5, 6, 7]], SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
+    assert len(out.new_token_ids) == 3
+
+
 def test_random_qwen3_shrunken_loads_and_generates():
     config = EngineConfig(model="random://qwen3-0.6b", device="cpu", hf_overrides={"num_hidden_layers": 2},
                           num_kv_blocks=16, max_model_len=256)

@@ -103,8 +103,43 @@ def _default_dtype(dtype: torch.dtype):
 
 def _build(cfg, device: str, dtype: torch.dtype) -> LlamaForCausalLM:
     # built straight on the device in the target dtype, so an 8B model never sits in float32 host memory
+    rank, size = distributed.tp_rank(), distributed.tp_size()
+    if device == "cpu":
+        _check_host_memory(cfg, dtype, rank, size)
     with torch.device(device), _default_dtype(dtype):
-        return LlamaForCausalLM(cfg, distributed.tp_rank(), distributed.tp_size()).eval()
+        return LlamaForCausalLM(cfg, rank, size).eval()
+
+
+def _check_host_memory(cfg, dtype: torch.dtype, rank: int, size: int) -> None:
+    """Refuses, with the numbers, weights that cannot fit in memory, instead of being killed halfway through."""
+    with torch.device("meta"):
+        shapes = LlamaForCausalLM(cfg, rank, size)
+    needed = sum(p.numel() for p in shapes.parameters()) * dtype.itemsize
+    available = available_host_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"model: its weights need {needed / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')}"
+                         f" but only {available / 2**30:.1f} GiB of memory is available; use a GPU, a smaller "
+                         "model, or hf_overrides to shrink a random one")
+
+
+def available_host_memory() -> int | None:
+    """MemAvailable, capped by the cgroup (container) limit when there is one; None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
 
 
 def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool

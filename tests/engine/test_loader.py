@@ -91,3 +91,9 @@ def test_served_name_is_derived_from_the_source(source, name):
 def test_bad_sources_raise_naming_the_model(source):
     with pytest.raises(ValueError, match="model"):
         loader.load(EngineConfig(model=source, device="cpu"))
+
+
+def test_weights_larger_than_host_memory_are_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(loader, "available_host_memory", lambda: 1 << 30)  # a 1 GiB machine
+    with pytest.raises(ValueError, match=r"model: its weights need 2\.\d GiB in float32 but only 1\.0 GiB"):
+        loader.load(EngineConfig(model="random://qwen3-0.6b", device="cpu"))

@@ -6,14 +6,12 @@ this module stays a plain function of its inputs and the Kopf handlers and the i
 
 import collections
 import dataclasses
-import logging
 
 from fleetserve.autoscaler.estimate import PRIOR, CapacityEstimate, batch_itl_sample, estimate_capacity
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import Load, SloTarget, clamp, recommend, stabilize
 from fleetserve.autoscaler.spot import CapacityPlan, PreemptionRate, SpotSettings, spot_share, split
 
-log = logging.getLogger(__name__)
 
 ITL_SAMPLES_KEPT = 120
 # Spot replicas Pending longer than this are covered by on-demand ones ("within seconds" of the shortfall).

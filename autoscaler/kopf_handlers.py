@@ -98,6 +98,7 @@ def autoscale(name, namespace, spec, status, body, meta, patch, **_):
     # kopf.event, not kopf.info: the operator posts only warnings from its log, our decisions must always show.
     if decision:
         message = f"{decision['from']} -> {decision['to']} replicas: {decision['reason']}"
+        log.info("%s/%s: %s", namespace, name, message)
         kopf.event(body, type="Normal", reason="Scaled", message=message)
     was_active = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "ScalingActive"), None)
     if not result.scaling_active and was_active != "False":

@@ -5,10 +5,7 @@ matcher passed in. Every query aggregates over the deployment's replicas, so one
 """
 
 import dataclasses
-import logging
 import time
-
-log = logging.getLogger(__name__)
 
 
 class MetricsUnavailable(Exception):

@@ -16,7 +16,6 @@ from fleetserve.autoscaler.sim_traces import busiest_offset, load_requests, load
 from fleetserve.autoscaler.simulator import SimSetup, simulate
 from fleetserve.autoscaler.spot import SpotSettings
 
-log = logging.getLogger(__name__)
 
 POLICIES = ["static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
 DEFAULT_PRICES = "../shared/data/gpu-prices-skypilot-aws/aws_gpu_prices_us.csv"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))  # the operator tests' emulator harness
-from harness import running_cluster, running_operator  # noqa: E402
+from operator_harness import running_cluster, running_operator  # noqa: E402
 
 LLMD = ("fleetserve.io/v1alpha1", "LLMDeployment")
 NAME = "fake-llm"  # the fake exporters label their series model_name="fake-llm", as the engine labels its own

@@ -11,7 +11,7 @@ from fleetserve import cli
 from fleetserve.autoscaler import sim_policies
 from fleetserve.autoscaler.control import LoopSettings
 from fleetserve.autoscaler.policy import SloTarget
-from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SPOT, Counts, SpotPool
+from fleetserve.autoscaler.sim_cluster import SPOT, Counts, SpotPool
 from fleetserve.autoscaler.sim_profile import GpuPrices, ReplicaProfile, load_profile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest, busiest_offset, load_requests, load_spot_trace
 from fleetserve.autoscaler.simulator import SimSetup, simulate

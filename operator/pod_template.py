@@ -133,6 +133,14 @@ def placement(spec: LLMDeploymentSpec, capacity: str, name: str, gpus_per_pod: i
             ],
         }]}}
     out = {"affinity": affinity, "tolerations": _tolerations(pool.tolerations, gpus_per_pod)}
+    if capacity == "spot":
+        # Spot capacity is reclaimed per zone (and per pool); spreading keeps one reclaim from taking every replica.
+        out["topologySpreadConstraints"] = [{
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(name, capacity)},
+        }]
     if node_selector:
         out["nodeSelector"] = node_selector
     return out

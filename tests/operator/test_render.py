@@ -100,6 +100,11 @@ def test_spot_mix_splits_replicas_and_places_each_pool():
     assert spot["spec"]["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-spot": "true", "nvidia.com/gpu.product": "nvidia-l4"}
     assert "nodeAffinity" in on_demand["spec"]["template"]["spec"]["affinity"]
     assert "cloud.google.com/gke-spot" not in on_demand["spec"]["template"]["spec"].get("nodeSelector", {})
+    # Spot replicas spread over zones, so one zone's reclaim cannot take them all.
+    (spread,) = spot["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spread["labelSelector"]["matchLabels"] == spot["spec"]["selector"]["matchLabels"]
+    assert "topologySpreadConstraints" not in on_demand["spec"]["template"]["spec"]
 
 
 def test_autoscaler_plan_in_status_sets_the_counts():

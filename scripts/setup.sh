@@ -31,4 +31,4 @@ if $want_test_tools; then
         rm -rf "$tmp"
     fi
 fi
-echo "setup done: .venv is ready${want_test_tools:+ (test tools: $want_test_tools)}"
+echo "setup done: .venv is ready$($want_test_tools && echo ", with Prometheus, helm and kubectl for the tests")"

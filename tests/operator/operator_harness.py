@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import kmock
+import pytest
 import yaml
 from kmock import Server
 
@@ -152,3 +153,17 @@ async def running_operator(cluster: Cluster, log_path: Path, **options):
     finally:
         await process.stop()
         print(process.log())  # pytest shows it only when the test failed
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path):
+    """An emulated cluster; a conftest that imports this fixture makes it available to its tests."""
+    async with running_cluster(tmp_path) as emulated:
+        yield emulated
+
+
+@pytest.fixture
+async def operator(cluster, tmp_path: Path):
+    """The real `fleetserve operator` process, watching `cluster`."""
+    async with running_operator(cluster, tmp_path / "operator.log") as process:
+        yield process

@@ -1,0 +1,37 @@
+"""The detokenizer's direct Rust decode gives exactly `tokenizer.decode(ids, skip_special_tokens=True)`."""
+
+import random
+
+from transformers import TokenizersBackend
+
+from fleetserve.engine.detokenizer import text_decoder
+
+
+def windows(tokenizer):
+    """Short windows like the detokenizer's: real text split mid-character, special tokens, ids past the vocabulary
+    (random models sample those) and random ids."""
+    rng = random.Random(0)
+    text_ids = tokenizer.encode("Emoji 😀🎉 and 中文字符 mixed: naïve café ✓  spaces\n\tand tabs")
+    yield from (text_ids[i:i + n] for n in (1, 2, 3, 6) for i in range(len(text_ids) - n + 1))
+    yield from ([t] for t in tokenizer.all_special_ids)
+    yield [text_ids[0], tokenizer.all_special_ids[0], text_ids[1]]
+    yield [len(tokenizer) + 5, text_ids[2]]
+    for _ in range(300):
+        yield [rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 6))]
+
+
+def test_direct_decode_matches_tokenizer_decode(tokenizer):
+    assert isinstance(tokenizer, TokenizersBackend)  # SmolLM2's takes the direct path
+    decode = text_decoder(tokenizer)
+    for ids in windows(tokenizer):
+        assert decode(ids) == tokenizer.decode(ids, skip_special_tokens=True), ids
+
+
+def test_tokenizers_with_their_own_decode_keep_it(tokenizer):
+    class Custom(type(tokenizer)):
+        def _decode(self, token_ids, **kwargs):
+            return "custom"
+
+    tokenizer_copy = Custom.__new__(Custom)
+    tokenizer_copy.__dict__.update(tokenizer.__dict__)
+    assert text_decoder(tokenizer_copy)([1, 2]) == "custom"

@@ -1,6 +1,6 @@
 """Measures the replica profile the simulator replays (`fleetserve simulate --profile`) from our own engine.
 
-Run from the repo root: `.venv/bin/python benchmarks/results/simulation_profile_measure.py --out PROFILE.json`.
+Run from the repo root: `.venv/bin/python benchmarks/simulation_profile_measure.py --out PROFILE.json`.
 It loads the engine (default: the built-in SmolLM2-135M on CPU), then measures
 - prefill speed: one request of --prefill-tokens prompt tokens and one output token, timed end to end;
 - decode step time per batch size: B requests (short prompts) prefilled first, then the mean of --decode-steps
@@ -90,7 +90,7 @@ def main() -> int:
     profile = {
         "name": f"fleetserve-engine {args.model} on {args.device}",
         "source": (
-            f"measured by benchmarks/results/simulation_profile_measure.py on {platform.node()} "
+            f"measured by benchmarks/simulation_profile_measure.py on {platform.node()} "
             f"({platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{args.clock} clock, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); cold_start_s = engine load {load_s:.1f}s measured "

@@ -11,17 +11,11 @@ import time
 
 import aiohttp
 
+from fleetserve.engine.bench import percentile, wait_healthy
 from workloads import BenchRequest
 
 SLO_TTFT_S = 0.5  # interactive chat: first token within half a second...
 SLO_TPOT_S = 0.05  # ...then at least 20 tokens/s for the rest of the answer
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def start_server(model: str, port: int, log_path: str, extra: list[str]) -> subprocess.Popen:
@@ -38,22 +32,6 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-async def wait_healthy(base: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with code {proc.returncode}")
-            try:
-                async with session.get(f"{base}/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(1)
-    raise TimeoutError("server did not become healthy")
 
 
 async def _one(session, base: str, model: str, r: BenchRequest) -> dict:

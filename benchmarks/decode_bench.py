@@ -32,20 +32,26 @@ def _time_ms(fn, steps: int) -> float:
     return start.elapsed_time(end) / steps
 
 
-@torch.inference_mode()
-def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int = 30) -> dict:
-    """Sequences with `context` cached tokens of random K/V; each step decodes one token for all of them."""
-    runner, block_size = engine.runner, engine.config.block_size
+def decoding_sequences(batch: int, context: int, block_size: int, label: str) -> list[Sequence]:
+    """`batch` sequences each one decode step into a `context`-token cache, on disjoint blocks."""
     blocks_per_seq = -(-context // block_size)
-    if batch * blocks_per_seq > runner.num_blocks:
-        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
-    runner.kv_cache.normal_()
     seqs = []
     for i in range(batch):
-        seq = Sequence(f"decode-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
+        seq = Sequence(f"{label}-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
         seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
         seq.num_computed_tokens, seq.num_new_tokens = context - 1, 1
         seqs.append(seq)
+    return seqs
+
+
+@torch.inference_mode()
+def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int = 30) -> dict:
+    """Sequences with `context` cached tokens of random K/V; each step decodes one token for all of them."""
+    runner = engine.runner
+    if batch * -(-context // engine.config.block_size) > runner.num_blocks:
+        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
+    runner.kv_cache.normal_()
+    seqs = decoding_sequences(batch, context, engine.config.block_size, "decode")
     ids, params = [s.request_id for s in seqs], [s.params for s in seqs]
     step_ms = _time_ms(lambda: engine.sampler.sample(runner.run(seqs), ids, params), steps)
     bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
@@ -65,14 +71,8 @@ def kernel_profile(engine, batch: int, context: int, top: int = 12) -> dict:
     goes besides reading bytes."""
     from torch.profiler import ProfilerActivity, profile
 
-    runner, block_size = engine.runner, engine.config.block_size
-    blocks_per_seq = -(-context // block_size)
-    seqs = []
-    for i in range(batch):
-        seq = Sequence(f"profile-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
-        seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
-        seq.num_computed_tokens, seq.num_new_tokens = context - 1, 1
-        seqs.append(seq)
+    runner = engine.runner
+    seqs = decoding_sequences(batch, context, engine.config.block_size, "profile")
     runner._run_eager(seqs)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

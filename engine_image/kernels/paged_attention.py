@@ -98,11 +98,13 @@ def _decode_kernel(
 
 
 def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split each context so the grid fills the GPU about twice over; long contexts only, short ones are cheap."""
+    """Split each context so the grid fills the GPU about twice over, down to one 64-key tile per split: at batch 1
+    a program walking its tiles one after another is latency, not bandwidth. Splits past a sequence's real context
+    are empty (the kernel sizes splits from the actual length, so a short context uses only the first few)."""
     programs = batch * kv_heads
-    if programs >= num_sms or max_context < 512:
+    if programs >= num_sms:
         return 1
-    return max(1, min(2 * num_sms // programs, max_context // 256, 16))
+    return max(1, min(2 * num_sms // programs, max_context // 64, 32))
 
 
 def paged_decode_attention(

@@ -70,6 +70,11 @@ def reference_attention(q, k, v, q_positions, scale):
         ([1000, 700], 32, 8, 128, 256, 4),
         ([257], 16, 8, 128, 32, 3),
         ([33, 80], 9, 3, 64, 16, 2),  # odd group size (3), padded to 16 rows inside the kernel
+        # many splits, as batch 1 gets: one 64-key tile per split, most of them empty past the real context
+        ([1000], 32, 8, 128, 16, 32),
+        ([1], 32, 8, 128, 16, 32),  # context shorter than one split
+        ([100, 1, 999, 64], 9, 3, 64, 16, 16),  # lengths that are no multiple of 64, one exactly one tile
+        ([130, 2047], 16, 8, 128, 256, 32),
     ],
 )
 def test_decode_matches_reference(context_lens, heads, kv_heads, head_dim, block_size, splits):
@@ -127,5 +132,7 @@ def test_store_kv_writes_slots_and_skips_padding(kv_heads, head_dim):
 
 def test_decode_splits_fill_the_gpu_only_when_needed():
     assert decode_splits(batch=256, kv_heads=8, max_context=1024, num_sms=132) == 1
-    assert decode_splits(batch=1, kv_heads=8, max_context=1024, num_sms=132) == 4
+    assert decode_splits(batch=16, kv_heads=8, max_context=1024, num_sms=132) == 2
+    assert decode_splits(batch=1, kv_heads=8, max_context=8192, num_sms=132) == 32  # capped
+    assert decode_splits(batch=1, kv_heads=8, max_context=1024, num_sms=132) == 16  # one 64-key tile each
     assert decode_splits(batch=1, kv_heads=8, max_context=100, num_sms=132) == 1

@@ -3,13 +3,15 @@ they are: the GPU runner calls `use_fused_kernels(model)`, the CPU path never se
 
 from torch import nn
 
-from fleetserve.engine.kernels.fused_ops import rms_norm, rotary_, silu_and_mul
+from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, silu_and_mul
 from fleetserve.engine.layers import RMSNorm, RotaryEmbedding, SiluAndMul
 
 
 class FusedRMSNorm(RMSNorm):
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+    def forward(self, x, residual=None):
+        if residual is None:
+            return rms_norm(x, self.weight, self.eps)
+        return add_rms_norm(x, residual, self.weight, self.eps)
 
 
 class FusedSiluAndMul(SiluAndMul):

@@ -12,6 +12,15 @@ import triton.language as tl
 
 
 @triton.jit
+def _scaled_norm(x, w_ptr, cols, mask, n_cols, eps, dtype: tl.constexpr):
+    """RMSNorm of one fp32 row, rounded as HF rounds it: normalise in fp32, cast to dtype, then scale by the weight."""
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n_cols + eps)
+    normed = (x * rstd).to(dtype).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    return (w * normed).to(dtype)
+
+
+@triton.jit
 def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, heads, token_stride, head_stride, n_cols, eps, BLOCK: tl.constexpr):
     """One row of n_cols; row r is head r % heads of token r // heads (heads = 1 for a plain 2-D input)."""
     row = tl.program_id(0)
@@ -19,10 +28,8 @@ def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, heads, token_stride, head_stride, n_
     mask = cols < n_cols
     src = (row // heads).to(tl.int64) * token_stride + (row % heads) * head_stride
     x = tl.load(x_ptr + src + cols, mask=mask, other=0.0).to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n_cols + eps)
-    normed = (x * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)  # HF: normalise in fp32, cast, then scale
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row.to(tl.int64) * n_cols + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+    out = _scaled_norm(x, w_ptr, cols, mask, n_cols, eps, out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row.to(tl.int64) * n_cols + cols, out, mask=mask)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -33,9 +40,40 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     heads, head_stride = (x.shape[1], x.stride(1)) if x.dim() == 3 else (1, 0)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     _rms_norm_kernel[(x.numel() // n_cols,)](x, weight, out, heads, x.stride(0), head_stride, n_cols, eps,
-                                             BLOCK=triton.next_power_of_2(n_cols),
-                                             num_warps=4 if n_cols <= 2048 else 8)
+                                             BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols))
     return out
+
+
+@triton.jit
+def _add_rms_norm_kernel(x_ptr, residual_ptr, w_ptr, out_ptr, sum_ptr, x_stride, residual_stride, n_cols, eps,
+                         BLOCK: tl.constexpr):
+    """One token: sum = x + residual, rounded to the dtype (HF adds in bf16), then RMSNorm of that sum."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    residual = tl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(tl.float32)
+    total = (x + residual).to(sum_ptr.dtype.element_ty)
+    tl.store(sum_ptr + row * n_cols + cols, total, mask=mask)
+    out = _scaled_norm(total.to(tl.float32), w_ptr, cols, mask, n_cols, eps, out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * n_cols + cols, out, mask=mask)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x, residual: [tokens, n] (rows contiguous) -> (RMSNorm(x + residual), x + residual) in one launch, both new
+    contiguous tensors: each input is read once and nothing is written in place."""
+    assert x.dim() == 2 and x.shape == residual.shape and x.stride(1) == 1 and residual.stride(1) == 1
+    tokens, n_cols = x.shape
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    total = torch.empty_like(out)
+    _add_rms_norm_kernel[(tokens,)](x, residual, weight, out, total, x.stride(0), residual.stride(0), n_cols, eps,
+                                    BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols))
+    return out, total
+
+
+def _norm_warps(n_cols: int) -> int:
+    return 4 if n_cols <= 2048 else 8
 
 
 @triton.jit
@@ -95,3 +133,4 @@ def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: 
                               q_heads, k_heads, HALF=head_dim // 2, Q_PAD=triton.next_power_of_2(q_heads),
                               K_PAD=triton.next_power_of_2(k_heads), num_warps=4)
     return q, k
+

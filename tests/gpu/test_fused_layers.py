@@ -41,6 +41,20 @@ def test_rms_norm_matches_layer(tokens, hidden):
     assert relative_error(fused_copy(layer)(x), layer(x)) < BOUND
 
 
+@pytest.mark.parametrize("tokens,hidden", [(1, 576), (5, 4096), (3, 100)])
+def test_rms_norm_with_residual_matches_layer(tokens, hidden):
+    layer = RMSNorm(hidden, 1e-5).to(DEVICE)
+    layer.weight.data = (1 + 0.1 * torch.randn(hidden)).to(DEVICE, DTYPE)
+    x = torch.randn(tokens, hidden, device=DEVICE).to(DTYPE)
+    residual = (4 * torch.randn(tokens, hidden, device=DEVICE)).to(DTYPE)
+    inputs = x.clone(), residual.clone()
+    ref_out, ref_sum = layer(x, residual)
+    out, total = fused_copy(layer)(x, residual)
+    assert torch.equal(total, ref_sum)  # one rounding of the sum, as the layer (and HF) add in the model dtype
+    assert relative_error(out, ref_out) < BOUND
+    assert torch.equal(x, inputs[0]) and torch.equal(residual, inputs[1])  # nothing written in place
+
+
 def test_rms_norm_on_strided_heads():
     layer = RMSNorm(128, 1e-6).to(DEVICE, DTYPE)
     qkv = torch.randn(5, 3 * 4 * 128, device=DEVICE).to(DTYPE)

@@ -3,8 +3,10 @@ they are: the GPU runner calls `use_fused_kernels(model)`, the CPU path never se
 
 from torch import nn
 
-from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, silu_and_mul
+from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, rotate_and_store_kv, silu_and_mul
+from fleetserve.engine.kernels.triton_backend import paged_attention
 from fleetserve.engine.layers import RMSNorm, RotaryEmbedding, SiluAndMul
+from fleetserve.engine.models.llama import LlamaAttention
 
 
 class FusedRMSNorm(RMSNorm):
@@ -24,11 +26,24 @@ class FusedRotaryEmbedding(RotaryEmbedding):
         return rotary_(q, k, positions, self.cos_sin)
 
 
-FUSED = {RMSNorm: FusedRMSNorm, SiluAndMul: FusedSiluAndMul, RotaryEmbedding: FusedRotaryEmbedding}
+class FusedLlamaAttention(LlamaAttention):
+    """q/k norm (Qwen3), rotary and the KV store in one launch between the qkv projection and attention."""
+
+    def forward(self, positions, x, meta):
+        norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else ()  # one eps: cfg's
+        q = rotate_and_store_kv(self.qkv_proj(x), positions, self.rotary.cos_sin, self.num_heads, self.num_kv_heads,
+                                self.k_cache, self.v_cache, meta.slot_mapping, *norms)
+        out = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale)
+        return self.o_proj(out.flatten(1))
+
+
+FUSED = {RMSNorm: FusedRMSNorm, SiluAndMul: FusedSiluAndMul, RotaryEmbedding: FusedRotaryEmbedding,
+         LlamaAttention: FusedLlamaAttention}
 
 
 def use_fused_kernels(model: nn.Module) -> int:
-    """Re-classes every plain RMSNorm / SiluAndMul / RotaryEmbedding in place; returns how many it changed."""
+    """Re-classes every plain RMSNorm / SiluAndMul / RotaryEmbedding / LlamaAttention in place; returns how many it
+    changed."""
     changed = 0
     for module in model.modules():
         fused = FUSED.get(type(module))

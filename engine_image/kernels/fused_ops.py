@@ -134,3 +134,66 @@ def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: 
                               K_PAD=triton.next_power_of_2(k_heads), num_warps=4)
     return q, k
 
+
+@triton.jit
+def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr, k_cache_ptr,
+                                v_cache_ptr, slots_ptr, token_stride, eps, Q_HEADS: tl.constexpr,
+                                KV_HEADS: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr):
+    """One program: one head of one token of the fused qkv row. Heads [0, Q_HEADS) are q, rotated in place; the
+    next KV_HEADS are k, rotated and stored with their v at the token's cache slot (slot < 0: a padding row of a
+    captured batch, nothing stored). Rounds where the unfused layers round: the q/k RMSNorm result, then rotary."""
+    token = tl.program_id(0)
+    head = tl.program_id(1)
+    dtype = qkv_ptr.dtype.element_ty
+    row = qkv_ptr + token.to(tl.int64) * token_stride + head * 2 * HALF
+    dims = tl.arange(0, HALF)
+    x1 = tl.load(row + dims).to(tl.float32)
+    x2 = tl.load(row + HALF + dims).to(tl.float32)
+    if QK_NORM:  # Qwen3: RMSNorm over the whole head, both halves
+        if head < Q_HEADS:
+            w1 = tl.load(q_weight_ptr + dims).to(tl.float32)
+            w2 = tl.load(q_weight_ptr + HALF + dims).to(tl.float32)
+        else:
+            w1 = tl.load(k_weight_ptr + dims).to(tl.float32)
+            w2 = tl.load(k_weight_ptr + HALF + dims).to(tl.float32)
+        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 0) + tl.sum(x2 * x2, 0)) / (2 * HALF) + eps)
+        x1 = (w1 * (x1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        x2 = (w2 * (x2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    pos = tl.load(positions_ptr + token)
+    cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)
+    sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)
+    out1 = (x1 * cos - x2 * sin).to(dtype)
+    out2 = (x2 * cos + x1 * sin).to(dtype)
+    if head < Q_HEADS:
+        tl.store(row + dims, out1)
+        tl.store(row + HALF + dims, out2)
+    else:
+        slot = tl.load(slots_ptr + token).to(tl.int64)
+        if slot >= 0:
+            dst = slot * KV_HEADS * 2 * HALF + (head - Q_HEADS) * 2 * HALF
+            tl.store(k_cache_ptr + dst + dims, out1)
+            tl.store(k_cache_ptr + dst + HALF + dims, out2)
+            full = tl.arange(0, 2 * HALF)
+            tl.store(v_cache_ptr + dst + full, tl.load(row + KV_HEADS * 2 * HALF + full))
+
+
+def rotate_and_store_kv(qkv: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, num_heads: int,
+                        num_kv_heads: int, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor,
+                        q_weight: torch.Tensor | None = None, k_weight: torch.Tensor | None = None,
+                        eps: float = 0.0) -> torch.Tensor:
+    """The attention's work between the qkv projection and the attention kernel, in one launch: optional per-head
+    q/k RMSNorm (q_weight, k_weight: Qwen3), rotary on q and k, k and v written to their cache slots.
+
+    qkv: [tokens, (num_heads + 2 * num_kv_heads) * head_dim], rows contiguous; cos_sin as in `rotary_`; caches
+    [num_blocks, block_size, num_kv_heads, head_dim]. Returns q: [tokens, num_heads, head_dim], a view of qkv
+    rotated in place (k in qkv is left as it was: only the cache copy is read again)."""
+    tokens, width = qkv.shape
+    head_dim = width // (num_heads + 2 * num_kv_heads)
+    assert qkv.stride(1) == 1 and width == (num_heads + 2 * num_kv_heads) * head_dim
+    qk_norm = q_weight is not None
+    _rotate_and_store_kv_kernel[(tokens, num_heads + num_kv_heads)](
+        qkv, positions, cos_sin, q_weight if qk_norm else qkv, k_weight if qk_norm else qkv, k_cache, v_cache,
+        slots, qkv.stride(0), eps, Q_HEADS=num_heads, KV_HEADS=num_kv_heads, HALF=head_dim // 2, QK_NORM=qk_norm,
+        num_warps=1,
+    )
+    return qkv[:, :num_heads * head_dim].view(tokens, num_heads, head_dim)

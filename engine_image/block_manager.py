@@ -82,7 +82,8 @@ class BlockManager:
         """Registers the sequence's newly completed full blocks with the prefix cache (their K/V now exist)."""
         if not self.enable_prefix_caching:
             return
-        full = seq.num_computed_tokens // self.block_size
+        known = len(seq) - seq.num_pending  # a block holding a placeholder cannot be hashed yet
+        full = min(seq.num_computed_tokens, known) // self.block_size
         for i in range(seq.num_cached_blocks, full):
             tokens = tuple(seq.token_ids[i * self.block_size:(i + 1) * self.block_size])
             h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)

@@ -31,6 +31,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # per-step token budget (prefill chunks + decodes)
     max_model_len: int | None = None  # None: the model's own context length
     enable_prefix_caching: bool = True
+    overlap_steps: bool | None = None  # None: on where the device runs asynchronously (a GPU), without TP
     tensor_parallel_size: int = 1
     hf_overrides: dict = field(default_factory=dict)  # e.g. {"num_hidden_layers": 2} for a shrunken random model
     seed: int = 0  # random weights
@@ -44,6 +45,13 @@ class EngineConfig:
             raise ValueError("tensor_parallel_size must be >= 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+
+    def overlap_steps_on(self, device) -> bool:
+        """Whether a step is launched before the previous one's tokens are read back (see LLMEngine.step).
+        Tensor-parallel steps send every input id to the other ranks, so they must know them: never there."""
+        if self.tensor_parallel_size > 1:
+            return False
+        return device.type == "cuda" if self.overlap_steps is None else self.overlap_steps
 
     def resolved_device(self) -> str:
         if self.device != "auto":

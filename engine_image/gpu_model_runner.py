@@ -17,7 +17,7 @@ from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.kernels.fused_layers import use_fused_kernels
 from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
-from fleetserve.engine.model_runner import kv_bytes_per_block
+from fleetserve.engine.model_runner import fill_pending, kv_bytes_per_block, pending_inputs
 from fleetserve.engine.models.llama import LlamaForCausalLM
 from fleetserve.engine.sequence import Sequence
 
@@ -129,12 +129,13 @@ class GPUModelRunner:
         sizes = graph_batch_sizes(self.config.max_num_seqs)
         max_bs = sizes[-1]
         self.graph_sizes = sizes
-        # Decode inputs cross to the GPU in two copies a step: rows of ids / positions / slots / context lengths
-        # from one pinned buffer, and the block tables from another; the graphs read views of the device copies.
-        self.h_rows = torch.empty(4, max_bs, dtype=torch.long).pin_memory()
+        # Decode inputs cross to the GPU in two copies a step: rows of ids / positions / slots / context lengths /
+        # pending rows from one pinned buffer, and the block tables from another; the graphs read views of the
+        # device copies. A pending row >= 0 takes that input id from the previous step's tokens, on the GPU.
+        self.h_rows = torch.empty(5, max_bs, dtype=torch.long).pin_memory()
         self.h_rows_np = self.h_rows.numpy()
-        self.g_rows = torch.zeros(4, max_bs, dtype=torch.long, device=self.device)
-        self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens = self.g_rows
+        self.g_rows = torch.zeros(5, max_bs, dtype=torch.long, device=self.device)
+        self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens, self.g_pending_rows = self.g_rows
         self.g_slots.fill_(self.scratch_block * self.block_size)
         self.g_context_lens.fill_(1)
         self.h_tables = torch.empty(max_bs * self.max_blocks_per_seq, dtype=torch.int32).pin_memory()
@@ -162,13 +163,18 @@ class GPUModelRunner:
                 self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def _run_decode_graph(self, seqs: list[Sequence]) -> torch.Tensor:
+    def _run_decode_graph(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None) -> torch.Tensor:
         n, block_size = len(seqs), self.block_size
         bs = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
         self.staged.synchronize()  # the previous step's copies have left the pinned buffers
         rows = self.h_rows_np
-        ids, positions, slots, context_lens = rows[0, :bs], rows[1, :bs], rows[2, :bs], rows[3, :bs]
+        ids, positions, slots, context_lens, pending_rows = (rows[i, :bs] for i in range(5))
         ids[:n] = [seq.token_ids[-1] for seq in seqs]
+        pending_rows[:n] = [seq.pending_row if seq.num_pending else -1 for seq in seqs]
+        pending_rows[n:] = -1
+        any_pending = bool((pending_rows[:n] >= 0).any())
+        if any_pending and pending_tokens is None:
+            raise RuntimeError("a scheduled token is still pending but the step was given no sampled tokens")
         context_lens[:n] = [len(seq) for seq in seqs]
         positions[:n] = context_lens[:n] - 1
         width = -(-int(context_lens[:n].max()) // block_size)
@@ -179,9 +185,13 @@ class GPUModelRunner:
             tables[row, :k] = seq.block_table[:k]
         slots[:n] = tables[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
         ids[n:], positions[n:], slots[n:], context_lens[n:] = 0, 0, self.scratch_block * block_size, 1
-        self.g_rows.copy_(self.h_rows, non_blocking=True)  # 4 x max_bs: one small contiguous copy
+        self.g_rows.copy_(self.h_rows, non_blocking=True)  # 5 x max_bs: one small contiguous copy
         self.d_tables[:bs * width].copy_(self.h_tables[:bs * width], non_blocking=True)
         self.staged.record()
+        if any_pending:
+            rows_n = self.g_pending_rows[:n]
+            self.g_input_ids[:n] = torch.where(rows_n >= 0, pending_tokens[rows_n.clamp(min=0)],
+                                               self.g_input_ids[:n])
         self.g_tables[:bs, :width].copy_(self.d_tables[:bs * width].view(bs, width))
         self.graphs[bs].replay()
         return self.g_logits[bs][:n]
@@ -189,15 +199,16 @@ class GPUModelRunner:
     # --- the step -----------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+    def run(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] (on the GPU) for each sequence, in
-        order, whose step reaches its last token."""
+        order, whose step reaches its last token. `pending_tokens`: the previous step's sampled tokens (on the
+        GPU), for inputs still pending. Returns once the work is queued."""
         if len(seqs) <= self.graph_sizes[-1] and all(
                 s.num_new_tokens == 1 and s.samples_after_step() for s in seqs):
-            return self._run_decode_graph(seqs)
-        return self._run_eager(seqs)
+            return self._run_decode_graph(seqs, pending_tokens)
+        return self._run_eager(seqs, pending_tokens)
 
-    def _run_eager(self, seqs: list[Sequence]) -> torch.Tensor:
+    def _run_eager(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
         input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
         bsz = self.block_size
         for seq in seqs:
@@ -213,8 +224,9 @@ class GPUModelRunner:
                 sample_rows.append(len(input_ids) - 1)
         tables = self._block_tables(seqs, -(-max(context_lens) // bsz))
         meta = self._prefill_metadata(np.concatenate(slots), tables, query_lens, context_lens)
-        hidden = self.model(self._to_device(input_ids, torch.long), self._to_device(np.concatenate(positions),
-                                                                                    torch.long), meta)
+        ids = self._to_device(input_ids, torch.long)
+        fill_pending(ids, *pending_inputs(seqs), pending_tokens, lambda v: self._to_device(v, torch.long))
+        hidden = self.model(ids, self._to_device(np.concatenate(positions), torch.long), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)
         return self.model.compute_logits(hidden[self._to_device(sample_rows, torch.long)]).float()

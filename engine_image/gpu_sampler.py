@@ -9,7 +9,7 @@ import random
 import torch
 
 from fleetserve.engine.kernels.sampling import gumbel_argmax
-from fleetserve.engine.sampler import SampledToken
+from fleetserve.engine.sampler import SampledBatch, SampledToken
 from fleetserve.engine.sampling_params import SamplingParams
 
 _MASK63 = (1 << 63) - 1
@@ -57,9 +57,14 @@ class GpuSampler:
         self.draws.pop(request_id, None)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
-        """logits: float32 [n, vocab] on the GPU, one row per request, in the order of `request_ids`."""
+        return self.sample_async(logits, request_ids, params).result()
+
+    def sample_async(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]
+                     ) -> SampledBatch:
+        """logits: float32 [n, vocab] on the GPU, one row per request, in the order of `request_ids`. Returns once
+        the work is queued; the host copy lands in pinned memory and `result()` waits for it."""
         if not request_ids:
-            return []
+            return SampledBatch(torch.empty(0, dtype=torch.long, device=self.device), list)
         tokens = logits.argmax(-1)
         sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
         if sampled_rows:
@@ -73,7 +78,20 @@ class GpuSampler:
             if k:
                 values, ids = logprobs.topk(k, -1)
                 packed += [values, ids.float()]
-        host = torch.cat(packed, -1).cpu().tolist()  # the one host sync of the step
+        packed = torch.cat(packed, -1)
+        host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+        host.copy_(packed, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+
+        def read_back() -> list[SampledToken]:
+            ready.synchronize()  # the one host sync of the step
+            return self._unpack(host.tolist(), params, k)
+
+        return SampledBatch(tokens, read_back)
+
+    @staticmethod
+    def _unpack(host: list[list[float]], params: list[SamplingParams], k: int) -> list[SampledToken]:
         out = []
         for row, p in zip(host, params):
             token = SampledToken(int(row[0]))

@@ -12,10 +12,10 @@ from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.model_runner import ModelRunner
 from fleetserve.engine.outputs import EngineStats, RequestOutput, TokenLogprob
-from fleetserve.engine.sampler import SampledToken, Sampler
+from fleetserve.engine.sampler import SampledBatch, SampledToken, Sampler
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import Scheduler
-from fleetserve.engine.sequence import Sequence
+from fleetserve.engine.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from fleetserve.engine.step_broadcast import LeaderRunner
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,16 @@ class _Request:
     detokenizer: IncrementalDetokenizer
 
 
+@dataclass
+class _LaunchedStep:
+    """A step whose work is queued on the device: what it computes, and where its sampled tokens go."""
+
+    scheduled: list[Sequence]
+    sampling: list[Sequence]
+    positions: list[int]  # index in each sampling sequence's token_ids that its new token fills
+    sampled: SampledBatch
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig, loaded: loader.LoadedModel | None = None):
         """`loaded` lets several engines (tests, benchmarks) share one set of weights."""
@@ -63,6 +73,8 @@ class LLMEngine:
         self.requests: dict[str, _Request] = {}
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        self.overlap = config.overlap_steps_on(self.runner.device)
+        self._in_flight: _LaunchedStep | None = None
 
     def _max_model_len(self) -> int:
         model_len = self.loaded.max_position
@@ -118,23 +130,66 @@ class LLMEngine:
         return bool(self.requests)
 
     def step(self) -> list[RequestOutput]:
+        """Runs one step and returns what the requests produced. With overlapped steps (on a GPU), the step
+        launched here runs on the device while the host reads back and detokenises the step before it, so the
+        outputs returned are that earlier step's; the host's per-token work then costs no GPU time."""
+        launched, failed = self._launch(self._in_flight.sampled.tokens if self._in_flight else None)
+        if self.overlap:
+            done, self._in_flight = self._in_flight, launched
+        else:
+            done = launched
+        return failed + (self._read_back(done) if done is not None else [])
+
+    def _launch(self, pending_tokens) -> tuple[_LaunchedStep | None, list[RequestOutput]]:
+        """Schedules and queues a step (model, then sampling); each sampling sequence gets a placeholder for its
+        token, so the next step can be scheduled before the token is read back."""
         scheduled = self.scheduler.schedule()
         if not scheduled:
-            return []
+            return None, []
         sampling = [seq for seq in scheduled if seq.samples_after_step()]
         try:
-            logits = self.runner.run(scheduled)
-            sampled = self.sampler.sample(logits, [s.request_id for s in sampling], [s.params for s in sampling]
-                                          ) if sampling else []
+            logits = self.runner.run(scheduled, pending_tokens)
+            sampled = self.sampler.sample_async(logits, [s.request_id for s in sampling],
+                                                [s.params for s in sampling])
         except Exception as exc:  # a fault fails this step's requests, the engine stays usable
-            log.exception("engine step failed; aborting its %d requests", len(scheduled))
-            return [self.abort(seq.request_id, error=f"engine step failed: {exc}") for seq in scheduled]
-        self.scheduler.step_done(scheduled)
-        return [self._append(seq, token) for seq, token in zip(sampling, sampled)]
+            return None, self._fail_step(scheduled, exc)
+        self.scheduler.advance(scheduled)
+        positions = []
+        for row, seq in enumerate(sampling):
+            positions.append(len(seq.token_ids))
+            seq.token_ids.append(PENDING_TOKEN)
+            seq.num_pending += 1
+            seq.pending_row = row
+            seq.final_token_pending = (len(seq) - seq.num_prompt_tokens >= seq.params.max_tokens
+                                       or len(seq) >= self.max_model_len)
+        return _LaunchedStep(scheduled, sampling, positions, sampled), []
 
-    def _append(self, seq: Sequence, sampled: SampledToken) -> RequestOutput:
+    def _read_back(self, step: _LaunchedStep) -> list[RequestOutput]:
+        """Waits for a launched step's tokens, then appends them: text, stop checks, finished requests."""
+        try:
+            tokens = step.sampled.result()
+        except Exception as exc:
+            live = [seq for seq in step.scheduled if seq.status != SequenceStatus.FINISHED]
+            return self._fail_step(live, exc)
+        outputs = []
+        for seq, position, token in zip(step.sampling, step.positions, tokens):
+            seq.token_ids[position] = token.token_id
+            seq.num_pending -= 1
+            if seq.status != SequenceStatus.FINISHED:  # else it ended (stop, abort) while this step ran
+                outputs.append(self._append(seq, position, token))
+        for seq in step.scheduled:
+            if seq.status != SequenceStatus.FINISHED:
+                self.block_manager.commit(seq)
+        return outputs
+
+    def _fail_step(self, scheduled: list[Sequence], exc: Exception) -> list[RequestOutput]:
+        log.error("engine step failed; aborting its %d requests", len(scheduled), exc_info=exc)
+        return [self.abort(seq.request_id, error=f"engine step failed: {exc}") for seq in scheduled
+                if seq.request_id in self.requests]
+
+    def _append(self, seq: Sequence, position: int, sampled: SampledToken) -> RequestOutput:
+        """The token at `position` of the sequence has been read back."""
         token = sampled.token_id
-        seq.token_ids.append(token)
         self.generation_tokens += 1
         if seq.timings.first_token is None:
             seq.timings.first_token = time.monotonic()
@@ -149,7 +204,7 @@ class LLMEngine:
             text, hit_stop_string = detokenizer.take()
             if hit_stop_string:
                 reason = "stop"
-            elif seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
+            elif position + 1 - seq.num_prompt_tokens >= params.max_tokens or position + 1 >= self.max_model_len:
                 reason, text = "length", text + detokenizer.flush()
         out = self._output(seq, [token], text, self._logprobs(sampled, params))
         if reason is not None:
@@ -193,7 +248,7 @@ class LLMEngine:
         for request_id, tokens, p in zip(ids, token_ids, params_list):
             self.add_request(request_id, tokens, p)
         merged = {i: None for i in ids}
-        while self.scheduler.has_work():
+        while self.scheduler.has_work() or self._in_flight is not None:
             for out in self.step():
                 merged[out.request_id] = _merge(merged[out.request_id], out)
         return [merged[i] for i in ids]

@@ -23,6 +23,27 @@ def kv_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype) -> int:
     return per_token * block_size
 
 
+def pending_inputs(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
+    """The input ids of this step that are still on the device (the token each decoding sequence sampled in the
+    step before, see LLMEngine): their places in the step's flat input, and their rows in that step's tokens."""
+    places, rows, offset = [], [], 0
+    for seq in seqs:
+        offset += seq.num_new_tokens
+        if seq.num_pending:  # only ever the last token, which every step that reaches it computes
+            places.append(offset - 1)
+            rows.append(seq.pending_row)
+    return places, rows
+
+
+def fill_pending(input_ids: torch.Tensor, places: list[int], rows: list[int], pending_tokens: torch.Tensor | None,
+                 upload) -> None:
+    if not places:
+        return
+    if pending_tokens is None:
+        raise RuntimeError("a scheduled token is still pending but the step was given no sampled tokens")
+    input_ids[upload(places)] = pending_tokens[upload(rows)]
+
+
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: EngineConfig):
         self.model = model
@@ -52,9 +73,10 @@ class ModelRunner:
             layer.k_cache, layer.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+    def run(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] for each sequence (in order) whose
-        step reaches its last token."""
+        step reaches its last token. `pending_tokens`: the previous step's sampled tokens, for inputs still
+        pending."""
         input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
         for seq in seqs:
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
@@ -72,7 +94,9 @@ class ModelRunner:
         meta = AttentionMetadata(slot_mapping=as_tensor(slots), block_tables=as_tensor(tables),
                                  context_lens=as_tensor(context_lens), query_lens=query_lens,
                                  context_lens_list=context_lens)
-        hidden = self.model(as_tensor(input_ids), as_tensor(positions), meta)
+        ids = as_tensor(input_ids)
+        fill_pending(ids, *pending_inputs(seqs), pending_tokens, as_tensor)
+        hidden = self.model(ids, as_tensor(positions), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)
         return self.model.compute_logits(hidden[as_tensor(sample_rows)]).float()

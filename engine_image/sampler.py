@@ -16,6 +16,21 @@ class SampledToken:
     top: list[tuple[int, float]] | None = None  # (token id, logprob), best first
 
 
+class SampledBatch:
+    """A step's sampled tokens: `tokens` (on the model's device, one per row) can feed the next step at once;
+    `result()` brings them (and any logprobs) to the host, waiting for the device only then."""
+
+    def __init__(self, tokens: torch.Tensor, read_back):
+        self.tokens = tokens
+        self._read_back = read_back
+        self._result: list[SampledToken] | None = None
+
+    def result(self) -> list[SampledToken]:
+        if self._result is None:
+            self._result = self._read_back()
+        return self._result
+
+
 class Sampler:
     def __init__(self, device: torch.device):
         self.device = device
@@ -33,7 +48,20 @@ class Sampler:
         self.generators.pop(request_id, None)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
-        """logits: float32 [n, vocab], one row per request, in the order of `request_ids`."""
+        return self.sample_async(logits, request_ids, params).result()
+
+    def sample_async(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]
+                     ) -> SampledBatch:
+        """logits: float32 [n, vocab], one row per request, in the order of `request_ids`. On the CPU the work is
+        done before this returns."""
+        if not request_ids:
+            return SampledBatch(torch.empty(0, dtype=torch.long, device=logits.device), list)
+        out = self._sample(logits, request_ids, params)
+        tokens = torch.tensor([t.token_id for t in out], dtype=torch.long, device=logits.device)
+        return SampledBatch(tokens, lambda: out)
+
+    def _sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]
+                ) -> list[SampledToken]:
         greedy_ids = logits.argmax(-1).tolist()
         logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
         out = []

@@ -37,6 +37,9 @@ class Scheduler:
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
+            if seq.final_token_pending:  # its last token is on the way; it ends when that is read back
+                index += 1
+                continue
             num_new = min(len(seq) - seq.num_computed_tokens, budget)
             while not self.block_manager.can_allocate(seq, num_new):
                 victim = self.running.pop()  # newest first; those before `index` are already scheduled
@@ -52,6 +55,8 @@ class Scheduler:
             break
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if seq.num_pending:  # preempted with a token still on its way: resume once it is known
+                break
             prefix = self.block_manager.lookup_prefix(seq)
             num_new = min(len(seq) - len(prefix) * self.block_manager.block_size, budget)
             if not self.block_manager.can_allocate(seq, num_new, prefix):
@@ -81,10 +86,17 @@ class Scheduler:
 
     def step_done(self, scheduled: list[Sequence]) -> None:
         """The step computed the scheduled tokens: their K/V are now cached."""
+        self.advance(scheduled)
+        for seq in scheduled:
+            self.block_manager.commit(seq)
+
+    @staticmethod
+    def advance(scheduled: list[Sequence]) -> None:
+        """The step that computes the scheduled tokens has been launched: later steps start after them (the GPU
+        runs steps in launch order). Registering the new full blocks for prefix caching waits for `commit`."""
         for seq in scheduled:
             seq.num_computed_tokens += seq.num_new_tokens
             seq.num_new_tokens = 0
-            self.block_manager.commit(seq)
 
     def finish(self, seq: Sequence, reason: str) -> None:
         if seq.status == SequenceStatus.RUNNING:

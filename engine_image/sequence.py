@@ -7,6 +7,9 @@ from fleetserve.engine.outputs import RequestTimings
 from fleetserve.engine.sampling_params import SamplingParams
 
 
+PENDING_TOKEN = -1  # a sampled token still on its way from the GPU (see LLMEngine's overlapped steps)
+
+
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -28,6 +31,9 @@ class Sequence:
         self.block_hashes: list[int] = []  # hash chain over the leading full blocks
         self.num_cached_blocks = 0  # leading blocks whose hash is known (registered with the prefix cache)
         self.num_new_tokens = 0  # scheduled for the current step
+        self.num_pending = 0  # trailing PENDING_TOKEN placeholders: sampled, not yet read back
+        self.pending_row = -1  # the last placeholder's row in the sampled-token tensor of the step that drew it
+        self.final_token_pending = False  # the last placeholder is the last token it may generate (length limit)
         self.finish_reason: str | None = None
         self.timings = RequestTimings(arrival=time.monotonic() if arrival is None else arrival)
 
@@ -36,11 +42,12 @@ class Sequence:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens:]
+        return self.token_ids[self.num_prompt_tokens:len(self.token_ids) - self.num_pending]
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        """Generated tokens read back so far (placeholders not counted)."""
+        return len(self.token_ids) - self.num_prompt_tokens - self.num_pending
 
     def samples_after_step(self) -> bool:
         """True when this step's tokens reach the end of the sequence, so the step yields its next token."""

@@ -51,6 +51,8 @@ class StepTokens:
 class StepSeq:
     """A scheduled sequence as a runner on another rank sees it."""
 
+    num_pending = 0  # tensor-parallel steps are not overlapped: every token is known when a step is sent
+
     def __init__(self, start: int, new_tokens: list[int], length: int, block_table: list[int], samples: bool):
         self.num_computed_tokens = start
         self.num_new_tokens = len(new_tokens)
@@ -83,13 +85,13 @@ class LeaderRunner:
         self.device = runner.device
         self.num_blocks = distributed.min_over_ranks(runner.num_blocks)
 
-    def run(self, seqs: list[Sequence]) -> torch.Tensor:
+    def run(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
         failure = distributed.group_failure()
         if failure is not None:
             raise RuntimeError(f"tensor-parallel group failed: {failure}")
         try:
             distributed.broadcast_step(step_message(seqs))
-            return self.runner.run(seqs)
+            return self.runner.run(seqs, pending_tokens)
         except Exception as exc:
             distributed.fail_group(f"a step failed on rank 0: {exc}")
             raise

@@ -91,11 +91,11 @@ async def test_a_failing_step_aborts_its_requests_and_the_engine_keeps_serving(e
     real_run = engine.engine.runner.run
     calls = {"n": 0}
 
-    def flaky(seqs):
+    def flaky(seqs, pending_tokens=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("simulated device fault")
-        return real_run(seqs)
+        return real_run(seqs, pending_tokens)
 
     monkeypatch.setattr(engine.engine.runner, "run", flaky)
     outs = await collect(engine.generate("victim", prompts[1], GREEDY))

@@ -58,3 +58,19 @@ def test_preempted_batch_gives_the_same_tokens_as_prompts_alone():
     assert tight.scheduler.num_preemptions > 0
     same = sum(a == b for a, b in zip(alone, together))
     assert same >= len(prompts) - 1, f"{same} of {len(prompts)} identical"  # a bf16 near-tie may flip one
+
+
+def test_overlapped_steps_give_the_step_by_step_tokens(engine):
+    """On the GPU a step is launched before the previous one's tokens are read back; the inputs still pending
+    come from the GPU's own copy of the sampled tokens, so the outputs must equal the step-by-step engine's."""
+    assert engine.overlap
+    prompts = [[(11 * i + j) % 1000 for j in range(30 + 9 * i)] for i in range(10)]
+    params = [SamplingParams(max_tokens=20 + 3 * i, temperature=0.0 if i % 2 else 0.7, seed=i, ignore_eos=True)
+              for i in range(10)]
+    step_by_step = LLMEngine(EngineConfig(model="random://qwen3-0.6b", device="cuda", hf_overrides=SMALL,
+                                          max_model_len=1024, num_kv_blocks=512, max_num_seqs=16,
+                                          overlap_steps=False), engine.loaded)
+    want = [o.new_token_ids for o in step_by_step.generate(prompts, params)]
+    got = [o.new_token_ids for o in engine.generate(prompts, params)]
+    assert got == want
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks

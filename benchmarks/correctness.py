@@ -2,8 +2,11 @@
 
 Bounds, stated up front: our bf16 logits may differ from HF's float32 logits (same weights) by at most twice what
 HF's own bf16 model differs by, plus 1e-2 (relative Frobenius error over the vocabulary); greedy continuations
-must agree with HF's on at least 95% of tokens before the first divergence (summed over prompts), where a
-divergence at a near-tie (see classify_divergences) does not count against us.
+must agree with HF's float32 model (the function both compute, without either side's rounding) on at least 95% of
+tokens before the first divergence (summed over prompts), where a divergence at a near-tie (see
+classify_divergences) does not count against us. Agreement with HF's bf16 model, and HF bf16's own agreement with
+HF float32, are reported beside it: two bf16 computations part at near-ties more often than either parts from
+float32.
 """
 
 
@@ -94,11 +97,14 @@ def engine_greedy(engine, prompts: list[list[int]], max_new_tokens: int) -> list
     return [out.new_token_ids for out in engine.generate(prompts, params)]
 
 
-def greedy_check(engine, hf_model, prompts: list[list[int]], max_new_tokens: int) -> dict:
-    """Strict agreement: tokens before the first divergence over all tokens. Divergences are kept for
+def agreement(ours: list[list[int]], theirs: list[list[int]]) -> float:
+    """Tokens before the first divergence over all tokens."""
+    return sum(common_prefix(a, b) for a, b in zip(ours, theirs)) / sum(len(b) for b in theirs)
+
+
+def greedy_check(ours: list[list[int]], theirs: list[list[int]], prompts: list[list[int]]) -> dict:
+    """Strict agreement of our continuations with the reference's. Divergences are kept for
     `classify_divergences`, which needs the model in float32."""
-    ours = engine_greedy(engine, prompts, max_new_tokens)
-    theirs = hf_greedy(hf_model, prompts, max_new_tokens)
     prefixes = [common_prefix(a, b) for a, b in zip(ours, theirs)]
     total = sum(len(b) for b in theirs)
     divergences = [(p + b[:d], b[d], a[d], len(b) - d)
@@ -132,16 +138,14 @@ def classify_divergences(greedy: dict, hf_fp32, bf16_rel_err: float) -> dict:
 
 def batching_check(make_engine, prompts: list[list[int]], max_new_tokens: int) -> dict:
     """Everything at once in an engine whose KV cache is too small for all of it (so the scheduler preempts), vs
-    each prompt alone in a roomy one: greedy outputs must be the same."""
-    alone_engine = make_engine(None)
+    each prompt alone in a roomy one: greedy outputs must be the same, up to near-ties (other batch sizes round
+    differently in bf16), so the result goes through `classify_divergences` like the HF comparison."""
+    alone_engine = make_engine(1024)
     alone = [engine_greedy(alone_engine, [p], max_new_tokens)[0] for p in prompts]
     del alone_engine
     need = sum(-(-(len(p) + max_new_tokens) // 16) for p in prompts)
     tight_engine = make_engine(max(need // 3, max(-(-(len(p) + max_new_tokens) // 16) for p in prompts) + 1))
     together = engine_greedy(tight_engine, prompts, max_new_tokens)
-    agreed = sum(common_prefix(a, b) for a, b in zip(together, alone))
-    total = sum(len(b) for b in alone)
-    return {"prompts": len(prompts), "preemptions": tight_engine.scheduler.num_preemptions,
-            "identical_prompts": sum(a == b for a, b in zip(together, alone)),
-            "agreement_before_divergence": agreed / total,
-            "passed": agreed / total >= GREEDY_AGREEMENT_TARGET and tight_engine.scheduler.num_preemptions > 0}
+    result = greedy_check(together, alone, prompts)
+    result["preemptions"] = tight_engine.scheduler.num_preemptions
+    return result

@@ -58,8 +58,7 @@ def run_correctness(results: dict, shapes: list[str], args) -> None:
     import fleet
 
     out = results.setdefault("correctness", {})
-    prompts = [workloads.offline_requests(49152, count=8, min_len=20, max_len=200, seed=1)[i].prompt_ids
-               for i in range(8)]
+    prompts = [r.prompt_ids for r in workloads.offline_requests(49152, count=16, min_len=20, max_len=200, seed=1)]
     models = []
     if not args.skip_default_model:
         models.append(("smollm2-135m (default, GGUF)", None))
@@ -80,24 +79,38 @@ def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args
     import correctness
     import fleet
     from fleetserve.engine import loader
+    from fleetserve.engine.llm_engine import LLMEngine
 
     if shape is None:
         hf, tokenizer = loader.load_builtin_hf()
         hf = hf.to("cuda", torch.bfloat16)
     else:
         hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
+    loaded = loader.from_hf_model(hf, tokenizer, "cuda", torch.bfloat16)  # one copy of the weights, every engine
 
     def make_engine(num_blocks):
         blocks = num_blocks or 4096
-        return fleet.engine_from_hf(hf, tokenizer, num_kv_blocks=blocks, max_num_seqs=32,
-                                    max_model_len=min(4096, blocks * 16), gpu_memory_utilization=0.95)
+        return LLMEngine(fleet.engine_config(num_kv_blocks=blocks, max_num_seqs=32,
+                                             max_model_len=min(4096, blocks * 16)), loaded)
 
+    n = args.greedy_tokens
     engine = make_engine(None)
-    entry = {"greedy": correctness.greedy_check(engine, hf, prompts, args.greedy_tokens)}
-    if shape is None or args.batching_all:
-        entry["batching_preemption"] = correctness.batching_check(make_engine, prompts * 2, args.greedy_tokens)
-    entry["logits"] = correctness.logits_check(engine, hf, prompts)  # leaves hf in float32
-    correctness.classify_divergences(entry["greedy"], hf, entry["logits"]["hf_bf16_prefill_err"])
+    ours = correctness.engine_greedy(engine, prompts, n)
+    hf_bf16 = correctness.hf_greedy(hf, prompts, n)
+    entry = {"logits": correctness.logits_check(engine, hf, prompts)}  # leaves hf in float32
+    del engine
+    fleet.free_gpu_memory()
+    bf16_err = entry["logits"]["hf_bf16_prefill_err"]
+    hf_fp32 = correctness.hf_greedy(hf, prompts, n)
+    greedy = correctness.classify_divergences(correctness.greedy_check(ours, hf_fp32, prompts), hf, bf16_err)
+    greedy["reference"] = "HF transformers, float32"
+    greedy["agreement_with_hf_bf16"] = correctness.agreement(ours, hf_bf16)
+    greedy["hf_bf16_agreement_with_hf_fp32"] = correctness.agreement(hf_bf16, hf_fp32)
+    entry["greedy"] = greedy
+    batching = correctness.classify_divergences(correctness.batching_check(make_engine, prompts * 2, n), hf,
+                                                bf16_err)
+    batching["passed"] = batching["passed"] and batching["preemptions"] > 0
+    entry["batching_preemption"] = batching
     log.info("correctness %s: %s", label, json.dumps(entry))
     return entry
 
@@ -188,7 +201,6 @@ def main() -> int:
                         help=f"static generate batch size per shape (default {STATIC_BATCH})")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-default-model", action="store_true", help="the GGUF is not on this machine")
-    parser.add_argument("--batching-all", action="store_true", help="batching/preemption check on every shape")
     parser.add_argument("--greedy-tokens", type=int, default=64)
     parser.add_argument("--profiles", action="store_true", help="host cProfile and a kernel profile per shape")
     parser.add_argument("--trace", default=os.path.join("..", "shared", "data", "azure-llm-2023", "conv.csv"))

@@ -88,7 +88,7 @@ def summary(results: dict) -> str:
                   f"{o['slo']['tpot_s'] * 1e3:.0f} ms."]
     corr = results.get("correctness", {})
     if corr:
-        lines += ["", "| correctness vs HF | logits rel. err prefill / decode (HF bf16's own) | greedy agreement "
+        lines += ["", "| correctness vs HF | logits rel. err prefill / decode (HF bf16's own) | greedy agreement before divergence "
                       "| batching + preemption |", "|---|---|---|---|"]
         for model, e in corr.items():
             if "error" in e:
@@ -98,16 +98,24 @@ def summary(results: dict) -> str:
             logit_txt = (f"{lg.get('ours_prefill_err', 0):.4f} / {lg.get('ours_decode_err', 0):.4f} "
                          f"({lg.get('hf_bf16_prefill_err', 0):.4f} / {lg.get('hf_bf16_decode_err', 0):.4f}) "
                          f"{'pass' if lg.get('passed') else 'FAIL'}")
-            greedy_txt = (f"{gr.get('agreement_before_divergence', 0):.1%} strict, "
-                          f"{gr.get('tie_aware_agreement', 0):.1%} tie-aware ({gr.get('near_tie_divergences')} near-tie, "
-                          f"{gr.get('other_divergences')} other divergences) {'pass' if gr.get('passed') else 'FAIL'}")
-            batch_txt = (f"{bp['agreement_before_divergence']:.1%}, {bp['preemptions']} preemptions "
-                         f"{'pass' if bp['passed'] else 'FAIL'}") if bp else "—"
+            greedy_txt = (f"vs {gr.get('reference', 'HF transformers, bf16')}: {_agreement(gr)}"
+                          + (f"; vs HF bf16 {gr['agreement_with_hf_bf16']:.1%} strict (HF bf16 vs HF fp32: "
+                             f"{gr['hf_bf16_agreement_with_hf_fp32']:.1%})" if "agreement_with_hf_bf16" in gr else ""))
+            batch_txt = f"{_agreement(bp)}, {bp['preemptions']} preemptions" if bp else "—"
             lines.append(f"| {model} | {logit_txt} | {greedy_txt} | {batch_txt} |")
     lines += ["", *targets(results)]
     if results.get("failures"):
         lines += ["", f"Failed sections: {results['failures']}"]
     return "\n".join(lines)
+
+
+def _agreement(r: dict) -> str:
+    tie_aware = r.get("tie_aware_agreement")
+    txt = f"{r.get('agreement_before_divergence', 0):.1%} strict"
+    if tie_aware is not None:
+        txt += (f", {tie_aware:.1%} tie-aware ({r.get('near_tie_divergences')} near-tie, "
+                f"{r.get('other_divergences')} other divergences)")
+    return f"{txt} {'pass' if r.get('passed') else 'FAIL'}"
 
 
 def targets(results: dict) -> list[str]:

@@ -17,7 +17,13 @@ from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.kernels.fused_layers import use_fused_kernels
 from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
-from fleetserve.engine.model_runner import fill_pending, kv_bytes_per_block, pending_inputs
+from fleetserve.engine.model_runner import (
+    bind_kv_cache,
+    ensure_kv_cache_bound,
+    fill_pending,
+    kv_bytes_per_block,
+    pending_inputs,
+)
 from fleetserve.engine.models.llama import LlamaForCausalLM
 from fleetserve.engine.sequence import Sequence
 
@@ -96,8 +102,7 @@ class GPUModelRunner:
         a = layers[0]
         self.kv_cache = torch.empty(len(layers), 2, num_blocks, self.block_size, a.num_kv_heads, a.head_dim,
                                     dtype=self.dtype, device=self.device)
-        for i, layer in enumerate(layers):
-            layer.k_cache, layer.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+        bind_kv_cache(self.model, self.kv_cache)
 
     def _unbind_kv_cache(self) -> None:
         for layer in self.model.kv_layers():
@@ -203,6 +208,7 @@ class GPUModelRunner:
         """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] (on the GPU) for each sequence, in
         order, whose step reaches its last token. `pending_tokens`: the previous step's sampled tokens (on the
         GPU), for inputs still pending. Returns once the work is queued."""
+        ensure_kv_cache_bound(self.model, self.kv_cache)  # the graphs captured ours; eager steps read the layers'
         if len(seqs) <= self.graph_sizes[-1] and all(
                 s.num_new_tokens == 1 and s.samples_after_step() for s in seqs):
             return self._run_decode_graph(seqs, pending_tokens)

@@ -23,6 +23,19 @@ def kv_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype) -> int:
     return per_token * block_size
 
 
+def bind_kv_cache(model: LlamaForCausalLM, kv_cache: torch.Tensor) -> None:
+    """Points every attention layer at its slices of `kv_cache` [layers, 2, blocks, block_size, kv_heads, dim]."""
+    for i, layer in enumerate(model.kv_layers()):
+        layer.k_cache, layer.v_cache = kv_cache[i, 0], kv_cache[i, 1]
+
+
+def ensure_kv_cache_bound(model: LlamaForCausalLM, kv_cache: torch.Tensor) -> None:
+    """Engines may share one model's weights (tests, benchmarks): each rebinds its own cache before it runs when
+    another engine bound its own since, so no engine ever computes on another's K/V."""
+    if model.kv_layers()[0].k_cache.data_ptr() != kv_cache.data_ptr():
+        bind_kv_cache(model, kv_cache)
+
+
 def pending_inputs(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
     """The input ids of this step that are still on the device (the token each decoding sequence sampled in the
     step before, see LLMEngine): their places in the step's flat input, and their rows in that step's tokens."""
@@ -69,14 +82,14 @@ class ModelRunner:
         a = layers[0]
         self.kv_cache = torch.zeros(len(layers), 2, self.num_blocks, self.block_size, a.num_kv_heads, a.head_dim,
                                     dtype=self.dtype, device=self.device)
-        for i, layer in enumerate(layers):
-            layer.k_cache, layer.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+        bind_kv_cache(self.model, self.kv_cache)
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Computes the scheduled tokens of `seqs`; float32 logits [n, vocab] for each sequence (in order) whose
         step reaches its last token. `pending_tokens`: the previous step's sampled tokens, for inputs still
         pending."""
+        ensure_kv_cache_bound(self.model, self.kv_cache)
         input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
         for seq in seqs:
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens

@@ -115,10 +115,50 @@ def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args
     return entry
 
 
+def hf_baselines_in_child(shape: str, args) -> dict:
+    """HF's baselines run in a process of their own: its continuous-batching manager works from a thread that
+    may outlive `stop()` (the window ends mid-generation), and nothing it leaves on the GPU may touch our runs."""
+    out = os.path.join(args.out, f".hf-{shape}.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--hf-baselines", shape, "--hf-window", str(args.hf_window),
+           "--static-batch", ",".join(f"{k}={v}" for k, v in args.static_batch.items()), "--out", out]
+    try:
+        subprocess.run(cmd, check=True, timeout=20 * args.hf_window + 300)
+        with open(out) as f:
+            return json.load(f)
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        log.exception("HF baselines for %s failed", shape)
+        return {"hf_generate_batch": {"error": repr(e)}}
+    finally:
+        if os.path.exists(out):
+            os.remove(out)
+
+
+def hf_baselines_main(shape: str, args) -> int:
+    import fleet
+    import hf_baselines
+
+    requests = workloads.offline_requests(fleet.shape_config(shape)["vocab_size"])
+    hf = fleet.random_hf_model(shape)
+    static_batch = args.static_batch.get(shape, STATIC_BATCH[shape])
+    entry = {}
+    for name, fn in (("hf_generate_batch", lambda: hf_baselines.generate_batch_throughput(hf, requests,
+                                                                                          args.hf_window)),
+                     ("hf_static_generate", lambda: hf_baselines.static_generate_throughput(
+                         hf, requests, static_batch, args.hf_window))):
+        log.info("offline %s: %s, %.0f s window", shape, name, args.hf_window)
+        try:
+            entry[name] = fn()
+        except Exception as e:  # a baseline that breaks is reported, not fatal
+            log.exception("%s failed", name)
+            entry[name] = {"error": repr(e)}
+        with open(args.out, "w") as f:
+            json.dump(entry, f)
+    return 0
+
+
 def run_engine_sections(results: dict, shapes: list[str], sections: list[str], args) -> None:
     import decode_bench
     import fleet
-    import hf_baselines
     import offline_bench
     import torch
 
@@ -127,21 +167,7 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
         vocab = fleet.shape_config(shape)["vocab_size"]
         requests = workloads.offline_requests(vocab)
         if "offline" in sections and not args.skip_hf:
-            hf = fleet.random_hf_model(shape)
-            entry = results.setdefault("offline", {}).setdefault(shape, {})
-            static_batch = args.static_batch.get(shape, STATIC_BATCH[shape])
-            for name, fn in (("hf_generate_batch", lambda m, r: hf_baselines.generate_batch_throughput(
-                                 m, r, args.hf_window)),
-                             ("hf_static_generate", lambda m, r: hf_baselines.static_generate_throughput(
-                                 m, r, static_batch, args.hf_window))):
-                log.info("offline %s: %s, %.0f s window", shape, name, args.hf_window)
-                try:
-                    entry[name] = fn(hf, requests)
-                except Exception as e:  # a baseline that breaks is reported, not fatal
-                    log.exception("%s failed", name)
-                    entry[name] = {"error": repr(e)}
-            del hf
-            fleet.free_gpu_memory()
+            results.setdefault("offline", {}).setdefault(shape, {}).update(hf_baselines_in_child(shape, args))
         if "decode" in sections and copy_gbps is None:  # measured before the KV cache takes the memory
             import kernel_bench
 
@@ -207,8 +233,11 @@ def main() -> int:
     parser.add_argument("--rate-scale", type=float, default=4.0)
     parser.add_argument("--online-requests", type=int, default=400)
     parser.add_argument("--report", nargs="*", help="merge these result files into gpu-bench.md/.json and exit")
+    parser.add_argument("--hf-baselines", metavar="SHAPE", help=argparse.SUPPRESS)  # the child of hf_baselines_in_child
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.hf_baselines:
+        return hf_baselines_main(args.hf_baselines, args)
     if args.report is not None:
         files = args.report or sorted(glob.glob(os.path.join(args.out, "gpu-run-*.json")))
         report.write(files, args.out)

@@ -73,11 +73,12 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
         engine.step()
     torch.cuda.synchronize()
     step_ms = (time.perf_counter() - start) * 1e3 / steps
+    bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
+    graph_ms = _time_ms(runner.graphs[bucket].replay, steps)  # the last step's inputs, replayed
     for request_id in list(engine.requests):
         engine.abort(request_id)
     engine.step()  # reads back (and drops) the step still in flight
-    bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
-    graph_ms = _time_ms(runner.graphs[bucket].replay, steps)
+    torch.cuda.synchronize()
     moved = bytes_per_step(engine.runner.model, batch, context + warm + steps // 2)  # the middle timed step
     return {
         "batch": batch, "context": context, "step_ms": step_ms, "graph_ms": graph_ms,

@@ -48,6 +48,11 @@ def run_ceilings(results: dict) -> None:
 
     results["ceilings"] = {"copy_gbps": kernel_bench.copy_bandwidth_gbps(),
                            "matmul_bf16_tflops": kernel_bench.matmul_tflops()}
+
+
+def run_attention_kernels(results: dict) -> None:
+    import kernel_bench
+
     results["attention_kernels"] = {
         "decode_llama8b_ctx1024": [kernel_bench.decode_attention_bench(b) for b in (1, 32, 256)],
         "prefill_llama8b": [kernel_bench.prefill_attention_bench()],
@@ -251,7 +256,8 @@ def main() -> int:
     steps = [("ceilings", lambda: run_ceilings(results)),
              ("engine", lambda: run_engine_sections(results, shapes, sections, args)),
              ("correctness", lambda: run_correctness(results, shapes, args)),
-             ("online", lambda: run_online(results, args))]
+             ("online", lambda: run_online(results, args)),
+             ("ceilings", lambda: run_attention_kernels(results))]
     for name, step in steps:
         wanted = name in sections or (name == "engine" and {"decode", "offline"} & set(sections))
         if not wanted:

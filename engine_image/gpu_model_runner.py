@@ -137,7 +137,7 @@ class GPUModelRunner:
         # Decode inputs cross to the GPU in two copies a step: rows of ids / positions / slots / context lengths /
         # pending rows from one pinned buffer, and the block tables from another; the graphs read views of the
         # device copies. A pending row >= 0 takes that input id from the previous step's tokens, on the GPU.
-        self.h_rows = torch.empty(5, max_bs, dtype=torch.long).pin_memory()
+        self.h_rows = torch.zeros(5, max_bs, dtype=torch.long).pin_memory()
         self.h_rows_np = self.h_rows.numpy()
         self.g_rows = torch.zeros(5, max_bs, dtype=torch.long, device=self.device)
         self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens, self.g_pending_rows = self.g_rows

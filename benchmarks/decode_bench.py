@@ -53,7 +53,9 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
     """`batch` requests with `context` random prompt tokens decode together through `LLMEngine.step`, as served
     (scheduling, overlapped steps, sampling, detokenising): wall time a step, once every prompt is prefilled."""
     runner = engine.runner
-    max_tokens = steps + 8  # nobody finishes inside the timed steps
+    warm = 3
+    prefill_steps = -(-batch * context // engine.config.max_num_batched_tokens) + 2
+    max_tokens = prefill_steps + warm + steps + 8  # the first prompts decode while the last prefill: none may end
     if batch * -(-(context + max_tokens) // engine.config.block_size) > runner.num_blocks:
         return {"batch": batch, "context": context, "skipped": "KV cache too small"}
     rng = random.Random(batch)
@@ -64,24 +66,28 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
     started: set[str] = set()
     while len(started) < batch:  # chunked prefill of every prompt
         started.update(out.request_id for out in engine.step())
-    warm = 3
     for _ in range(warm):
         engine.step()
+    running = list(engine.scheduler.running)
+    assert len(running) == batch, "a request ended before the timed steps"
+    contexts = [sum(len(seq) for seq in running) / batch]
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         engine.step()
     torch.cuda.synchronize()
     step_ms = (time.perf_counter() - start) * 1e3 / steps
+    contexts.append(sum(len(seq) for seq in running) / batch)
     bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
-    graph_ms = _time_ms(runner.graphs[bucket].replay, steps)  # the last step's inputs, replayed
+    graph_ms = _time_ms(runner.graphs[bucket].replay, steps)  # the last step's inputs (every row real), replayed
     for request_id in list(engine.requests):
         engine.abort(request_id)
     engine.step()  # reads back (and drops) the step still in flight
     torch.cuda.synchronize()
-    moved = bytes_per_step(engine.runner.model, batch, context + warm + steps // 2)  # the middle timed step
+    mean_context = sum(contexts) / 2
+    moved = bytes_per_step(engine.runner.model, batch, round(mean_context))
     return {
-        "batch": batch, "context": context, "step_ms": step_ms, "graph_ms": graph_ms,
+        "batch": batch, "context": context, "mean_context": mean_context, "step_ms": step_ms, "graph_ms": graph_ms,
         "tokens_per_s": batch / (step_ms * 1e-3), "bytes_per_step": moved,
         "gbps": moved / (step_ms * 1e-3) / 1e9, "bandwidth_fraction": moved / (step_ms * 1e-3) / 1e9 / copy_gbps,
         "graph_bandwidth_fraction": moved / (graph_ms * 1e-3) / 1e9 / copy_gbps,

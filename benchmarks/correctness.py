@@ -55,7 +55,7 @@ def logits_check(engine, hf_model, prompts: list[list[int]]) -> dict:
     next_tokens = hf_bf16.argmax(-1).tolist()
     hf_bf16_decode = hf_last_logits(hf_model, [p + [t] for p, t in zip(prompts, next_tokens)])
     ours_prefill, ours_decode = engine_logits(engine, prompts, next_tokens)
-    hf_model.float()
+    hf_model.to(torch.float32)  # not .float(): transformers refuses that for a GGUF-loaded model
     ref_prefill = hf_last_logits(hf_model, prompts)
     ref_decode = hf_last_logits(hf_model, [p + [t] for p, t in zip(prompts, next_tokens)])
     result = {

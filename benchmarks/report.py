@@ -24,7 +24,7 @@ def merge(files: list[str]) -> dict:
 
 def _deep_update(into: dict, new: dict) -> None:
     for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
+        if isinstance(v, dict) and isinstance(into.get(k), dict) and "error" not in into[k]:  # a rerun replaces a failure
             _deep_update(into[k], v)
         else:
             into[k] = v

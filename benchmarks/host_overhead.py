@@ -49,10 +49,10 @@ def measure(engine: LLMEngine, batch: int, steps: int) -> dict:
     append_s = 0.0
     real_append = engine._append
 
-    def timed_append(seq, token):
+    def timed_append(seq, position, token):
         nonlocal append_s
         start = time.perf_counter()
-        out = real_append(seq, token)
+        out = real_append(seq, position, token)
         append_s += time.perf_counter() - start
         return out
 

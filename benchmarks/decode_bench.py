@@ -8,7 +8,6 @@ import time
 import torch
 
 from fleetserve.engine.sampling_params import SamplingParams
-from fleetserve.engine.sequence import Sequence
 
 
 def bytes_per_step(model, batch: int, context: int) -> int:
@@ -36,33 +35,17 @@ def _time_ms(fn, steps: int) -> float:
     return start.elapsed_time(end) / steps
 
 
-def decoding_sequences(batch: int, context: int, block_size: int, label: str) -> list[Sequence]:
-    """`batch` sequences each one decode step into a `context`-token cache, on disjoint blocks."""
-    blocks_per_seq = -(-context // block_size)
-    seqs = []
-    for i in range(batch):
-        seq = Sequence(f"{label}-{i}", [1] * context, SamplingParams(max_tokens=1, temperature=0.0))
-        seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
-        seq.num_computed_tokens, seq.num_new_tokens = context - 1, 1
-        seqs.append(seq)
-    return seqs
-
-
-@torch.inference_mode()
-def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int = 32) -> dict:
-    """`batch` requests with `context` random prompt tokens decode together through `LLMEngine.step`, as served
-    (scheduling, overlapped steps, sampling, detokenising): wall time a step, once every prompt is prefilled."""
-    runner = engine.runner
-    warm = 3
+def _start_decoding(engine, batch: int, context: int, steps: int, warm: int = 3) -> list | None:
+    """Adds `batch` requests of `context` random prompt tokens and runs steps until every prompt is prefilled and
+    `warm` decode steps are done; the requests can decode `steps` more without any ending. None: they don't fit."""
     prefill_steps = -(-batch * context // engine.config.max_num_batched_tokens) + 2
     max_tokens = prefill_steps + warm + steps + 8  # the first prompts decode while the last prefill: none may end
-    if batch * -(-(context + max_tokens) // engine.config.block_size) > runner.num_blocks:
-        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
+    if batch * -(-(context + max_tokens) // engine.config.block_size) > engine.runner.num_blocks:
+        return None
     rng = random.Random(batch)
-    vocab = engine.vocab_size
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     for i in range(batch):
-        engine.add_request(f"decode-{batch}-{i}", [rng.randrange(vocab) for _ in range(context)], params)
+        engine.add_request(f"decode-{batch}-{i}", [rng.randrange(engine.vocab_size) for _ in range(context)], params)
     started: set[str] = set()
     while len(started) < batch:  # chunked prefill of every prompt
         started.update(out.request_id for out in engine.step())
@@ -70,6 +53,24 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
         engine.step()
     running = list(engine.scheduler.running)
     assert len(running) == batch, "a request ended before the timed steps"
+    return running
+
+
+def _stop_decoding(engine) -> None:
+    for request_id in list(engine.requests):
+        engine.abort(request_id)
+    engine.step()  # reads back (and drops) the step still in flight
+    torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int = 32) -> dict:
+    """`batch` requests with `context` random prompt tokens decode together through `LLMEngine.step`, as served
+    (scheduling, overlapped steps, sampling, detokenising): wall time a step, once every prompt is prefilled."""
+    runner = engine.runner
+    running = _start_decoding(engine, batch, context, steps)
+    if running is None:
+        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
     contexts = [sum(len(seq) for seq in running) / batch]
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -80,10 +81,7 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
     contexts.append(sum(len(seq) for seq in running) / batch)
     bucket = runner.graph_sizes[next(i for i, b in enumerate(runner.graph_sizes) if b >= batch)]
     graph_ms = _time_ms(runner.graphs[bucket].replay, steps)  # the last step's inputs (every row real), replayed
-    for request_id in list(engine.requests):
-        engine.abort(request_id)
-    engine.step()  # reads back (and drops) the step still in flight
-    torch.cuda.synchronize()
+    _stop_decoding(engine)
     mean_context = sum(contexts) / 2
     moved = bytes_per_step(engine.runner.model, batch, round(mean_context))
     return {
@@ -96,20 +94,25 @@ def decode_bench(engine, batch: int, context: int, copy_gbps: float, steps: int 
 
 
 @torch.inference_mode()
-def kernel_profile(engine, batch: int, context: int, top: int = 12) -> dict:
-    """The kernels of one eager decode step (the graph replays the same ones), by GPU time: where the step's time
-    goes besides reading bytes."""
+def kernel_profile(engine, batch: int, context: int, steps: int = 8, top: int = 15) -> dict:
+    """What the GPU does during engine decode steps (graph kernels included), by GPU time, beside the steps' wall
+    time: where a step's time goes besides reading bytes, and how long the GPU sits idle."""
     from torch.profiler import ProfilerActivity, profile
 
-    runner = engine.runner
-    seqs = decoding_sequences(batch, context, engine.config.block_size, "profile")
-    runner._run_eager(seqs)
+    if _start_decoding(engine, batch, context, steps) is None:
+        return {"batch": batch, "context": context, "skipped": "KV cache too small"}
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        runner._run_eager(seqs)
+        start = time.perf_counter()
+        for _ in range(steps):
+            engine.step()
         torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - start) * 1e6
+    _stop_decoding(engine)
     events = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
     events.sort(key=lambda e: e.device_time_total, reverse=True)
-    total = sum(e.device_time_total for e in events)
-    return {"batch": batch, "context": context, "kernels": sum(e.count for e in events), "gpu_us": total,
-            "top": [{"name": e.key[:80], "count": e.count, "us": e.device_time_total} for e in events[:top]]}
+    busy = sum(e.device_time_total for e in events)
+    return {"batch": batch, "context": context, "steps": steps, "wall_us_per_step": wall_us / steps,
+            "gpu_us_per_step": busy / steps, "launches_per_step": sum(e.count for e in events) / steps,
+            "top": [{"name": e.key[:80], "count": e.count // steps, "us_per_step": e.device_time_total / steps}
+                    for e in events[:top]]}

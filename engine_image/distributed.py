@@ -9,6 +9,7 @@ calls a collective.
 import datetime
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -148,6 +149,16 @@ def receive_step() -> object:
     return box[0]
 
 
+def exit_process(code: int) -> None:
+    """Ends a process that took part in a group with exactly `code`. A normal interpreter exit can turn it into
+    SIGABRT: threads still inside torch.distributed's C++ calls (gloo, TCPStore clients) make the runtime call
+    std::terminate at finalisation. Logs and standard streams are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 # --- liveness --------------------------------------------------------------------------------------------------
 
 def start_heartbeat(leader_addr: str) -> None:
@@ -166,8 +177,7 @@ def start_heartbeat(leader_addr: str) -> None:
             if stopping.is_set():  # rank 0 stopped the group and may be gone already
                 return
             log.error("rank %d lost rank 0 (%s); exiting", rank, exc)
-            logging.shutdown()
-            os._exit(1)
+            exit_process(1)
 
     threading.Thread(target=beat, name=f"tp-heartbeat-{rank}", daemon=True).start()
 

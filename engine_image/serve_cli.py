@@ -127,14 +127,18 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         logger.error("%s", error)
         return 2
-    from fleetserve.engine.distributed import GroupError
+    from fleetserve.engine import distributed
     from fleetserve.engine.tp_launch import leader_group, run_worker_node
 
     if layout.node_rank > 0:  # a worker node of a multi-node group: no API, its ranks follow rank 0's steps
-        return run_worker_node(layout, config, args.host, args.port)
-    try:
-        with leader_group(layout, config):
-            return asyncio.run(serve(args, config, api_key))
-    except (ValueError, GroupError) as error:  # refused at start: a model it can't shard, a group that didn't form
-        logger.error("%s", error)
-        return 2
+        code = run_worker_node(layout, config, args.host, args.port)
+    else:
+        try:
+            with leader_group(layout, config):
+                code = asyncio.run(serve(args, config, api_key))
+        except (ValueError, distributed.GroupError) as error:  # refused at start: a model it can't shard, a group
+            logger.error("%s", error)  # that didn't form
+            code = 2
+    if layout.world_size > 1:
+        distributed.exit_process(code)
+    return code

@@ -38,5 +38,4 @@ def spawned_rank_main(layout: GroupLayout, rank: int, config: EngineConfig, stor
         run_rank(layout, rank, config, store_port)
     except Exception:
         log.exception("rank %d failed", rank)
-        logging.shutdown()
-        os._exit(1)
+        distributed.exit_process(1)

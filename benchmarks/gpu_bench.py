@@ -32,15 +32,22 @@ def environment() -> dict:
     import transformers
     import triton
 
-    commit = os.environ.get("FLEETSERVE_COMMIT")
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        except OSError:
-            commit = "unknown"
+    commit = os.environ.get("FLEETSERVE_COMMIT") or git_commit()
     return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "transformers": transformers.__version__, "commit": commit or "unknown",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def git_commit() -> str:
+    """HEAD, marked -dirty when the tree differs from it (a copied tree whose .git lags behind looks dirty rather
+    than silently old: pass FLEETSERVE_COMMIT there)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}-dirty" if head and dirty else head or "unknown"
 
 
 def run_ceilings(results: dict) -> None:

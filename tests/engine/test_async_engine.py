@@ -12,9 +12,10 @@ from fleetserve.engine.sampling_params import SamplingParams
 GREEDY = SamplingParams(max_tokens=10, temperature=0.0)
 
 
-@pytest.fixture
-async def engine(loaded_model):
-    eng = AsyncEngine(EngineConfig(device="cpu", num_kv_blocks=64, max_model_len=512), loaded_model)
+@pytest.fixture(params=[False, True], ids=["step-by-step", "overlapped"])  # overlapped: a GPU's default
+async def engine(loaded_model, request):
+    eng = AsyncEngine(EngineConfig(device="cpu", num_kv_blocks=64, max_model_len=512, overlap_steps=request.param),
+                      loaded_model)
     await eng.start()
     yield eng
     await eng.shutdown()

@@ -23,6 +23,7 @@ from fleetserve.engine.model_runner import (
     fill_pending,
     kv_bytes_per_block,
     pending_inputs,
+    require_pending_tokens,
 )
 from fleetserve.engine.models.llama import LlamaForCausalLM
 from fleetserve.engine.sequence import Sequence
@@ -178,8 +179,8 @@ class GPUModelRunner:
         pending_rows[:n] = [seq.pending_row if seq.num_pending else -1 for seq in seqs]
         pending_rows[n:] = -1
         any_pending = bool((pending_rows[:n] >= 0).any())
-        if any_pending and pending_tokens is None:
-            raise RuntimeError("a scheduled token is still pending but the step was given no sampled tokens")
+        if any_pending:
+            pending_tokens = require_pending_tokens(pending_tokens)
         context_lens[:n] = [len(seq) for seq in seqs]
         positions[:n] = context_lens[:n] - 1
         width = -(-int(context_lens[:n].max()) // block_size)

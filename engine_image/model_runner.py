@@ -48,13 +48,17 @@ def pending_inputs(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
     return places, rows
 
 
-def fill_pending(input_ids: torch.Tensor, places: list[int], rows: list[int], pending_tokens: torch.Tensor | None,
-                 upload) -> None:
-    if not places:
-        return
+def require_pending_tokens(pending_tokens: torch.Tensor | None) -> torch.Tensor:
+    """The previous step's sampled tokens, which a step with pending inputs cannot run without."""
     if pending_tokens is None:
         raise RuntimeError("a scheduled token is still pending but the step was given no sampled tokens")
-    input_ids[upload(places)] = pending_tokens[upload(rows)]
+    return pending_tokens
+
+
+def fill_pending(input_ids: torch.Tensor, places: list[int], rows: list[int], pending_tokens: torch.Tensor | None,
+                 upload) -> None:
+    if places:
+        input_ids[upload(places)] = require_pending_tokens(pending_tokens)[upload(rows)]
 
 
 class ModelRunner:

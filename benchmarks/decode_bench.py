@@ -109,10 +109,15 @@ def kernel_profile(engine, batch: int, context: int, steps: int = 8, top: int = 
         torch.cuda.synchronize()
         wall_us = (time.perf_counter() - start) * 1e6
     _stop_decoding(engine)
+    return {"batch": batch, "context": context, "steps": steps, "wall_us_per_step": wall_us / steps,
+            **kernel_table(prof, steps, top)}
+
+
+def kernel_table(prof, steps: int, top: int) -> dict:
+    """A torch profile's GPU work per step: busy time, launches, and the kernels taking the most time."""
     events = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
     events.sort(key=lambda e: e.device_time_total, reverse=True)
     busy = sum(e.device_time_total for e in events)
-    return {"batch": batch, "context": context, "steps": steps, "wall_us_per_step": wall_us / steps,
-            "gpu_us_per_step": busy / steps, "launches_per_step": sum(e.count for e in events) / steps,
+    return {"gpu_us_per_step": busy / steps, "launches_per_step": sum(e.count for e in events) / steps,
             "top": [{"name": e.key[:80], "count": e.count // steps, "us_per_step": e.device_time_total / steps}
                     for e in events[:top]]}

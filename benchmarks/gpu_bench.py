@@ -168,7 +168,7 @@ def hf_baselines_main(shape: str, args) -> int:
     return 0
 
 
-def run_engine_sections(results: dict, shapes: list[str], sections: list[str], args) -> None:
+def run_engine_sections(results: dict, shapes: list[str], sections: list[str], args, save) -> None:
     import decode_bench
     import fleet
     import offline_bench
@@ -203,6 +203,9 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
             entry["fleetserve"] = offline_bench.fleetserve_throughput(engine, requests)
             if args.profiles:
                 entry["fleetserve_host_profile"] = offline_bench.host_profile(engine, requests)
+                entry["fleetserve_step_timeline"] = offline_bench.step_timeline(engine, requests, copy_gbps)
+                save()  # the whole run's kernel profile is slow to digest: keep what is measured so far
+                entry["fleetserve_kernels"] = offline_bench.kernel_breakdown(engine, requests)
             log.info("offline %s: %s", shape, json.dumps(entry))
         del engine
         fleet.free_gpu_memory()
@@ -260,8 +263,13 @@ def main() -> int:
     results = {"environment": environment(), "sections": sections, "shapes": shapes,
                "settings": {"hf_window_s": args.hf_window, "static_batch": args.static_batch}}
     path = os.path.join(args.out, f"gpu-run-{args.tag or '-'.join(sections)}.json")
+
+    def save() -> None:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
     steps = [("ceilings", lambda: run_ceilings(results)),
-             ("engine", lambda: run_engine_sections(results, shapes, sections, args)),
+             ("engine", lambda: run_engine_sections(results, shapes, sections, args, save)),
              ("correctness", lambda: run_correctness(results, shapes, args)),
              ("online", lambda: run_online(results, args)),
              ("ceilings", lambda: run_attention_kernels(results))]
@@ -274,8 +282,7 @@ def main() -> int:
         except Exception as e:  # keep what the other sections measured
             log.exception("section %s failed", name)
             results.setdefault("failures", {})[name] = repr(e)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=1)
+        save()
     print(report.summary(results))
     return 0
 

@@ -38,3 +38,81 @@ def host_profile(engine, requests: list[BenchRequest], steps_tokens: int = 64, t
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
     return [{"function": f"{path.rsplit('/', 1)[-1]}:{line}:{name}", "calls": calls, "own_s": own, "total_s": total}
             for (path, line, name), (_, calls, own, total, _) in rows]
+
+
+@torch.inference_mode()
+def step_timeline(engine, requests: list[BenchRequest], copy_gbps: float | None = None) -> dict:
+    """Where the offline run's time goes: the same run with a CUDA event after each step's model work, grouped
+    by step kind (mixed prefill, decode by batch size). Per group: wall time, GPU time (from the previous step's
+    end to this one's: its kernels, plus any wait for the host), host time inside the runner, and the bytes a
+    step must read (weights once, every cached K/V), as a fraction of copy bandwidth over the GPU time."""
+    from decode_bench import bytes_per_step
+
+    runner, original = engine.runner, engine.runner.run
+    weights = bytes_per_step(runner.model, 0, 0)
+    kv_per_token = bytes_per_step(runner.model, 1, 1) - weights
+    steps = []
+
+    def timed_run(scheduled, pending_tokens):
+        started = time.perf_counter()
+        out = original(scheduled, pending_tokens)
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        tokens = sum(seq.num_new_tokens for seq in scheduled)
+        context = sum(seq.num_computed_tokens + seq.num_new_tokens for seq in scheduled)
+        steps.append((len(scheduled), tokens, context, end, started, time.perf_counter() - started))
+        return out
+
+    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
+    torch.cuda.synchronize()
+    first = torch.cuda.Event(enable_timing=True)
+    first.record()
+    runner.run = timed_run
+    try:
+        start = time.perf_counter()
+        engine.generate([r.prompt_ids for r in requests], params)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    finally:
+        del runner.run  # the class's method again
+    groups: dict[str, dict] = {}
+    previous, launches = first, [s[4] for s in steps] + [start + wall]
+    for i, (seqs, tokens, context, end, started, host) in enumerate(steps):
+        kind = "mixed prefill" if tokens > seqs else f"decode b{_bucket(seqs)}"
+        g = groups.setdefault(kind, {"steps": 0, "tokens": 0, "wall_s": 0.0, "gpu_s": 0.0, "host_run_s": 0.0,
+                                     "bytes": 0})
+        g["steps"] += 1
+        g["tokens"] += tokens
+        g["wall_s"] += launches[i + 1] - started
+        g["gpu_s"] += previous.elapsed_time(end) / 1e3
+        g["host_run_s"] += host
+        g["bytes"] += weights + context * kv_per_token
+        previous = end
+    for g in groups.values():
+        if copy_gbps:
+            g["bandwidth_fraction_of_gpu_time"] = g["bytes"] / g["gpu_s"] / 1e9 / copy_gbps
+    return {"wall_s": wall, "steps": len(steps), "groups": groups}
+
+
+def _bucket(batch: int) -> str:
+    for top in (8, 32, 64, 128, 192):
+        if batch <= top:
+            return f"<={top}"
+    return ">192"
+
+
+@torch.inference_mode()
+def kernel_breakdown(engine, requests: list[BenchRequest], top: int = 25) -> dict:
+    """The GPU kernels of the whole offline run by total time, beside its wall time (one 'step' = the run)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from decode_bench import kernel_table
+
+    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        engine.generate([r.prompt_ids for r in requests], params)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, **kernel_table(prof, 1, top)}

@@ -203,9 +203,12 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
             entry["fleetserve"] = offline_bench.fleetserve_throughput(engine, requests)
             if args.profiles:
                 entry["fleetserve_host_profile"] = offline_bench.host_profile(engine, requests)
-                entry["fleetserve_step_timeline"] = offline_bench.step_timeline(engine, requests, copy_gbps)
+                # fresh prompts (other seeds) for each diagnostic run: the prefix cache holds the earlier ones
+                entry["fleetserve_step_timeline"] = offline_bench.step_timeline(
+                    engine, workloads.offline_requests(vocab, seed=1), copy_gbps)
                 save()  # the whole run's kernel profile is slow to digest: keep what is measured so far
-                entry["fleetserve_kernels"] = offline_bench.kernel_breakdown(engine, requests)
+                entry["fleetserve_kernels"] = offline_bench.kernel_breakdown(
+                    engine, workloads.offline_requests(vocab, seed=2))
             log.info("offline %s: %s", shape, json.dumps(entry))
         del engine
         fleet.free_gpu_memory()

@@ -44,14 +44,28 @@ def host_profile(engine, requests: list[BenchRequest], steps_tokens: int = 64, t
 def step_timeline(engine, requests: list[BenchRequest], copy_gbps: float | None = None) -> dict:
     """Where the offline run's time goes: the same run with a CUDA event after each step's model work, grouped
     by step kind (mixed prefill, decode by batch size). Per group: wall time, GPU time (from the previous step's
-    end to this one's: its kernels, plus any wait for the host), host time inside the runner, and the bytes a
-    step must read (weights once, every cached K/V), as a fraction of copy bandwidth over the GPU time."""
+    end to this one's: its kernels, plus any wait for the host), host time inside the runner, how long the host
+    waited for the step's tokens (near zero: the host, not the GPU, sets the pace), and the bytes a step must read
+    (weights once, every cached K/V), as a fraction of copy bandwidth over the GPU time."""
     from decode_bench import bytes_per_step
 
-    runner, original = engine.runner, engine.runner.run
+    runner, original, original_sample = engine.runner, engine.runner.run, engine.sampler.sample_async
     weights = bytes_per_step(runner.model, 0, 0)
     kv_per_token = bytes_per_step(runner.model, 1, 1) - weights
-    steps = []
+    steps, waits = [], {}
+
+    def timed_sample(*args):
+        batch, index = original_sample(*args), len(steps) - 1
+        read_back = batch._read_back
+
+        def timed_read_back():
+            started = time.perf_counter()
+            out = read_back()
+            waits[index] = time.perf_counter() - started
+            return out
+
+        batch._read_back = timed_read_back
+        return batch
 
     def timed_run(scheduled, pending_tokens):
         started = time.perf_counter()
@@ -67,25 +81,26 @@ def step_timeline(engine, requests: list[BenchRequest], copy_gbps: float | None 
     torch.cuda.synchronize()
     first = torch.cuda.Event(enable_timing=True)
     first.record()
-    runner.run = timed_run
+    runner.run, engine.sampler.sample_async = timed_run, timed_sample
     try:
         start = time.perf_counter()
         engine.generate([r.prompt_ids for r in requests], params)
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
     finally:
-        del runner.run  # the class's method again
+        del runner.run, engine.sampler.sample_async  # the classes' methods again
     groups: dict[str, dict] = {}
     previous, launches = first, [s[4] for s in steps] + [start + wall]
     for i, (seqs, tokens, context, end, started, host) in enumerate(steps):
         kind = "mixed prefill" if tokens > seqs else f"decode b{_bucket(seqs)}"
         g = groups.setdefault(kind, {"steps": 0, "tokens": 0, "wall_s": 0.0, "gpu_s": 0.0, "host_run_s": 0.0,
-                                     "bytes": 0})
+                                     "host_wait_s": 0.0, "bytes": 0})
         g["steps"] += 1
         g["tokens"] += tokens
         g["wall_s"] += launches[i + 1] - started
         g["gpu_s"] += previous.elapsed_time(end) / 1e3
         g["host_run_s"] += host
+        g["host_wait_s"] += waits.get(i, 0.0)
         g["bytes"] += weights + context * kv_per_token
         previous = end
     for g in groups.values():

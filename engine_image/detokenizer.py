@@ -16,11 +16,20 @@ def text_decoder(tokenizer):
     happen."""
     cls = type(tokenizer)
     plain = (cls.decode is TokenizersBackend.decode and cls._decode is TokenizersBackend._decode
-             and not tokenizer.clean_up_tokenization_spaces)
+             and not cleans_up_spaces(tokenizer))
     if plain:
         backend = tokenizer.backend_tokenizer
         return lambda ids: backend.decode(ids, skip_special_tokens=True)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def cleans_up_spaces(tokenizer) -> bool:
+    """Whether `decode` post-processes spaces. transformers releases that know the flag below skip that step for
+    BPE models unless it is set (GGUF tokenizers come with clean_up_tokenization_spaces=True)."""
+    if not tokenizer.clean_up_tokenization_spaces:
+        return False
+    force = getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", None)
+    return force is None or force or type(tokenizer.backend_tokenizer.model).__name__ != "BPE"
 
 
 class IncrementalDetokenizer:

@@ -35,3 +35,17 @@ def test_tokenizers_with_their_own_decode_keep_it(tokenizer):
     tokenizer_copy = Custom.__new__(Custom)
     tokenizer_copy.__dict__.update(tokenizer.__dict__)
     assert text_decoder(tokenizer_copy)([1, 2]) == "custom"
+
+
+def test_space_clean_up_setting_is_honoured(tokenizer):
+    """GGUF tokenizers can come with clean_up_tokenization_spaces=True, which transformers ignores for BPE unless
+    forced: the direct path must give what decode gives in both cases."""
+    ids = tokenizer.encode("Hello , world . Is it ? Yes !")
+    for force in (False, True):
+        tokenizer_copy = type(tokenizer).__new__(type(tokenizer))
+        tokenizer_copy.__dict__.update(tokenizer.__dict__)
+        tokenizer_copy.clean_up_tokenization_spaces = True
+        tokenizer_copy.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = force
+        expected = tokenizer_copy.decode(ids, skip_special_tokens=True)
+        assert text_decoder(tokenizer_copy)(ids) == expected
+        assert (expected == "Hello, world. Is it? Yes!") == force

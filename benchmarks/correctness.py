@@ -18,6 +18,32 @@ from fleetserve.engine.sequence import Sequence
 GREEDY_AGREEMENT_TARGET = 0.95
 
 
+CHAT_QUESTIONS = [
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain how a refrigerator keeps food cold, step by step.",
+    "What are the main differences between a list and a tuple in Python?",
+    "Describe the water cycle to a ten-year-old.",
+    "Give me a recipe for a simple tomato soup.",
+    "Why is the sky blue? Explain the physics in plain words.",
+    "Write a polite email asking my landlord to fix a leaking tap.",
+    "List some tips for getting better sleep and explain each one.",
+    "Summarise the plot of a detective novel you would like to write.",
+    "How do vaccines train the immune system?",
+    "Write a poem about autumn leaves falling in a quiet park.",
+    "Explain what a hash table is and when to use one.",
+    "Plan a three-day trip to the mountains for a family of four.",
+    "What should a beginner know before starting to run every day?",
+    "Describe how bread rises when it is baked.",
+    "Tell me about the history of the bicycle.",
+]
+
+
+def chat_prompts(tokenizer) -> list[list[int]]:
+    """The questions as a user's chat turn, through the model's chat template (what the server sends it)."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=False) for q in CHAT_QUESTIONS]
+
+
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 

@@ -70,22 +70,22 @@ def run_correctness(results: dict, shapes: list[str], args) -> None:
     import fleet
 
     out = results.setdefault("correctness", {})
-    prompts = [r.prompt_ids for r in workloads.offline_requests(49152, count=16, min_len=20, max_len=200, seed=1)]
     models = []
-    if not args.skip_default_model:
-        models.append(("smollm2-135m (default, GGUF)", None))
-    models += [(s, s) for s in shapes]
-    for label, shape in models:
+    if not args.skip_default_model:  # a real model: real chat prompts, and random tokens as a harder case
+        models += [("smollm2-135m (default, GGUF)", None, "chat"),
+                   ("smollm2-135m (default, GGUF), random-token prompts", None, "random")]
+    models += [(s, s, "random") for s in shapes]
+    for label, shape, prompt_kind in models:
         log.info("correctness: %s", label)
         try:
-            out[label] = correctness_of(label, shape, prompts, args)
+            out[label] = correctness_of(label, shape, prompt_kind, args)
         except Exception as e:  # one model's failure must not cost the others' checks
             log.exception("correctness %s failed", label)
             out[label] = {"error": repr(e)}
         fleet.free_gpu_memory()
 
 
-def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args) -> dict:
+def correctness_of(label: str, shape: str | None, prompt_kind: str, args) -> dict:
     import torch
 
     import correctness
@@ -99,6 +99,11 @@ def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args
     else:
         hf, tokenizer = fleet.random_hf_model(shape), fleet.builtin_tokenizer()
     loaded = loader.from_hf_model(hf, tokenizer, "cuda", torch.bfloat16)  # one copy of the weights, every engine
+    if prompt_kind == "chat":
+        prompts = correctness.chat_prompts(tokenizer)
+    else:
+        prompts = [r.prompt_ids for r in workloads.offline_requests(len(tokenizer), count=16, min_len=20,
+                                                                    max_len=200, seed=1)]
 
     def make_engine(num_blocks):
         blocks = num_blocks or 4096
@@ -109,7 +114,7 @@ def correctness_of(label: str, shape: str | None, prompts: list[list[int]], args
     engine = make_engine(None)
     ours = correctness.engine_greedy(engine, prompts, n)
     hf_bf16 = correctness.hf_greedy(hf, prompts, n)
-    entry = {"logits": correctness.logits_check(engine, hf, prompts)}  # leaves hf in float32
+    entry = {"prompts": prompt_kind, "logits": correctness.logits_check(engine, hf, prompts)}  # leaves hf in fp32
     del engine
     fleet.free_gpu_memory()
     bf16_err = entry["logits"]["hf_bf16_prefill_err"]

@@ -91,8 +91,18 @@ def _decode_kernel(
     if SINGLE_SPLIT:
         out = acc / l_i[:, None]
         tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
-        return
-    # Partial results per split; an empty split leaves m = -inf, l = 0 and is weighted to zero when merged.
+    else:
+        _store_split_and_merge_last(acc, m_i, l_i, out_ptr, partial_ptr, m_ptr, denom_ptr, counter_ptr, out_offs,
+                                    seq, kv_head, split, max_splits, q_heads, head_mask, dims, KV_HEADS, GROUP,
+                                    GROUP_PAD, HEAD_DIM)
+
+
+@triton.jit
+def _store_split_and_merge_last(acc, m_i, l_i, out_ptr, partial_ptr, m_ptr, denom_ptr, counter_ptr, out_offs, seq,
+                                kv_head, split, max_splits, q_heads, head_mask, dims, KV_HEADS: tl.constexpr,
+                                GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Stores this split's partial result; the last split of the (sequence, KV head) to finish merges them all,
+    each weighted by exp2(its max - the overall max). An empty split has m = -inf, l = 0 and weighs nothing."""
     part = (seq * max_splits + split) * KV_HEADS * GROUP + q_heads
     tl.store(partial_ptr + part[:, None] * HEAD_DIM + dims[None, :], acc, mask=head_mask[:, None])
     tl.store(m_ptr + part, m_i, mask=head_mask)
@@ -146,7 +156,7 @@ def paged_decode_attention(
                                              device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
-    counters = out if single else split_counters(q.device, batch * kv_heads)
+    counters = split_counters(q.device, 0 if single else batch * kv_heads)
     _decode_kernel[(batch, kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, partial, m, denom, counters,
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,

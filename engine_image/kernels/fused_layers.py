@@ -1,9 +1,8 @@
 """GPU versions of the model's small layers, swapped in by class so the parameters and the model code stay as
 they are: the GPU runner calls `use_fused_kernels(model)`, the CPU path never sees these."""
 
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from fleetserve.engine.kernels import gemv
 from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, rotate_and_store_kv, silu_and_mul

@@ -13,8 +13,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 if not torch.cuda.is_available() and not INTERPRET:
     pytest.skip("needs a CUDA device (or TRITON_INTERPRET=1)", allow_module_level=True)
 
-from fleetserve.engine.kernels.fused_layers import use_fused_kernels  # noqa: E402
 from fleetserve.engine.kernels import gemv  # noqa: E402
+from fleetserve.engine.kernels.fused_layers import use_fused_kernels  # noqa: E402
 from fleetserve.engine.layers import (  # noqa: E402
     ColumnParallelLinear,
     ParallelLMHead,

@@ -31,10 +31,6 @@ class LinearBase(nn.Module):
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
         _default_loader(param, loaded)
 
-    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """This rank's x @ weight.T (+ bias); GPU kernels replace it in a subclass (kernels/fused_layers.py)."""
-        return F.linear(x, self.weight, bias)
-
 
 class ColumnParallelLinear(LinearBase):
     """Output features split across ranks; no communication in forward."""
@@ -48,7 +44,7 @@ class ColumnParallelLinear(LinearBase):
         param.data.copy_(loaded.narrow(self.tp_dim, self.tp_rank * shard, shard))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.matmul(x, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -99,7 +95,8 @@ class RowParallelLinear(LinearBase):
         param.data.copy_(loaded.narrow(self.tp_dim, self.tp_rank * shard, shard))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.matmul(x, self.bias if self.tp_rank == 0 else None)
+        bias = self.bias if self.tp_rank == 0 else None
+        out = F.linear(x, self.weight, bias)
         if self.tp_size > 1:
             dist.all_reduce(out)
         return out
@@ -137,10 +134,8 @@ class ParallelLMHead(VocabParallelEmbedding):
         super().__init__(num_embeddings, embedding_dim, tp_rank, tp_size)
         self.vocab_size = num_embeddings
 
-    matmul = LinearBase.matmul
-
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.matmul(hidden, None)
+        logits = F.linear(hidden, self.weight)
         if self.tp_size > 1:
             slices = logits.new_empty(self.tp_size * logits.shape[0], *logits.shape[1:])
             dist.all_gather_single(slices, logits)  # rank after rank along dim 0

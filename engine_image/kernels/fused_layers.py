@@ -1,22 +1,11 @@
 """GPU versions of the model's small layers, swapped in by class so the parameters and the model code stay as
 they are: the GPU runner calls `use_fused_kernels(model)`, the CPU path never sees these."""
 
-import torch.nn.functional as F
 from torch import nn
 
-from fleetserve.engine.kernels import gemv
 from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, rotate_and_store_kv, silu_and_mul
 from fleetserve.engine.kernels.triton_backend import paged_attention
-from fleetserve.engine.layers import (
-    ColumnParallelLinear,
-    MergedColumnParallelLinear,
-    ParallelLMHead,
-    QKVParallelLinear,
-    RMSNorm,
-    RotaryEmbedding,
-    RowParallelLinear,
-    SiluAndMul,
-)
+from fleetserve.engine.layers import RMSNorm, RotaryEmbedding, SiluAndMul
 from fleetserve.engine.models.llama import LlamaAttention
 
 
@@ -48,24 +37,13 @@ class FusedLlamaAttention(LlamaAttention):
         return self.o_proj(out.flatten(1))
 
 
-class GemvMatmul:
-    """Mixed into a linear layer: a batch-1 input takes the GEMV kernel, anything else F.linear."""
-
-    def matmul(self, x, bias):
-        if bias is None and gemv.takes(x, self.weight):
-            return gemv.gemv(x, self.weight)
-        return F.linear(x, self.weight, bias)
-
-
 FUSED = {RMSNorm: FusedRMSNorm, SiluAndMul: FusedSiluAndMul, RotaryEmbedding: FusedRotaryEmbedding,
          LlamaAttention: FusedLlamaAttention}
-FUSED.update({cls: type(f"Gemv{cls.__name__}", (GemvMatmul, cls), {}) for cls in (
-    ColumnParallelLinear, MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, ParallelLMHead)})
 
 
 def use_fused_kernels(model: nn.Module) -> int:
-    """Re-classes every plain RMSNorm / SiluAndMul / RotaryEmbedding / LlamaAttention / linear layer in place;
-    returns how many it changed."""
+    """Re-classes every plain RMSNorm / SiluAndMul / RotaryEmbedding / LlamaAttention in place; returns how many it
+    changed."""
     changed = 0
     for module in model.modules():
         fused = FUSED.get(type(module))

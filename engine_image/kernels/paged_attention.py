@@ -42,15 +42,13 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 
 @triton.jit
 def _decode_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, out_ptr, partial_ptr, m_ptr, denom_ptr,
-    counter_ptr, scale_log2, q_stride, bt_stride, max_splits,
+    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, out_ptr, m_ptr, denom_ptr,
+    scale_log2, q_stride, bt_stride, max_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr,
 ):
     """One program: one sequence, one KV head (all its query heads at once, for GQA), one split of the context.
-    With a single split it writes the final output; otherwise it writes partial results, and the last of the
-    head's split programs to finish merges them (one launch instead of a second merge kernel, whose fixed cost
-    at batch 1 was ~3 us a layer)."""
+    With a single split it writes the final output; otherwise partial results that _combine_kernel merges."""
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -87,49 +85,16 @@ def _decode_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    out_offs = (seq * KV_HEADS * GROUP + q_heads)[:, None] * HEAD_DIM + dims[None, :]
     if SINGLE_SPLIT:
         out = acc / l_i[:, None]
-        tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
-    else:
-        _store_split_and_merge_last(acc, m_i, l_i, out_ptr, partial_ptr, m_ptr, denom_ptr, counter_ptr, out_offs,
-                                    seq, kv_head, split, max_splits, q_heads, head_mask, dims, KV_HEADS, GROUP,
-                                    GROUP_PAD, HEAD_DIM)
-
-
-@triton.jit
-def _store_split_and_merge_last(acc, m_i, l_i, out_ptr, partial_ptr, m_ptr, denom_ptr, counter_ptr, out_offs, seq,
-                                kv_head, split, max_splits, q_heads, head_mask, dims, KV_HEADS: tl.constexpr,
-                                GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Stores this split's partial result; the last split of the (sequence, KV head) to finish merges them all,
-    each weighted by exp2(its max - the overall max). An empty split has m = -inf, l = 0 and weighs nothing."""
+        offs = (seq * KV_HEADS * GROUP + q_heads)[:, None] * HEAD_DIM + dims[None, :]
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
+        return
+    # Partial results per split; an empty split leaves m = -inf, l = 0 and is weighted to zero when combined.
     part = (seq * max_splits + split) * KV_HEADS * GROUP + q_heads
-    tl.store(partial_ptr + part[:, None] * HEAD_DIM + dims[None, :], acc, mask=head_mask[:, None])
+    tl.store(out_ptr + part[:, None] * HEAD_DIM + dims[None, :], acc, mask=head_mask[:, None])
     tl.store(m_ptr + part, m_i, mask=head_mask)
     tl.store(denom_ptr + part, l_i, mask=head_mask)
-    # Count the finished splits: the barrier puts every thread's stores before the count, whose release (and the
-    # merging program's acquire) makes them visible across SMs; loads below bypass L1 (.cg) to read them.
-    tl.debug_barrier()
-    counter = counter_ptr + seq * KV_HEADS + kv_head
-    if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == max_splits - 1:
-        m_max = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-        for s in range(max_splits):
-            part = (seq * max_splits + s) * KV_HEADS * GROUP + q_heads
-            m_max = tl.maximum(m_max, tl.load(m_ptr + part, mask=head_mask, other=float("-inf"),
-                                              cache_modifier=".cg"))
-        merged = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-        denom = tl.zeros([GROUP_PAD], tl.float32)
-        for s in range(max_splits):
-            part = (seq * max_splits + s) * KV_HEADS * GROUP + q_heads
-            l_s = tl.load(denom_ptr + part, mask=head_mask, other=0.0, cache_modifier=".cg")
-            m_s = tl.load(m_ptr + part, mask=head_mask, other=float("-inf"), cache_modifier=".cg")
-            weight = tl.where(l_s > 0, tl.exp2(m_s - m_max), 0.0)
-            merged += weight[:, None] * tl.load(partial_ptr + part[:, None] * HEAD_DIM + dims[None, :],
-                                                mask=head_mask[:, None], other=0.0, cache_modifier=".cg")
-            denom += weight * l_s
-        tl.store(out_ptr + out_offs, (merged / denom[:, None]).to(out_ptr.dtype.element_ty),
-                 mask=head_mask[:, None])
-        tl.atomic_xchg(counter, 0)  # zero again for the next launch (a CUDA graph replays this one)
 
 
 def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> int:
@@ -156,28 +121,34 @@ def paged_decode_attention(
                                              device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
-    counters = split_counters(q.device, 0 if single else batch * kv_heads)
     _decode_kernel[(batch, kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, partial, m, denom, counters,
+        q, k_cache, v_cache, block_tables, context_lens, partial, m, denom,
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, num_warps=num_warps, num_stages=3,
     )
+    if not single:
+        _combine_kernel[(batch, heads)](partial, m, denom, out, num_splits, heads, HEAD_DIM=head_dim,
+                                        SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4)
     return out
 
 
-_counters: dict[torch.device, list[torch.Tensor]] = {}
-
-
-def split_counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 counters, one per (sequence, KV head), shared by every decode launch on the device: each
-    launch leaves them zero again. Splits only happen while batch x KV heads is below the SM count, so 1024 is
-    enough in practice; a larger tensor replaces it only outside CUDA-graph capture (the runner warms each batch
-    size up first), and earlier ones stay alive for the graphs that captured them."""
-    held = _counters.setdefault(device, [])
-    if not held or held[-1].numel() < n:
-        held.append(torch.zeros(max(n, 1024), dtype=torch.int32, device=device))
-    return held[-1]
+@triton.jit
+def _combine_kernel(partial_ptr, m_ptr, denom_ptr, out_ptr, num_splits, heads, HEAD_DIM: tl.constexpr,
+                    SPLITS_PAD: tl.constexpr):
+    """Merges one (sequence, head)'s split results, each weighted by exp2(its max - the overall max)."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS_PAD)
+    valid = splits < num_splits
+    idx = (seq * num_splits + splits) * heads + head
+    m = tl.load(m_ptr + idx, mask=valid, other=float("-inf"))
+    denom = tl.load(denom_ptr + idx, mask=valid, other=0.0)
+    weight = tl.where(valid & (denom > 0), tl.exp2(m - tl.max(m, 0)), 0.0)
+    dims = tl.arange(0, HEAD_DIM)
+    acc = tl.load(partial_ptr + idx[:, None] * HEAD_DIM + dims[None, :], mask=valid[:, None], other=0.0)
+    out = tl.sum(acc * weight[:, None], 0) / tl.sum(denom * weight, 0)
+    tl.store(out_ptr + (seq * heads + head) * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit

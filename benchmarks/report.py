@@ -120,20 +120,25 @@ def _agreement(r: dict) -> str:
 
 def targets(results: dict) -> list[str]:
     """The issue's targets, where each stands."""
-    out = ["| target (issue 3) | wanted | measured |", "|---|---:|---:|"]
+    out = ["| target (issue 3) | wanted | measured | met |", "|---|---:|---:|---|"]
     qwen = results.get("offline", {}).get("qwen3-0.6b", {})
     ours = qwen.get("fleetserve", {}).get("output_tokens_per_s")
     hf = qwen.get("hf_generate_batch", {}).get("output_tokens_per_s")
-    out.append(f"| Qwen3-0.6B offline output tok/s | ≥ {TARGETS['qwen_tokens_per_s']:,} | {_fmt(ours)} |")
+    out.append(f"| Qwen3-0.6B offline output tok/s | ≥ {TARGETS['qwen_tokens_per_s']:,} | {_fmt(ours)} | "
+               f"{_met(ours, TARGETS['qwen_tokens_per_s'])} |")
     ratio = ours / hf if ours and hf else None
     out.append(f"| Qwen3-0.6B vs HF generate_batch | ≥ {TARGETS['qwen_vs_generate_batch']:.0f}× | "
-               f"{_fmt(ratio, '.1f')}× |")
+               f"{_fmt(ratio, '.1f')}× | {_met(ratio, TARGETS['qwen_vs_generate_batch'])} |")
     rows = {r["batch"]: r for r in results.get("decode", {}).get("llama-3-8b", []) if "skipped" not in r}
     for batch, key in ((1, "llama_b1_bw"), (256, "llama_b256_bw")):
         frac = rows.get(batch, {}).get("bandwidth_fraction")
         out.append(f"| Llama-3-8B decode batch {batch}, fraction of copy BW | ≥ {TARGETS[key]:.0%} | "
-                   f"{format(frac, '.0%') if frac is not None else '—'} |")
+                   f"{format(frac, '.1%') if frac is not None else '—'} | {_met(frac, TARGETS[key])} |")
     return out
+
+
+def _met(value, wanted) -> str:
+    return "—" if value is None else "yes" if value >= wanted else "**no**"
 
 
 def write(files: list[str], out_dir: str) -> None:

@@ -54,6 +54,10 @@ class IncrementalDetokenizer:
 
     def take(self) -> tuple[str, bool]:
         """(text that is safe to hand out now, whether a stop string matched). After a match, nothing follows."""
+        if not self.stop:  # nothing to hold back (the common case, per token: keep it short)
+            out = self.text[self.emitted:]
+            self.emitted = len(self.text)
+            return out, False
         match = self._first_stop()
         if match is not None:
             out = self.text[self.emitted:match]

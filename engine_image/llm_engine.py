@@ -1,6 +1,7 @@
 """The synchronous engine loop: add requests, then each `step` schedules, runs the model, samples, detokenises
 and reports what every request produced. Not thread-safe: one thread drives it (see async_engine)."""
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence as Seq
@@ -247,20 +248,33 @@ class LLMEngine:
             self.validate(tokens, p)
         for request_id, tokens, p in zip(ids, token_ids, params_list):
             self.add_request(request_id, tokens, p)
-        merged = {i: None for i in ids}
+        merged = {i: _Merged() for i in ids}
         while self.scheduler.has_work() or self._in_flight is not None:
             for out in self.step():
-                merged[out.request_id] = _merge(merged[out.request_id], out)
-        return [merged[i] for i in ids]
+                merged[out.request_id].add(out)
+        return [merged[i].output() for i in ids]
 
 
-def _merge(acc: RequestOutput | None, out: RequestOutput) -> RequestOutput:
-    if acc is None:
-        return out
-    acc.new_token_ids = acc.new_token_ids + out.new_token_ids
-    acc.new_text += out.new_text
-    if out.logprobs is not None:
-        acc.logprobs = (acc.logprobs or []) + out.logprobs
-    acc.finished, acc.finish_reason, acc.timings = out.finished, out.finish_reason, out.timings
-    acc.completion_tokens, acc.error = out.completion_tokens, out.error
-    return acc
+class _Merged:
+    """One request's step outputs, gathered into one: token ids and text pieces are appended as they come and
+    joined once at the end (re-building the whole list and string every step is quadratic in the output length,
+    which an offline run of long outputs feels)."""
+
+    def __init__(self):
+        self.token_ids: list[int] = []
+        self.texts: list[str] = []
+        self.logprobs: list[TokenLogprob] | None = None
+        self.last: RequestOutput | None = None
+
+    def add(self, out: RequestOutput) -> None:
+        self.token_ids += out.new_token_ids
+        self.texts.append(out.new_text)
+        if out.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs += out.logprobs
+        self.last = out
+
+    def output(self) -> RequestOutput:
+        return dataclasses.replace(self.last, new_token_ids=self.token_ids, new_text="".join(self.texts),
+                                   logprobs=self.logprobs)

@@ -12,6 +12,12 @@ def merge(files: list[str]) -> dict:
         with open(path) as f:
             run = json.load(f)
         merged["runs"].append({"file": os.path.basename(path), **run["environment"]})
+        for shape, entry in run.get("offline", {}).items():
+            ours, hf = entry.get("fleetserve", {}), entry.get("hf_generate_batch", {})
+            if "output_tokens_per_s" in ours:
+                merged.setdefault("offline_runs", []).append({
+                    "file": os.path.basename(path), "commit": run["environment"].get("commit"), "shape": shape,
+                    "fleetserve": ours["output_tokens_per_s"], "hf_generate_batch": hf.get("output_tokens_per_s")})
         for key, value in run.items():
             if key in ("environment", "sections", "shapes", "settings"):
                 continue
@@ -61,6 +67,13 @@ def summary(results: dict) -> str:
                     timed += f", first {r['batch_size']} requests as one batch"
                 lines.append(f"| {shape} · {system} | {_fmt(r['output_tokens_per_s'])} | {timed} | "
                              f"{_fmt(r['seconds'], '.1f')} |")
+    runs = results.get("offline_runs", [])
+    if len(runs) > 1:  # the run-to-run (and machine-to-machine) spread of the table's numbers
+        lines += ["", "Every offline FleetServe run merged here (the table above shows the last):", "",
+                  "| shape | commit | file | FleetServe tok/s | HF generate_batch tok/s (same run) |",
+                  "|---|---|---|---:|---:|"]
+        lines += [f"| {r['shape']} | {str(r['commit'])[:10]} | {r['file']} | {_fmt(r['fleetserve'])} | "
+                  f"{_fmt(r['hf_generate_batch'])} |" for r in runs]
     decode = results.get("decode", {})
     if decode:
         lines += ["", "| decode, 1k context | batch | step ms | tok/s | GB/s moved | of copy BW | GPU-only (graph) |",

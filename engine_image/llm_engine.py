@@ -106,7 +106,7 @@ class LLMEngine:
         if len(prompt_token_ids) >= self.max_model_len:
             raise ValueError(f"prompt: {len(prompt_token_ids)} tokens leave no room to generate within "
                              f"max_model_len {self.max_model_len}")
-        if any(not 0 <= t < self.vocab_size for t in prompt_token_ids):
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size:
             raise ValueError(f"prompt: token ids must be in [0, {self.vocab_size})")
         if params.max_tokens < 1:
             raise ValueError("max_tokens: must be >= 1")

@@ -161,8 +161,7 @@ class LLMEngine:
             seq.token_ids.append(PENDING_TOKEN)
             seq.num_pending += 1
             seq.pending_row = row
-            seq.final_token_pending = (len(seq) - seq.num_prompt_tokens >= seq.params.max_tokens
-                                       or len(seq) >= self.max_model_len)
+            seq.final_token_pending = self._at_length_limit(seq, len(seq))
         return _LaunchedStep(scheduled, sampling, positions, sampled), []
 
     def _read_back(self, step: _LaunchedStep) -> list[RequestOutput]:
@@ -205,12 +204,16 @@ class LLMEngine:
             text, hit_stop_string = detokenizer.take()
             if hit_stop_string:
                 reason = "stop"
-            elif position + 1 - seq.num_prompt_tokens >= params.max_tokens or position + 1 >= self.max_model_len:
+            elif self._at_length_limit(seq, position + 1):
                 reason, text = "length", text + detokenizer.flush()
         out = self._output(seq, [token], text, self._logprobs(sampled, params))
         if reason is not None:
             self._finish(seq, reason, out)
         return out
+
+    def _at_length_limit(self, seq: Sequence, length: int) -> bool:
+        """Whether the sequence, at `length` tokens, may generate no more (max_tokens or the context length)."""
+        return length - seq.num_prompt_tokens >= seq.params.max_tokens or length >= self.max_model_len
 
     def _output(self, seq: Sequence, new_ids: list[int], text: str, logprobs) -> RequestOutput:
         return RequestOutput(request_id=seq.request_id, new_token_ids=new_ids, new_text=text, finished=False,

@@ -7,17 +7,16 @@ import time
 import torch
 
 from fleetserve.engine.sampling_params import SamplingParams
-from workloads import BenchRequest
+from workloads import BenchRequest, generate_all
 
 
 def fleetserve_throughput(engine, requests: list[BenchRequest]) -> dict:
     warm = [SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)]
     engine.generate([requests[0].prompt_ids], warm)  # compiles the prefill kernel outside the timed region
-    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
     preemptions = engine.scheduler.num_preemptions
     torch.cuda.synchronize()
     start = time.perf_counter()
-    outs = engine.generate([r.prompt_ids for r in requests], params)
+    outs = generate_all(engine, requests)
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     produced = sum(len(o.new_token_ids) for o in outs)
@@ -77,14 +76,13 @@ def step_timeline(engine, requests: list[BenchRequest], copy_gbps: float | None 
         steps.append((len(scheduled), tokens, context, end, started, time.perf_counter() - started))
         return out
 
-    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
     torch.cuda.synchronize()
     first = torch.cuda.Event(enable_timing=True)
     first.record()
     runner.run, engine.sampler.sample_async = timed_run, timed_sample
     try:
         start = time.perf_counter()
-        engine.generate([r.prompt_ids for r in requests], params)
+        generate_all(engine, requests)
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
     finally:
@@ -123,11 +121,10 @@ def kernel_breakdown(engine, requests: list[BenchRequest], top: int = 25) -> dic
 
     from decode_bench import kernel_table
 
-    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
-        engine.generate([r.prompt_ids for r in requests], params)
+        generate_all(engine, requests)
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
     return {"wall_s": wall, **kernel_table(prof, 1, top)}

@@ -45,9 +45,8 @@ def batch1_decode_tokens_per_s(engine: LLMEngine, prompt: list[int], tokens: int
 
 
 def offline_throughput(engine: LLMEngine, requests: list[workloads.BenchRequest]) -> dict:
-    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
     start = time.perf_counter()
-    engine.generate([r.prompt_ids for r in requests], params)
+    workloads.generate_all(engine, requests)
     seconds = time.perf_counter() - start
     tokens = sum(r.output_len for r in requests)
     return {"requests": len(requests), "output_tokens": tokens, "seconds": seconds, "output_tokens_per_s": tokens / seconds}

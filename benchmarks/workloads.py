@@ -1,9 +1,12 @@
-"""The request sets the benchmarks replay: the published offline workload and the Azure conversation trace."""
+"""The request sets the benchmarks replay (the published offline workload, the Azure conversation trace) and the
+one way they run offline: all at once, greedy, each to its output length."""
 
 import csv
 import random
 from dataclasses import dataclass
 from datetime import datetime
+
+from fleetserve.engine.sampling_params import SamplingParams
 
 
 @dataclass
@@ -11,6 +14,12 @@ class BenchRequest:
     prompt_ids: list[int]
     output_len: int
     arrival_s: float = 0.0  # offset from the start of the replay
+
+
+def generate_all(engine, requests: list[BenchRequest]) -> list:
+    """Runs every request through `engine.generate` together, greedy, each to exactly its output length."""
+    params = [SamplingParams(max_tokens=r.output_len, temperature=0.0, ignore_eos=True) for r in requests]
+    return engine.generate([r.prompt_ids for r in requests], params)
 
 
 def offline_requests(vocab_size: int, count: int = 256, min_len: int = 100, max_len: int = 1024,

@@ -1,101 +1,163 @@
-"""Host time per engine step at batch 64 and 256 on CPU, in `LLMEngine._append` (the per-token output path the GPU
-engine runs unchanged: bookkeeping and the incremental detokenizer), with a one-layer random model and SmolLM2's
-tokenizer. The whole step is reported too, but on CPU it is mostly the sampler's per-row draws, which the GPU
-sampler does in one kernel. The baseline detokenizer (`tokenizer.decode` for every window, as before the fast
-path) lives only here, to compare both in one run.
+"""The GPU engine's host work per decode step, measured on a CPU: everything `LLMEngine.step` does besides the
+device work (scheduling, block bookkeeping, reading tokens back, detokenising, outputs), with overlapped steps as
+on a GPU, and the runner's staging of a decode step's inputs (the arrays its CUDA graph reads). On a GPU this host
+work runs while the device computes the step before; once it takes longer than the device's step, the GPU waits.
 
-    .venv/bin/python benchmarks/host_overhead.py [--steps 64] [--out results.json]
+Each part is timed in one run against what it replaced:
+- detokenising: per-token texts of byte-level tokenizers ("pieces"), against the direct Rust decode of two windows
+  a token ("direct"), against `tokenizer.decode` of both windows ("decode");
+- staging: block tables kept between steps (`host_inputs.stage_decode`), against each sequence's table converted
+  from its Python list every step ("rebuild").
+
+The device work is replaced by nothing: the runner returns no logits and the sampler hands out the tokens of a
+story in turn (real text, so the detokenizer meets real pieces). One-layer random model, SmolLM2's tokenizer;
+256 requests with prompts of 100-1024 tokens (the offline workload's), timed after 300 steps; medians.
+
+    .venv/bin/python benchmarks/host_overhead.py [--steps 100] [--out results.json]
 """
 
 import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fleetserve.engine import llm_engine  # noqa: E402
 from fleetserve.engine.config import EngineConfig  # noqa: E402
-from fleetserve.engine.detokenizer import IncrementalDetokenizer  # noqa: E402
+from fleetserve.engine.detokenizer import token_text  # noqa: E402
+from fleetserve.engine.host_inputs import BlockTableMirror, stage_decode  # noqa: E402
 from fleetserve.engine.llm_engine import LLMEngine  # noqa: E402
+from fleetserve.engine.sampler import SampledBatch, SampledToken  # noqa: E402
 from fleetserve.engine.sampling_params import SamplingParams  # noqa: E402
 
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
         "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 49152}  # SmolLM2's vocabulary: every id is text
-PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle. "
+STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle, in English and 中文. " * 40
+DETOKENIZERS = ("decode", "direct", "pieces")
 
 
-class BaselineDetokenizer(IncrementalDetokenizer):
-    """The detokenizer before the fast path: every window decoded through `tokenizer.decode`."""
+def engine_without_device(batch: int) -> LLMEngine:
+    config = EngineConfig(model="random://qwen3-0.6b", device="cpu", hf_overrides=TINY, max_num_seqs=batch,
+                          max_num_batched_tokens=8192, num_kv_blocks=batch * 160, overlap_steps=True)
+    engine = LLMEngine(config)
+    story = engine.tokenizer.encode(STORY)
+    draws = iter(range(1 << 62))
 
-    def __init__(self, tokenizer, prompt_token_ids: list[int], stop: list[str]):
-        super().__init__(tokenizer, prompt_token_ids, stop)
-        self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+    def sample_story(logits, request_ids, params):
+        start = next(draws)
+        tokens = [SampledToken(story[(start + i) % len(story)]) for i in range(len(request_ids))]
+        return SampledBatch(torch.empty(0), lambda: tokens)
+
+    engine.runner.run = lambda seqs, pending_tokens: torch.empty(0)
+    engine.sampler.sample_async = sample_story
+    return engine
 
 
-def measure(engine: LLMEngine, batch: int, steps: int) -> dict:
-    """Runs `batch` requests through prefill, then times `steps` decode steps: the whole step and `_append`."""
-    prompt = engine.tokenizer.encode(PROMPT)
-    params = SamplingParams(max_tokens=steps + 8, temperature=1.0, seed=1, ignore_eos=True)
+def set_detokenizers(engine: LLMEngine, kind: str) -> None:
+    tokenizer, text = engine.tokenizer, token_text(engine.tokenizer)
+    decode = (lambda ids: tokenizer.decode(ids, skip_special_tokens=True)) if kind == "decode" else text.decode
+    for request in engine.requests.values():
+        request.detokenizer._decode = decode
+        request.detokenizer._pieces = text.pieces if kind == "pieces" else None
+
+
+def measure_steps(batch: int, steps: int, warm_steps: int) -> dict:
+    """Median host time of an engine step, for each detokenizer in turn (interleaved, so drift hits all)."""
+    engine = engine_without_device(batch)
+    rng = random.Random(0)
     for i in range(batch):
-        engine.add_request(f"r{i}", prompt, SamplingParams(**{**params.__dict__, "seed": i}))
-    while any(seq.num_computed_tokens < seq.num_prompt_tokens for seq in engine.scheduler.running) \
-            or engine.scheduler.waiting:
+        prompt = [rng.randrange(1000, 40000) for _ in range(rng.randint(100, 1024))]
+        engine.add_request(f"r{i}", prompt, SamplingParams(max_tokens=warm_steps + 4 * steps, ignore_eos=True))
+    for _ in range(warm_steps):
         engine.step()
-    append_s = 0.0
-    real_append = engine._append
+    times = {kind: [] for kind in DETOKENIZERS}
+    for _ in range(steps):
+        for kind in DETOKENIZERS:
+            set_detokenizers(engine, kind)
+            start = time.perf_counter()
+            engine.step()
+            times[kind].append(time.perf_counter() - start)
+    return {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
 
-    def timed_append(seq, position, token):
-        nonlocal append_s
+
+class _Seq:
+    """What staging reads of a sequence."""
+
+    def __init__(self, request_id: str, length: int, block_table: list[int]):
+        self.request_id, self.token_ids, self.block_table = request_id, list(range(length)), block_table
+        self.num_pending, self.pending_row = 1, 0
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def stage_by_rebuild(seqs, rows: np.ndarray, tables: np.ndarray, fill: int, block_size: int) -> None:
+    """The staging before block tables were kept between steps: every row converted from its list."""
+    n, bs = len(seqs), rows.shape[1]
+    ids, positions, slots, context_lens, pending_rows = rows
+    ids[:n] = [seq.token_ids[-1] for seq in seqs]
+    pending_rows[:n] = [seq.pending_row if seq.num_pending else -1 for seq in seqs]
+    context_lens[:n] = [len(seq) for seq in seqs]
+    positions[:n] = context_lens[:n] - 1
+    width = -(-int(context_lens[:n].max()) // block_size)
+    table = tables[:bs * width].reshape(bs, width)
+    table.fill(fill)
+    for row, seq in enumerate(seqs):
+        k = min(width, len(seq.block_table))
+        table[row, :k] = seq.block_table[:k]
+    slots[:n] = table[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
+    ids[n:], positions[n:], slots[n:], context_lens[n:], pending_rows[n:] = 0, 0, fill * block_size, 1, -1
+
+
+def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int = 2048) -> dict:
+    """Median time to stage a decode step of `batch` sequences of 100-1024 + a growing number of tokens."""
+    rng = random.Random(0)
+    max_blocks = max_len // block_size
+    seqs = [_Seq(f"r{i}", rng.randint(100, 1024), []) for i in range(batch)]
+    next_block = iter(range(batch * max_blocks))
+    mirror = BlockTableMirror(batch, max_blocks, fill=batch * max_blocks)
+    rows, tables = np.zeros((5, batch), np.int64), np.zeros(batch * max_blocks, np.int32)
+    times = {"rebuild": [], "kept": []}
+    for _ in range(steps):
+        for seq in seqs:  # the step's token, and a new block when the last one is full
+            seq.token_ids.append(0)
+            while len(seq.block_table) * block_size < len(seq):
+                seq.block_table.append(next(next_block))
         start = time.perf_counter()
-        out = real_append(seq, position, token)
-        append_s += time.perf_counter() - start
-        return out
-
-    engine._append = timed_append
-    step_times, append_times = [], []
-    for _ in range(steps):  # medians: the machine is shared, so single steps catch other processes' bursts
-        append_s, start = 0.0, time.perf_counter()
-        engine.step()
-        step_times.append(time.perf_counter() - start)
-        append_times.append(append_s)
-    del engine._append
-    for request_id in list(engine.requests):
-        engine.abort(request_id)
-    append_ms = 1e3 * statistics.median(append_times)
-    return {"batch": batch, "steps": steps, "step_ms": 1e3 * statistics.median(step_times), "append_ms": append_ms,
-            "append_us_per_token": 1e3 * append_ms / batch}
+        stage_by_rebuild(seqs, rows, tables, mirror.fill, block_size)
+        middle = time.perf_counter()
+        stage_decode(seqs, rows, tables, mirror, block_size)
+        times["rebuild"].append(middle - start)
+        times["kept"].append(time.perf_counter() - middle)
+    return {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warm-steps", type=int, default=300, help="steps before timing: contexts grow")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(1)  # the host path is single-threaded; keep the tiny model from competing for cores
-    config = EngineConfig(model="random://qwen3-0.6b", device="cpu", hf_overrides=TINY, max_num_seqs=256,
-                          max_num_batched_tokens=8192, kv_cache_memory_bytes=64 << 20)
-    engine = LLMEngine(config)
-    results = {}
-    for name, detokenizer in [("baseline", BaselineDetokenizer), ("current", IncrementalDetokenizer)]:
-        llm_engine.IncrementalDetokenizer = detokenizer  # the engine builds one per request from this name
-        results[name] = [measure(engine, batch, args.steps) for batch in args.batches]
-    llm_engine.IncrementalDetokenizer = IncrementalDetokenizer
-    for name, rows in results.items():
-        for row in rows:
-            print(f"{name:9s} batch {row['batch']:4d}: step {row['step_ms']:7.2f} ms, "
-                  f"_append {row['append_ms']:6.2f} ms ({row['append_us_per_token']:5.1f} us/token)")
+    torch.set_num_threads(1)
+    results = []
+    for batch in args.batches:
+        step_ms, staging_ms = measure_steps(batch, args.steps, args.warm_steps), measure_staging(batch, args.steps)
+        results.append({"batch": batch, "engine_step_ms": step_ms, "decode_staging_ms": staging_ms})
+        print(f"batch {batch:4d}: engine step (host) " + ", ".join(f"{k} {v:.2f} ms" for k, v in step_ms.items())
+              + "; decode staging " + ", ".join(f"{k} {v:.3f} ms" for k, v in staging_ms.items()))
     if args.out:
-        env = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        env = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         with open(args.out, "w") as f:
-            json.dump({"environment": env, "settings": vars(args), **results}, f, indent=1)
+            json.dump({"environment": env, "settings": vars(args), "results": results}, f, indent=1)
     return 0
 
 

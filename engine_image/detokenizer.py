@@ -6,21 +6,48 @@ Stop strings: text that might be the start of a stop string is held back until t
 matched stop string and everything after it are never returned.
 """
 
+import weakref
+
+from tokenizers import decoders
 from transformers import TokenizersBackend
 
 
-def text_decoder(tokenizer):
-    """`ids -> tokenizer.decode(ids, skip_special_tokens=True)`, called twice per generated token. For a plain fast
-    tokenizer that is one Rust call behind transformers' per-call argument conversion, which costs twice the decode
-    itself (a third of `LLMEngine._append` per token), so call the Rust tokenizer directly where nothing else would
-    happen."""
-    cls = type(tokenizer)
-    plain = (cls.decode is TokenizersBackend.decode and cls._decode is TokenizersBackend._decode
-             and not cleans_up_spaces(tokenizer))
-    if plain:
+class TokenText:
+    """How one tokenizer's ids become text, for every detokenizer of its requests (built once: see `token_text`).
+
+    `decode(ids)` is `tokenizer.decode(ids, skip_special_tokens=True)`, called twice per generated token. For a
+    plain fast tokenizer that is one Rust call behind transformers' per-call argument conversion, which costs twice
+    the decode itself, so the Rust tokenizer is called directly where nothing else would happen.
+
+    `pieces`: for a byte-level tokenizer (GPT-2's scheme: Llama 3, Qwen, SmolLM), each token's own text where its
+    bytes are complete UTF-8 (None where not, or where it has no text). Byte-level decoding joins the tokens' bytes
+    before decoding them, so such a token appended at a character boundary adds exactly its own text, and the
+    detokenizer can skip both decodes. Other decoders (SentencePiece's leading space, WordPiece's "##") look at the
+    neighbouring tokens: `pieces` is None for them."""
+
+    def __init__(self, tokenizer):
+        cls = type(tokenizer)
+        plain = (cls.decode is TokenizersBackend.decode and cls._decode is TokenizersBackend._decode
+                 and not cleans_up_spaces(tokenizer))
+        self.pieces: list[str | None] | None = None
+        if not plain:
+            self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+            return
         backend = tokenizer.backend_tokenizer
-        return lambda ids: backend.decode(ids, skip_special_tokens=True)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+        self.decode = lambda ids: backend.decode(ids, skip_special_tokens=True)
+        if isinstance(backend.decoder, decoders.ByteLevel):
+            texts = backend.decode_batch([[i] for i in range(backend.get_vocab_size(with_added_tokens=True))],
+                                         skip_special_tokens=True)
+            self.pieces = [t if t and "\ufffd" not in t else None for t in texts]
+
+
+_token_texts: "weakref.WeakKeyDictionary[object, TokenText]" = weakref.WeakKeyDictionary()
+
+
+def token_text(tokenizer) -> TokenText:
+    if tokenizer not in _token_texts:
+        _token_texts[tokenizer] = TokenText(tokenizer)
+    return _token_texts[tokenizer]
 
 
 def cleans_up_spaces(tokenizer) -> bool:
@@ -36,7 +63,8 @@ class IncrementalDetokenizer:
     CONTEXT_TOKENS = 6  # prompt tail decoded along, so the first output tokens get their leading spaces right
 
     def __init__(self, tokenizer, prompt_token_ids: list[int], stop: list[str]):
-        self._decode = text_decoder(tokenizer)
+        text = token_text(tokenizer)
+        self._decode, self._pieces = text.decode, text.pieces
         self.ids = list(prompt_token_ids[-self.CONTEXT_TOKENS:])
         self.prefix_offset = 0
         self.read_offset = len(self.ids)
@@ -46,6 +74,12 @@ class IncrementalDetokenizer:
 
     def add_token(self, token_id: int) -> None:
         self.ids.append(token_id)
+        if self._pieces is not None and self.read_offset == len(self.ids) - 1 and 0 <= token_id < len(self._pieces):
+            piece = self._pieces[token_id]
+            if piece is not None:  # whole characters after a boundary: what the two decodes below would add
+                self.text += piece
+                self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+                return
         before = self._decode(self.ids[self.prefix_offset:self.read_offset])
         after = self._decode(self.ids[self.prefix_offset:])
         if len(after) > len(before) and not after.endswith("\ufffd"):

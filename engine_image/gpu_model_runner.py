@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.host_inputs import BlockTableMirror, stage_decode
 from fleetserve.engine.kernels.fused_layers import use_fused_kernels
 from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
@@ -59,6 +60,7 @@ class GPUModelRunner:
         self.num_blocks = config.num_kv_blocks or self._profile_num_blocks()
         self._allocate_kv_cache(self.num_blocks + 1)  # + the scratch block
         self.scratch_block = self.num_blocks
+        self.block_tables = BlockTableMirror(config.max_num_seqs, self.max_blocks_per_seq, fill=self.scratch_block)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._capture_decode_graphs()
 
@@ -122,13 +124,6 @@ class GPUModelRunner:
             context_lens=self._to_device(context_lens), query_lens=query_lens, context_lens_list=context_lens,
             cu_seqlens_q=self._to_device(cu), max_query_len=max(query_lens))
 
-    def _block_tables(self, seqs: list[Sequence], width: int) -> np.ndarray:
-        tables = np.full((len(seqs), width), self.scratch_block, np.int32)
-        for row, seq in enumerate(seqs):
-            n = min(width, len(seq.block_table))
-            tables[row, :n] = seq.block_table[:n]
-        return tables
-
     # --- CUDA graphs for decode ---------------------------------------------------------------------------------
 
     def _capture_decode_graphs(self) -> None:
@@ -170,27 +165,13 @@ class GPUModelRunner:
         torch.cuda.synchronize()
 
     def _run_decode_graph(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None) -> torch.Tensor:
-        n, block_size = len(seqs), self.block_size
+        n = len(seqs)
         bs = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
         self.staged.synchronize()  # the previous step's copies have left the pinned buffers
-        rows = self.h_rows_np
-        ids, positions, slots, context_lens, pending_rows = (rows[i, :bs] for i in range(5))
-        ids[:n] = [seq.token_ids[-1] for seq in seqs]
-        pending_rows[:n] = [seq.pending_row if seq.num_pending else -1 for seq in seqs]
-        pending_rows[n:] = -1
-        any_pending = bool((pending_rows[:n] >= 0).any())
+        width, any_pending = stage_decode(seqs, self.h_rows_np[:, :bs], self.h_tables_np, self.block_tables,
+                                          self.block_size)
         if any_pending:
             pending_tokens = require_pending_tokens(pending_tokens)
-        context_lens[:n] = [len(seq) for seq in seqs]
-        positions[:n] = context_lens[:n] - 1
-        width = -(-int(context_lens[:n].max()) // block_size)
-        tables = self.h_tables_np[:bs * width].reshape(bs, width)
-        tables.fill(self.scratch_block)  # padding rows (and table tails) point at the scratch block
-        for row, seq in enumerate(seqs):
-            k = min(width, len(seq.block_table))
-            tables[row, :k] = seq.block_table[:k]
-        slots[:n] = tables[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
-        ids[n:], positions[n:], slots[n:], context_lens[n:] = 0, 0, self.scratch_block * block_size, 1
         self.g_rows.copy_(self.h_rows, non_blocking=True)  # 5 x max_bs: one small contiguous copy
         self.d_tables[:bs * width].copy_(self.h_tables[:bs * width], non_blocking=True)
         self.staged.record()
@@ -216,20 +197,20 @@ class GPUModelRunner:
         return self._run_eager(seqs, pending_tokens)
 
     def _run_eager(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
+        input_ids, positions, slots, query_lens, sample_rows = [], [], [], [], []
         bsz = self.block_size
-        for seq in seqs:
-            start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
+        context_lens = [seq.num_computed_tokens + seq.num_new_tokens for seq in seqs]
+        tables = np.empty((len(seqs), -(-max(context_lens) // bsz)), np.int32)
+        self.block_tables.gather(seqs, tables.shape[1], tables)
+        for seq, table, end in zip(seqs, tables, context_lens):
+            start = seq.num_computed_tokens
             input_ids.extend(seq.token_ids[start:end])
             pos = np.arange(start, end)
             positions.append(pos)
-            table = np.asarray(seq.block_table, dtype=np.int64)
-            slots.append(table[pos // bsz] * bsz + pos % bsz)
+            slots.append(table[pos // bsz].astype(np.int64) * bsz + pos % bsz)
             query_lens.append(end - start)
-            context_lens.append(end)
             if seq.samples_after_step():
                 sample_rows.append(len(input_ids) - 1)
-        tables = self._block_tables(seqs, -(-max(context_lens) // bsz))
         meta = self._prefill_metadata(np.concatenate(slots), tables, query_lens, context_lens)
         ids = self._to_device(input_ids, torch.long)
         fill_pending(ids, *pending_inputs(seqs), pending_tokens, lambda v: self._to_device(v, torch.long))

@@ -4,7 +4,7 @@ import random
 
 from transformers import TokenizersBackend
 
-from fleetserve.engine.detokenizer import text_decoder
+from fleetserve.engine.detokenizer import TokenText
 
 
 def windows(tokenizer):
@@ -22,7 +22,7 @@ def windows(tokenizer):
 
 def test_direct_decode_matches_tokenizer_decode(tokenizer):
     assert isinstance(tokenizer, TokenizersBackend)  # SmolLM2's takes the direct path
-    decode = text_decoder(tokenizer)
+    decode = TokenText(tokenizer).decode
     for ids in windows(tokenizer):
         assert decode(ids) == tokenizer.decode(ids, skip_special_tokens=True), ids
 
@@ -34,7 +34,7 @@ def test_tokenizers_with_their_own_decode_keep_it(tokenizer):
 
     tokenizer_copy = Custom.__new__(Custom)
     tokenizer_copy.__dict__.update(tokenizer.__dict__)
-    assert text_decoder(tokenizer_copy)([1, 2]) == "custom"
+    assert TokenText(tokenizer_copy).decode([1, 2]) == "custom"
 
 
 def test_space_clean_up_setting_is_honoured(tokenizer):
@@ -47,5 +47,5 @@ def test_space_clean_up_setting_is_honoured(tokenizer):
         tokenizer_copy.clean_up_tokenization_spaces = True
         tokenizer_copy.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = force
         expected = tokenizer_copy.decode(ids, skip_special_tokens=True)
-        assert text_decoder(tokenizer_copy)(ids) == expected
+        assert TokenText(tokenizer_copy).decode(ids) == expected
         assert (expected == "Hello, world. Is it? Yes!") == force

@@ -1,6 +1,5 @@
 """The real operator (a `fleetserve operator` process) against the API emulator over HTTP."""
 
-import copy
 from pathlib import Path
 
 import yaml

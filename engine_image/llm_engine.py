@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fleetserve.engine import loader
 from fleetserve.engine.block_manager import BlockManager
 from fleetserve.engine.config import EngineConfig
-from fleetserve.engine.detokenizer import IncrementalDetokenizer
+from fleetserve.engine.detokenizer import IncrementalDetokenizer, token_text
 from fleetserve.engine.model_runner import ModelRunner
 from fleetserve.engine.outputs import EngineStats, RequestOutput, TokenLogprob
 from fleetserve.engine.sampler import SampledBatch, SampledToken, Sampler
@@ -62,6 +62,7 @@ class LLMEngine:
         self.config = config
         self.loaded = loaded or loader.load(config)
         self.tokenizer = self.loaded.tokenizer
+        token_text(self.tokenizer)  # per-token texts built now, not in the first request's time to first token
         self.model_name = config.served_model_name
         self.runner = build_runner(self.loaded.model, config)
         if config.tensor_parallel_size > 1:  # rank 0 of a group: every step goes to the other ranks too

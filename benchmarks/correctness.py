@@ -133,8 +133,8 @@ def greedy_check(ours: list[list[int]], theirs: list[list[int]], prompts: list[l
     `classify_divergences`, which needs the model in float32."""
     prefixes = [common_prefix(a, b) for a, b in zip(ours, theirs)]
     total = sum(len(b) for b in theirs)
-    divergences = [(p + b[:d], b[d], a[d], len(b) - d)
-                   for p, a, b, d in zip(prompts, ours, theirs, prefixes) if d < len(b)]
+    divergences = [(i, d, p + b[:d], b[d], a[d], len(b) - d)
+                   for i, (p, a, b, d) in enumerate(zip(prompts, ours, theirs, prefixes)) if d < len(b)]
     return {"prompts": len(prompts), "tokens": total, "agreement_before_divergence": sum(prefixes) / total,
             "identical_prompts": len(prompts) - len(divergences), "divergences": divergences}
 
@@ -147,11 +147,12 @@ def classify_divergences(greedy: dict, hf_fp32, bf16_rel_err: float) -> dict:
     tokens after a near-tie as agreeing; the check passes when it reaches 95%."""
     divergences = greedy.pop("divergences")
     near_ties, after_ties, margins = 0, 0, []
-    for context, hf_token, our_token, remaining in divergences:
+    for prompt, position, context, hf_token, our_token, remaining in divergences:
         ref = hf_fp32(torch.tensor([context], device="cuda")).logits[0, -1].double()
         margin = (ref[hf_token] - ref[our_token]).abs().item()
         tolerance = 3 * bf16_rel_err * ref.pow(2).mean().sqrt().item()
-        margins.append({"margin": margin, "tolerance": tolerance})
+        margins.append({"prompt": prompt, "position": position, "reference_token": hf_token,
+                        "our_token": our_token, "margin": margin, "tolerance": tolerance})
         if margin <= tolerance:
             near_ties += 1
             after_ties += remaining
@@ -160,6 +161,42 @@ def classify_divergences(greedy: dict, hf_fp32, bf16_rel_err: float) -> dict:
                    "divergence_margins": margins, "tie_aware_agreement": tie_aware,
                    "passed": tie_aware >= GREEDY_AGREEMENT_TARGET})
     return greedy
+
+
+def probe_divergences(greedy: dict, engines: dict, prompts: list[list[int]], reference: list[list[int]],
+                      max_new_tokens: int) -> list[dict]:
+    """For each divergence that is no near-tie: which part of our engine picks the other token. At the context
+    where the continuations part (the prompt plus the reference's tokens before it), our logit margin of the
+    reference's token over ours (> 0: we would pick the reference's), computed by the prefill path and by a decode
+    step, for the context alone and among the other prompts' contexts of the same length; and, for each engine
+    variant in `engines` (name -> factory), the token its whole greedy run picks there and how long it agrees
+    with the reference, for all prompts run together and for this prompt alone."""
+    probes = []
+    for d in greedy["divergence_margins"]:
+        if d["margin"] <= d["tolerance"]:
+            continue
+        i, position, ref_token, our_token = d["prompt"], d["position"], d["reference_token"], d["our_token"]
+        context = prompts[i] + reference[i][:position]
+        batch = [context] + [p + r[:position] for j, (p, r) in enumerate(zip(prompts, reference)) if j != i]
+        engine = next(iter(engines.values()))()
+        margin = lambda logits: (logits[ref_token] - logits[our_token]).item()  # noqa: E731
+        margins = {
+            "prefill, alone": margin(engine_logits(engine, [context], [0])[0][0]),
+            "decode step, alone": margin(engine_logits(engine, [context[:-1]], [context[-1]])[1][0]),
+            "prefill, in the batch": margin(engine_logits(engine, batch, [0] * len(batch))[0][0]),
+            "decode step, in the batch": margin(engine_logits(engine, [b[:-1] for b in batch],
+                                                              [b[-1] for b in batch])[1][0]),
+        }
+        del engine
+        runs = {}
+        for name, make in engines.items():
+            for together in (True, False):
+                outs = engine_greedy(make(), prompts if together else [prompts[i]], max_new_tokens)
+                out = outs[i if together else 0]
+                runs[f"{name}, {'all prompts' if together else 'alone'}"] = {
+                    "token_there": out[position], "agrees_for": common_prefix(out, reference[i])}
+        probes.append({**d, "our_margins": margins, "greedy_runs": runs})
+    return probes
 
 
 def batching_check(make_engine, prompts: list[list[int]], max_new_tokens: int) -> dict:

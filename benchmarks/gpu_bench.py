@@ -105,10 +105,10 @@ def correctness_of(label: str, shape: str | None, prompt_kind: str, args) -> dic
         prompts = [r.prompt_ids for r in workloads.offline_requests(len(tokenizer), count=16, min_len=20,
                                                                     max_len=200, seed=1)]
 
-    def make_engine(num_blocks):
+    def make_engine(num_blocks, **overrides):
         blocks = num_blocks or 4096
         return LLMEngine(fleet.engine_config(num_kv_blocks=blocks, max_num_seqs=32,
-                                             max_model_len=min(4096, blocks * 16)), loaded)
+                                             max_model_len=min(4096, blocks * 16), **overrides), loaded)
 
     n = args.greedy_tokens
     engine = make_engine(None)
@@ -124,12 +124,37 @@ def correctness_of(label: str, shape: str | None, prompt_kind: str, args) -> dic
     greedy["agreement_with_hf_bf16"] = correctness.agreement(ours, hf_bf16)
     greedy["hf_bf16_agreement_with_hf_fp32"] = correctness.agreement(hf_bf16, hf_fp32)
     entry["greedy"] = greedy
+    if greedy["other_divergences"]:  # which part of the engine parts from float32 there
+        greedy["probes"] = correctness.probe_divergences(greedy, engine_variants(make_engine), prompts, hf_fp32, n)
     batching = correctness.classify_divergences(correctness.batching_check(make_engine, prompts * 2, n), hf,
                                                 bf16_err)
     batching["passed"] = batching["passed"] and batching["preemptions"] > 0
     entry["batching_preemption"] = batching
     log.info("correctness %s: %s", label, json.dumps(entry))
     return entry
+
+
+def engine_variants(make_engine) -> dict:
+    """Engines that each change one batch-dependent part of a GPU step, for `correctness.probe_divergences`."""
+    from fleetserve.engine import gpu_model_runner
+
+    def eager_steps():
+        engine = make_engine(None)
+        engine.runner.graph_sizes = [0]  # no batch fits a graph: every step runs eagerly (prefill kernel)
+        return engine
+
+    def one_decode_split():
+        splits = gpu_model_runner.decode_splits
+        gpu_model_runner.decode_splits = lambda *args: 1  # read when the graphs are captured
+        try:
+            return make_engine(None)
+        finally:
+            gpu_model_runner.decode_splits = splits
+
+    return {"as checked": lambda: make_engine(None),
+            "overlapped steps off": lambda: make_engine(None, overlap_steps=False),
+            "eager steps": eager_steps, "one decode split": one_decode_split,
+            "64-token prefill chunks": lambda: make_engine(None, max_num_batched_tokens=64)}
 
 
 def hf_baselines_in_child(shape: str, args) -> dict:

@@ -116,10 +116,25 @@ def summary(results: dict) -> str:
                              f"{gr['hf_bf16_agreement_with_hf_fp32']:.1%})" if "agreement_with_hf_bf16" in gr else ""))
             batch_txt = f"{_agreement(bp)}, {bp['preemptions']} preemptions" if bp else "—"
             lines.append(f"| {model} | {logit_txt} | {greedy_txt} | {batch_txt} |")
+        for model, e in corr.items():
+            lines += _probes(model, e.get("greedy", {}).get("probes", []))
     lines += ["", *targets(results)]
     if results.get("failures"):
         lines += ["", f"Failed sections: {results['failures']}"]
     return "\n".join(lines)
+
+
+def _probes(model: str, probes: list[dict]) -> list[str]:
+    """Where a divergence that is no near-tie comes from (`correctness.probe_divergences`)."""
+    lines = []
+    for p in probes:
+        lines += ["", f"{model}, prompt {p['prompt']}, token {p['position']}: float32 margin {p['margin']:.4f} "
+                      f"(tolerance {p['tolerance']:.4f}) for token {p['reference_token']} over our "
+                      f"{p['our_token']}. Our margin there (> 0 picks the reference's): "
+                  + ", ".join(f"{k} {v:+.4f}" for k, v in p["our_margins"].items()) + ".",
+                  "", "| greedy run | token there | agrees for |", "|---|---:|---:|"]
+        lines += [f"| {name} | {r['token_there']} | {r['agrees_for']} |" for name, r in p["greedy_runs"].items()]
+    return lines
 
 
 def _agreement(r: dict) -> str:

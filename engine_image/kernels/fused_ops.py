@@ -12,12 +12,16 @@ import triton.language as tl
 
 
 @triton.jit
+def _round_like_hf(x, rstd, w, dtype: tl.constexpr):
+    """The last part of RMSNorm as HF rounds it: normalise in fp32, cast to dtype, then scale by the weight, cast."""
+    return (w * (x * rstd).to(dtype).to(tl.float32)).to(dtype)
+
+
+@triton.jit
 def _scaled_norm(x, w_ptr, cols, mask, n_cols, eps, dtype: tl.constexpr):
-    """RMSNorm of one fp32 row, rounded as HF rounds it: normalise in fp32, cast to dtype, then scale by the weight."""
+    """RMSNorm of one fp32 row."""
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n_cols + eps)
-    normed = (x * rstd).to(dtype).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    return (w * normed).to(dtype)
+    return _round_like_hf(x, rstd, tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32), dtype)
 
 
 @triton.jit
@@ -157,8 +161,8 @@ def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_pt
             w1 = tl.load(k_weight_ptr + dims).to(tl.float32)
             w2 = tl.load(k_weight_ptr + HALF + dims).to(tl.float32)
         rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 0) + tl.sum(x2 * x2, 0)) / (2 * HALF) + eps)
-        x1 = (w1 * (x1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-        x2 = (w2 * (x2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        x1 = _round_like_hf(x1, rstd, w1, dtype).to(tl.float32)
+        x2 = _round_like_hf(x2, rstd, w2, dtype).to(tl.float32)
     pos = tl.load(positions_ptr + token)
     cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)
     sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)

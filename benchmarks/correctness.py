@@ -163,23 +163,30 @@ def classify_divergences(greedy: dict, hf_fp32, bf16_rel_err: float) -> dict:
     return greedy
 
 
+@torch.inference_mode()
 def probe_divergences(greedy: dict, engines: dict, prompts: list[list[int]], reference: list[list[int]],
-                      max_new_tokens: int) -> list[dict]:
-    """For each divergence that is no near-tie: which part of our engine picks the other token. At the context
-    where the continuations part (the prompt plus the reference's tokens before it), our logit margin of the
-    reference's token over ours (> 0: we would pick the reference's), computed by the prefill path and by a decode
-    step, for the context alone and among the other prompts' contexts of the same length; and, for each engine
-    variant in `engines` (name -> factory), the token its whole greedy run picks there and how long it agrees
-    with the reference, for all prompts run together and for this prompt alone."""
+                      max_new_tokens: int, hf_model) -> list[dict]:
+    """For each divergence that is no near-tie: how far bf16 itself is off there, and which part of our engine
+    picks the other token. At the context where the continuations part (the prompt plus the reference's tokens
+    before it): HF's own bf16 model's relative logit error there and its margin of the reference's token over
+    ours (> 0: it would pick the reference's; hf_model arrives in float32 holding bf16-rounded weights, so the
+    round trip through bf16 is exact); our margin, computed by the prefill path and by a decode step, for the
+    context alone and among the other prompts' contexts of the same length; and, for each engine variant in
+    `engines` (name -> factory), the token its whole greedy run picks there and how long it agrees with the
+    reference, for all prompts run together and for this prompt alone."""
     probes = []
     for d in greedy["divergence_margins"]:
         if d["margin"] <= d["tolerance"]:
             continue
         i, position, ref_token, our_token = d["prompt"], d["position"], d["reference_token"], d["our_token"]
+        margin = lambda logits: (logits[ref_token] - logits[our_token]).item()  # noqa: E731
         context = prompts[i] + reference[i][:position]
+        fp32 = hf_model(torch.tensor([context], device="cuda")).logits[0, -1].float()
+        hf_model.to(torch.bfloat16)
+        bf16 = hf_model(torch.tensor([context], device="cuda")).logits[0, -1].float()
+        hf_model.to(torch.float32)
         batch = [context] + [p + r[:position] for j, (p, r) in enumerate(zip(prompts, reference)) if j != i]
         engine = next(iter(engines.values()))()
-        margin = lambda logits: (logits[ref_token] - logits[our_token]).item()  # noqa: E731
         margins = {
             "prefill, alone": margin(engine_logits(engine, [context], [0])[0][0]),
             "decode step, alone": margin(engine_logits(engine, [context[:-1]], [context[-1]])[1][0]),
@@ -195,7 +202,8 @@ def probe_divergences(greedy: dict, engines: dict, prompts: list[list[int]], ref
                 out = outs[i if together else 0]
                 runs[f"{name}, {'all prompts' if together else 'alone'}"] = {
                     "token_there": out[position], "agrees_for": common_prefix(out, reference[i])}
-        probes.append({**d, "our_margins": margins, "greedy_runs": runs})
+        probes.append({**d, "hf_bf16_relative_error_here": relative_error(bf16, fp32),
+                       "hf_bf16_margin": margin(bf16), "our_margins": margins, "greedy_runs": runs})
     return probes
 
 

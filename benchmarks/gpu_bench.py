@@ -125,7 +125,8 @@ def correctness_of(label: str, shape: str | None, prompt_kind: str, args) -> dic
     greedy["hf_bf16_agreement_with_hf_fp32"] = correctness.agreement(hf_bf16, hf_fp32)
     entry["greedy"] = greedy
     if greedy["other_divergences"]:  # which part of the engine parts from float32 there
-        greedy["probes"] = correctness.probe_divergences(greedy, engine_variants(make_engine), prompts, hf_fp32, n)
+        greedy["probes"] = correctness.probe_divergences(greedy, engine_variants(make_engine), prompts, hf_fp32, n,
+                                                         hf)
     batching = correctness.classify_divergences(correctness.batching_check(make_engine, prompts * 2, n), hf,
                                                 bf16_err)
     batching["passed"] = batching["passed"] and batching["preemptions"] > 0

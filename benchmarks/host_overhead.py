@@ -97,22 +97,15 @@ class _Seq:
         return len(self.token_ids)
 
 
-def stage_by_rebuild(seqs, rows: np.ndarray, tables: np.ndarray, fill: int, block_size: int) -> None:
-    """The staging before block tables were kept between steps: every row converted from its list."""
-    n, bs = len(seqs), rows.shape[1]
-    ids, positions, slots, context_lens, pending_rows = rows
-    ids[:n] = [seq.token_ids[-1] for seq in seqs]
-    pending_rows[:n] = [seq.pending_row if seq.num_pending else -1 for seq in seqs]
-    context_lens[:n] = [len(seq) for seq in seqs]
-    positions[:n] = context_lens[:n] - 1
-    width = -(-int(context_lens[:n].max()) // block_size)
-    table = tables[:bs * width].reshape(bs, width)
-    table.fill(fill)
-    for row, seq in enumerate(seqs):
-        k = min(width, len(seq.block_table))
-        table[row, :k] = seq.block_table[:k]
-    slots[:n] = table[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
-    ids[n:], positions[n:], slots[n:], context_lens[n:], pending_rows[n:] = 0, 0, fill * block_size, 1, -1
+class RebuiltTables(BlockTableMirror):
+    """The block tables before they were kept between steps: every row converted from its list, every step."""
+
+    def gather(self, seqs, width: int, out: np.ndarray) -> None:
+        table = out[:len(seqs)]
+        table.fill(self.fill)
+        for row, seq in enumerate(seqs):
+            k = min(width, len(seq.block_table))
+            table[row, :k] = seq.block_table[:k]
 
 
 def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int = 2048) -> dict:
@@ -121,7 +114,7 @@ def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int =
     max_blocks = max_len // block_size
     seqs = [_Seq(f"r{i}", rng.randint(100, 1024), []) for i in range(batch)]
     next_block = iter(range(batch * max_blocks))
-    mirror = BlockTableMirror(batch, max_blocks, fill=batch * max_blocks)
+    kept, rebuilt = (cls(batch, max_blocks, fill=batch * max_blocks) for cls in (BlockTableMirror, RebuiltTables))
     rows, tables = np.zeros((5, batch), np.int64), np.zeros(batch * max_blocks, np.int32)
     times = {"rebuild": [], "kept": []}
     for _ in range(steps):
@@ -130,9 +123,9 @@ def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int =
             while len(seq.block_table) * block_size < len(seq):
                 seq.block_table.append(next(next_block))
         start = time.perf_counter()
-        stage_by_rebuild(seqs, rows, tables, mirror.fill, block_size)
+        stage_decode(seqs, rows, tables, rebuilt, block_size)
         middle = time.perf_counter()
-        stage_decode(seqs, rows, tables, mirror, block_size)
+        stage_decode(seqs, rows, tables, kept, block_size)
         times["rebuild"].append(middle - start)
         times["kept"].append(time.perf_counter() - middle)
     return {kind: 1e3 * statistics.median(t) for kind, t in times.items()}

@@ -130,7 +130,9 @@ def _probes(model: str, probes: list[dict]) -> list[str]:
     for p in probes:
         lines += ["", f"{model}, prompt {p['prompt']}, token {p['position']}: float32 margin {p['margin']:.4f} "
                       f"(tolerance {p['tolerance']:.4f}) for token {p['reference_token']} over our "
-                      f"{p['our_token']}. Our margin there (> 0 picks the reference's): "
+                      f"{p['our_token']}. HF's own bf16 model there: relative logit error "
+                      f"{p['hf_bf16_relative_error_here']:.4f}, margin {p['hf_bf16_margin']:+.4f}. "
+                      "Our margin there (> 0 picks the reference's): "
                   + ", ".join(f"{k} {v:+.4f}" for k, v in p["our_margins"].items()) + ".",
                   "", "| greedy run | token there | agrees for |", "|---|---:|---:|"]
         lines += [f"| {name} | {r['token_there']} | {r['agrees_for']} |" for name, r in p["greedy_runs"].items()]

@@ -60,6 +60,8 @@ class BlockManager:
     def can_allocate(self, seq: Sequence, num_new_tokens: int, prefix: list[int] = ()) -> bool:
         total = seq.num_computed_tokens + len(prefix) * self.block_size + num_new_tokens
         needed = self.blocks_for(total) - len(seq.block_table) - len(prefix)
+        if not prefix:  # every running sequence, every step: keep it short
+            return needed <= len(self._free)
         revived = sum(1 for b in prefix if self.ref_counts[b] == 0)  # hits sitting in the free list
         return needed + revived <= len(self._free)
 

@@ -2,8 +2,9 @@
 runner is about to compute, and every other rank rebuilds just enough of each scheduled sequence to run the same
 step on its own shard of the model and the KV cache.
 
-A step message is one tuple per scheduled sequence: (tokens already in the cache, the tokens this step computes,
-the sequence's length, its block table, whether the step ends at its last token). Only the new tokens travel, so a
+A step message is one tuple per scheduled sequence: (its request id, tokens already in the cache, the tokens this
+step computes, the sequence's length, its block table, whether the step ends at its last token). The GPU runner
+keeps each request's block table between steps by its id. Only the new tokens travel, so a
 message stays small however long the sequences grow.
 """
 
@@ -21,7 +22,8 @@ def step_message(seqs: list[Sequence]) -> list[tuple]:
     message = []
     for seq in seqs:
         start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
-        message.append((start, seq.token_ids[start:end], len(seq), list(seq.block_table), seq.samples_after_step()))
+        message.append((seq.request_id, start, seq.token_ids[start:end], len(seq), list(seq.block_table),
+                        seq.samples_after_step()))
     return message
 
 
@@ -53,7 +55,9 @@ class StepSeq:
 
     num_pending = 0  # tensor-parallel steps are not overlapped: every token is known when a step is sent
 
-    def __init__(self, start: int, new_tokens: list[int], length: int, block_table: list[int], samples: bool):
+    def __init__(self, request_id: str, start: int, new_tokens: list[int], length: int, block_table: list[int],
+                 samples: bool):
+        self.request_id = request_id
         self.num_computed_tokens = start
         self.num_new_tokens = len(new_tokens)
         self.token_ids = StepTokens(start, new_tokens)

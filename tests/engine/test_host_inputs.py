@@ -12,6 +12,7 @@ from fleetserve.engine.host_inputs import BlockTableMirror, stage_decode
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import Scheduler
 from fleetserve.engine.sequence import PENDING_TOKEN, Sequence
+from fleetserve.engine.step_broadcast import step_message, step_seqs
 
 FILL = 999
 
@@ -87,3 +88,17 @@ def test_a_decode_step_stages_last_tokens_positions_slots_and_padding_rows():
     assert tables[:graph_batch * width].reshape(graph_batch, width).tolist() == (
         [[3, 1, 4, FILL], [5, FILL, FILL, FILL], [9, 2, 6, 8]] + [[FILL] * 4] * 5)
     assert (rows[:, graph_batch:] == -7).all() and (tables[graph_batch * width:] == -7).all()
+
+
+def test_other_tensor_parallel_ranks_stage_the_same_tables():
+    """Another rank rebuilds each sequence from the step message, with a new block table list every step."""
+    leader, follower = (BlockTableMirror(max_rows=2, max_blocks=4, fill=FILL) for _ in range(2))
+    seq = Sequence("a", [1, 2, 3], SamplingParams())
+    for blocks in ([4], [4, 6], [4, 6]):
+        seq.block_table = blocks  # grows as a decode goes on
+        seq.num_computed_tokens, seq.num_new_tokens = len(seq) - 1, 1
+        ours, theirs = np.empty((1, 2), np.int32), np.empty((1, 2), np.int32)
+        leader.gather([seq], 2, ours)
+        follower.gather(step_seqs(step_message([seq])), 2, theirs)
+        assert ours.tolist() == theirs.tolist() == [blocks + [FILL] * (2 - len(blocks))]
+        seq.token_ids.append(5)

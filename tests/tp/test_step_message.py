@@ -19,7 +19,8 @@ def test_other_ranks_see_what_the_runner_reads(computed, new):
     (copy,) = step_seqs(step_message([seq]))
     end = computed + new
     assert copy.token_ids[computed:end] == seq.token_ids[computed:end]
-    assert (copy.num_computed_tokens, copy.num_new_tokens, copy.block_table) == (computed, new, [7, 3])
+    assert (copy.request_id, copy.num_computed_tokens, copy.num_new_tokens, copy.block_table) == ("r", computed, new,
+                                                                                                 [7, 3])
     assert (len(copy), copy.samples_after_step()) == (len(seq), seq.samples_after_step())
     if seq.samples_after_step():
         assert copy.token_ids[-1] == seq.token_ids[-1]
@@ -28,7 +29,7 @@ def test_other_ranks_see_what_the_runner_reads(computed, new):
 def test_only_this_steps_tokens_travel():
     seq = scheduled(list(range(1000)), 999, 1, list(range(63)))
     (entry,) = step_message([seq])
-    assert entry[1] == [999]
+    assert entry[2] == [999]
 
 
 def test_reading_cached_positions_raises():

@@ -153,11 +153,11 @@ def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> Non
         spec = parse_resource(body)
         outcome = apply_children(kube, body, spec, logger)
     except (InvalidSpec, ImpossibleShape) as error:
-        reason = type(error).__name__
+        reason, message = type(error).__name__, str(error)  # `error` is unbound once the except block ends
         ready = next((c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {})
-        if (ready.get("reason"), ready.get("message")) != (reason, str(error)):  # one Event per problem, not per retry
-            post_event(body, "Warning", reason, str(error))
-        update_status(kube, body, lambda fresh: failed_status(fresh, generation, reason, str(error)))
+        if (ready.get("reason"), ready.get("message")) != (reason, message):  # one Event per problem, not per retry
+            post_event(body, "Warning", reason, message)
+        update_status(kube, body, lambda fresh: failed_status(fresh, generation, reason, message))
         return
     before = (body.get("status") or {}).get("replicas") or {}
     old_counts = ((before.get("onDemand") or {}).get("desired"), (before.get("spot") or {}).get("desired"))

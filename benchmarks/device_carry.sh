@@ -2,9 +2,9 @@
 # Builds here what benchmarks/device_setup.sh expects carried to a lent GPU machine (it has no network):
 #   .whl/        wheels its image lacks, for its Python 3.12, at the versions this .venv runs (pydantic and what
 #                it needs, gguf); nothing it already has (numpy, torch, ...), which a carried copy would shadow
-#   .devcarry1/  the first half of the SmolLM2 GGUF (the whole file is more than one call may carry)
-#   .devcarry/   the second half, the Azure conversation trace and a tokenizer-only GGUF (all random-weight runs
-#                need of it)
+#   .devcarry/   the second half of the SmolLM2 GGUF (the whole file is more than one call may carry), the Azure
+#                conversation trace and a tokenizer-only GGUF (all random-weight runs need of it)
+#   .devcarry1/  the first half, with the same trace and tokenizer-only GGUF (so either call can set up alone)
 # All three are ignored by git. The device calls then carry [".whl", ".devcarry1"] with CARRY=.devcarry1 first
 # (it stashes the first half) and [".whl", ".devcarry"] after, on the same warm machine (docs/gpu.md).
 set -euo pipefail
@@ -41,4 +41,5 @@ writer.write_header_to_file()
 writer.write_kv_data_to_file()
 writer.close()
 EOF
+cp .devcarry/conv.csv .devcarry/tokenizer-only.gguf .devcarry1/
 du -sh .whl .devcarry .devcarry1

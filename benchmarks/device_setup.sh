@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a lent GPU machine (no network there) for benchmarks/gpu_bench.py. Run from the repo root with
-# PYTHONPATH=/tmp/site. Expects, carried (benchmarks/device_carry.sh builds them): .whl/ (pydantic, gguf and their needs, for python 3.12) and $CARRY
-# (default .devcarry): conv.csv, a tokenizer-only GGUF (enough for random-weight models), and one half of the
+# PYTHONPATH=/tmp/site. Expects, carried (benchmarks/device_carry.sh builds them): .whl/ (pydantic, gguf and their
+# needs, for python 3.12) and $CARRY (default .devcarry): conv.csv, a tokenizer-only GGUF (enough for random-weight models), and one half of the
 # SmolLM2 GGUF, which is larger than one call may carry: gguf.part-aa is stashed in /root/stage for the next call
 # on the same warm machine, which brings gguf.part-ab and gets the whole file.
 set -euo pipefail

@@ -35,6 +35,7 @@ from fleetserve.engine.host_inputs import BlockTableMirror, stage_decode  # noqa
 from fleetserve.engine.llm_engine import LLMEngine  # noqa: E402
 from fleetserve.engine.sampler import SampledBatch, SampledToken  # noqa: E402
 from fleetserve.engine.sampling_params import SamplingParams  # noqa: E402
+from fleetserve.engine.sequence import Sequence  # noqa: E402
 
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
         "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 49152}  # SmolLM2's vocabulary: every id is text
@@ -86,17 +87,6 @@ def measure_steps(batch: int, steps: int, warm_steps: int) -> dict:
     return {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
 
 
-class _Seq:
-    """What staging reads of a sequence."""
-
-    def __init__(self, request_id: str, length: int, block_table: list[int]):
-        self.request_id, self.token_ids, self.block_table = request_id, list(range(length)), block_table
-        self.num_pending, self.pending_row = 1, 0
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
-
-
 class RebuiltTables(BlockTableMirror):
     """The block tables before they were kept between steps: every row converted from its list, every step."""
 
@@ -112,7 +102,9 @@ def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int =
     """Median time to stage a decode step of `batch` sequences of 100-1024 + a growing number of tokens."""
     rng = random.Random(0)
     max_blocks = max_len // block_size
-    seqs = [_Seq(f"r{i}", rng.randint(100, 1024), []) for i in range(batch)]
+    seqs = [Sequence(f"r{i}", list(range(rng.randint(100, 1024))), SamplingParams()) for i in range(batch)]
+    for seq in seqs:  # decoding with overlapped steps: the last input id is still on the device
+        seq.num_pending, seq.pending_row = 1, 0
     next_block = iter(range(batch * max_blocks))
     kept, rebuilt = (cls(batch, max_blocks, fill=batch * max_blocks) for cls in (BlockTableMirror, RebuiltTables))
     rows, tables = np.zeros((5, batch), np.int64), np.zeros(batch * max_blocks, np.int32)

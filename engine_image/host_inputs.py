@@ -2,7 +2,8 @@
 step's rows staged in the pinned buffers its CUDA graph reads from (pure array work, so the CPU tests cover it).
 
 A step needs every scheduled sequence's block table as one padded int32 array. Converting each sequence's Python
-list afresh costs ~3 µs a row (0.75 ms a step at batch 256, on the host path that must keep up with the GPU),
+list afresh costs ~2 µs a row (most of the 0.73 ms it took to stage a batch-256 decode step on a 2-core CPU,
+benchmarks/host_overhead.py; on the host path that must keep up with the GPU),
 while between two steps a decoding sequence gains at most one block. So each sequence keeps a row here, and a step
 copies only the blocks appended since the last step it ran in; a whole row is written again only when the
 sequence is new here or its table was replaced (preemption frees a table by replacing the list).

@@ -1,10 +1,13 @@
 """Translation between the LLMDeployment resource and the loop's plain values: spec -> settings,
 status -> observed replicas, and a tick's result -> the status patch and the decision history."""
 
+from fleetserve.api.conditions import condition, merge_conditions
+from fleetserve.api.spec import (
+    AutoscalerPlan, LLMDeploymentSpec, LLMDeploymentStatus, ScalingDecision, SpotPreemptions, status_fields,
+)
 from fleetserve.autoscaler.control import LoopSettings, Observed, TickResult
 from fleetserve.autoscaler.policy import SloTarget
-from fleetserve.autoscaler.spot import SpotSettings
-from fleetserve.operator.spec import LLMDeploymentSpec
+from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings
 
 DECISIONS_KEPT = 5
 
@@ -32,70 +35,53 @@ def metrics_selector(name: str, spec: LLMDeploymentSpec) -> str:
     return f'model_name="{spec.engine.served_model_name or name}"'
 
 
-def observed_from_status(status: dict) -> Observed:
+def observed_from_status(status: LLMDeploymentStatus) -> Observed:
     """Replica counts the operator maintains in status.replicas (whole tensor-parallel groups)."""
-    replicas = status.get("replicas") or {}
-    spot = replicas.get("spot") or {}
-    on_demand = replicas.get("onDemand") or {}
+    replicas = status.replicas
     return Observed(
-        ready=replicas.get("ready", 0), spot_ready=spot.get("ready", 0),
-        on_demand_up=on_demand.get("ready", 0) + on_demand.get("pending", 0),
+        ready=replicas.ready, spot_ready=replicas.spot.ready,
+        on_demand_up=replicas.on_demand.ready + replicas.on_demand.pending,
     )
 
 
-def _current_total(status: dict) -> int | None:
-    plan = status.get("autoscaler")
-    return None if plan is None else plan.get("desiredOnDemand", 0) + plan.get("desiredSpot", 0)
+def scaling_condition(result: TickResult) -> dict:
+    """ScalingActive, the one condition the autoscaler owns."""
+    reason = "MetricsAvailable" if result.scaling_active else "MetricsUnavailable"
+    return condition("ScalingActive", result.scaling_active, reason, result.reason[:1000])
 
 
-def scaling_condition(result: TickResult, previous: list[dict], now: str) -> dict:
-    """status.conditions entry ScalingActive; its transition time moves only when its status flips."""
-    status = "True" if result.scaling_active else "False"
-    old = next((c for c in previous if c.get("type") == "ScalingActive"), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == status else now
-    return {
-        "type": "ScalingActive",
-        "status": status,
-        "reason": "MetricsAvailable" if result.scaling_active else "MetricsUnavailable",
-        "message": result.reason[:1000],
-        "lastTransitionTime": since,
-    }
-
-
-def status_patch(result: TickResult, status: dict, now: str) -> tuple[dict, dict | None]:
-    """The status fields to patch, and the new decision (for an Event) when the plan changed."""
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "ScalingActive"]
-    patch = {"conditions": conditions + [scaling_condition(result, status.get("conditions") or [], now)]}
-    if result.plan is None:
-        return patch, None
-    old_plan = status.get("autoscaler") or {}
-    changed = (old_plan.get("desiredOnDemand"), old_plan.get("desiredSpot")) != (result.plan.on_demand, result.plan.spot)
-    if not changed:
-        return patch, None
-    patch["autoscaler"] = {
-        "desiredOnDemand": result.plan.on_demand,
-        "desiredSpot": result.plan.spot,
-        "reason": result.reason[:1000],
-        "time": now,
-    }
-    previous_total = _current_total(status)
-    decision = {
-        "time": now,
-        "from": previous_total if previous_total is not None else observed_from_status(status).ready,
-        "to": result.plan.total,
-        "onDemand": result.plan.on_demand,
-        "spot": result.plan.spot,
-        "reason": result.reason[:1000],
-    }
-    patch["scalingDecisions"] = (list(status.get("scalingDecisions") or []) + [decision])[-DECISIONS_KEPT:]
-    return patch, decision
-
-
-def preemption_status(memory_rate, now: str) -> dict:
+def preemption_status(rate: PreemptionRate, now: str) -> SpotPreemptions:
     """status.spotPreemptions: what the over-provisioning has learned, so a restarted operator keeps it."""
-    return {
-        "observed": memory_rate.preemptions,
-        "spotReplicaHours": round(memory_rate.spot_replica_hours, 4),
-        "ratePerReplicaHour": round(memory_rate.per_replica_hour(), 4),
-        "time": now,
-    }
+    return SpotPreemptions(observed=rate.preemptions, spot_replica_hours=round(rate.spot_replica_hours, 4),
+                           rate_per_replica_hour=round(rate.per_replica_hour(), 4), time=now)
+
+
+def status_patch(result: TickResult, preemptions: PreemptionRate, status: LLMDeploymentStatus, now: str) -> dict:
+    """The autoscaler's status fields, computed on `status` (read just before the write).
+
+    Only the autoscaler's own fields and its ScalingActive condition change; the operator's conditions are kept
+    as `status` has them. A new plan comes with a new entry in the decision history.
+    """
+    previous = [c.model_dump(by_alias=True) for c in status.conditions]
+    conditions = merge_conditions(previous, [scaling_condition(result)], now)
+    fields = LLMDeploymentStatus(conditions=conditions, spot_preemptions=preemption_status(preemptions, now))
+    old = status.autoscaler
+    old_counts = None if old is None else (old.desired_on_demand, old.desired_spot)
+    if result.plan is None or old_counts == (result.plan.on_demand, result.plan.spot):
+        return status_fields(fields)
+    reason = result.reason[:1000]
+    fields.autoscaler = AutoscalerPlan(desired_on_demand=result.plan.on_demand, desired_spot=result.plan.spot,
+                                       reason=reason, time=now)
+    previous_total = observed_from_status(status).ready if old_counts is None else sum(old_counts)
+    decision = ScalingDecision(time=now, from_=previous_total, to=result.plan.total, on_demand=result.plan.on_demand,
+                               spot=result.plan.spot, reason=reason)
+    fields.scaling_decisions = [*status.scaling_decisions, decision][-DECISIONS_KEPT:]
+    return status_fields(fields)
+
+
+def recorded_decision(written: dict | None) -> ScalingDecision | None:
+    """The scaling decision a status write recorded (for the Event), if it recorded one."""
+    if written is None:
+        return None
+    recorded = LLMDeploymentStatus.model_validate(written)
+    return recorded.scaling_decisions[-1] if recorded.autoscaler is not None else None

@@ -1,6 +1,7 @@
 """Kopf handlers that run the autoscaler inside the operator process (imported by `fleetserve operator`).
 
-- a timer per LLMDeployment with autoscaling enabled: Prometheus -> control.tick -> status.autoscaler (+ Event);
+- a timer per LLMDeployment with autoscaling enabled: Prometheus -> control.tick -> status.autoscaler (+ Event),
+  written through the same guarded status writer as the operator's, so neither drops the other's conditions;
 - pod and node watchers that take a replica out of the Service as soon as its spot node is being reclaimed, and
   count those preemptions for the over-provisioning estimate.
 
@@ -8,7 +9,6 @@ Handlers only move data between Kubernetes, Prometheus and the pure modules; the
 """
 
 import collections
-import datetime
 import logging
 import os
 import threading
@@ -16,11 +16,17 @@ import time
 
 import kopf
 
+from fleetserve.api.conditions import now_rfc3339
+from fleetserve.api.labels import SERVING_LABEL
+from fleetserve.api.spec import (
+    GROUP, PLURAL, VERSION, InvalidSpec, LLMDeploymentStatus, SpotPreemptions, parse_spec, parse_status,
+)
 from fleetserve.autoscaler import deployment_io, preemption
 from fleetserve.autoscaler.control import LoopMemory, tick
 from fleetserve.autoscaler.metrics import MetricsUnavailable, PrometheusMetrics
 from fleetserve.autoscaler.spot import PreemptionRate
-from fleetserve.operator.spec import GROUP, PLURAL, VERSION, InvalidSpec, parse_spec
+from fleetserve.kube import shared as kube
+from fleetserve.kube import update_status
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,6 @@ def configure(prometheus_url: str | None) -> None:
     _prometheus_url, _metrics = prometheus_url, None
 
 
-def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _snapshot(selector: str, quantile: float):
     global _metrics
     if not _prometheus_url:
@@ -61,13 +63,11 @@ def _snapshot(selector: str, quantile: float):
         return error
 
 
-def _memory_for(key: tuple[str, str], status: dict) -> LoopMemory:
+def _memory_for(key: tuple[str, str], status: LLMDeploymentStatus) -> LoopMemory:
     if key not in _memories:
         # A restarted operator keeps what it learned about preemptions (persisted in status).
-        learned = status.get("spotPreemptions") or {}
-        _memories[key] = LoopMemory(
-            preemptions=PreemptionRate(learned.get("observed", 0), learned.get("spotReplicaHours", 0.0))
-        )
+        learned = status.spot_preemptions or SpotPreemptions()
+        _memories[key] = LoopMemory(preemptions=PreemptionRate(learned.observed, learned.spot_replica_hours))
     return _memories[key]
 
 
@@ -76,13 +76,14 @@ def _autoscaling_enabled(spec, **_) -> bool:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, id="autoscaler", interval=TICK_INTERVAL_S, when=_autoscaling_enabled)
-def autoscale(name, namespace, spec, status, body, meta, patch, **_):
+def autoscale(name, namespace, spec, body, meta, **_):
     try:
         parsed = parse_spec(dict(spec))
     except InvalidSpec:
         return  # the operator's reconcile handler reports the invalid spec in the status
     settings = deployment_io.settings_from_spec(parsed)
-    status = dict(status)
+    body = dict(body)
+    status = parse_status(body)
     snapshot = _snapshot(deployment_io.metrics_selector(name, parsed), settings.slo.quantile)
     with _lock:
         new_preemptions = _new_preemptions.pop((namespace, name), 0)
@@ -91,16 +92,17 @@ def autoscale(name, namespace, spec, status, body, meta, patch, **_):
     woken, memory.last_wake = bool(wake) and wake != memory.last_wake, wake
     observed = deployment_io.observed_from_status(status)
     result = tick(settings, memory, snapshot, observed, new_preemptions, time.time(), wake=woken)
-    now = _now_rfc3339()
-    fields, decision = deployment_io.status_patch(result, status, now)
-    fields["spotPreemptions"] = deployment_io.preemption_status(memory.preemptions, now)
-    patch.status.update(fields)
+    now = now_rfc3339()
+    # Computed on the status read just before the write (the queries above take seconds), never on `status`.
+    written = update_status(kube(), body, lambda fresh: deployment_io.status_patch(
+        result, memory.preemptions, parse_status(fresh), now))
+    decision = deployment_io.recorded_decision(written)
     # kopf.event, not kopf.info: the operator posts only warnings from its log, our decisions must always show.
     if decision:
-        message = f"{decision['from']} -> {decision['to']} replicas: {decision['reason']}"
+        message = f"{decision.from_} -> {decision.to} replicas: {decision.reason}"
         log.info("%s/%s: %s", namespace, name, message)
         kopf.event(body, type="Normal", reason="Scaled", message=message)
-    was_active = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "ScalingActive"), None)
+    was_active = next((c.status for c in status.conditions if c.type == "ScalingActive"), None)
     if not result.scaling_active and was_active != "False":
         kopf.event(body, type="Warning", reason="ScalingHeld", message=result.reason)
 
@@ -120,39 +122,27 @@ def _count_preemption(pod: dict) -> None:
         _new_preemptions[(pod["metadata"].get("namespace"), instance)] += 1
 
 
-@kopf.on.event("", "v1", "pods", labels={preemption.SERVING_LABEL: "true"})
+@kopf.on.event("", "v1", "pods", labels={SERVING_LABEL: "true"})
 def stop_serving_doomed_pod(body, meta, patch, logger, **_):
     """A pod being deleted or disrupted stops receiving new requests at once (in-flight ones may finish)."""
     signal = preemption.pod_preemption_signal(body)
     if signal is None and not meta.get("deletionTimestamp"):
         return
-    patch.metadata.labels[preemption.SERVING_LABEL] = None
+    patch.metadata.labels[SERVING_LABEL] = None
     if signal:
         _count_preemption(body)
     logger.info(f"removed from the Service: {signal or 'pod is being deleted'}")
-
-
-def _core_api():
-    import kubernetes  # imported lazily: only clusters with spot nodes reach this path
-
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.CoreV1Api()
 
 
 @kopf.on.event("", "v1", "nodes", when=lambda body, **_: preemption.node_preemption_signal(body) is not None)
 def stop_serving_on_reclaimed_node(name, body, logger, **_):
     """A spot-termination taint/condition on a node takes all serving replicas there out of their Services."""
     signal = preemption.node_preemption_signal(body)
-    api = _core_api()
-    pods = api.list_pod_for_all_namespaces(
-        label_selector=f"{preemption.SERVING_LABEL}=true", field_selector=f"spec.nodeName={name}"
-    )
-    for pod in pods.items:
-        if pod.spec.node_name != name:  # the field selector again, in case an API server ignored it
+    serving = kube().list("v1", "Pod", None, {SERVING_LABEL: "true"}, field_selector=f"spec.nodeName={name}")
+    for pod in serving:
+        if (pod.get("spec") or {}).get("nodeName") != name:  # in case an API server ignored the field selector
             continue
-        api.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, preemption.stop_serving_patch())
-        _count_preemption(api.api_client.sanitize_for_serialization(pod))
-        logger.info(f"pod {pod.metadata.namespace}/{pod.metadata.name} removed from its Service: {signal}")
+        meta = pod["metadata"]
+        kube().merge_patch("v1", "Pod", meta["namespace"], meta["name"], preemption.stop_serving_patch())
+        _count_preemption(pod)
+        logger.info(f"pod {meta['namespace']}/{meta['name']} removed from its Service: {signal}")

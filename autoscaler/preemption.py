@@ -5,9 +5,7 @@ a taint, kubelet's graceful node shutdown and the taint manager mark the pod wit
 Any of these means: stop sending new requests there now, while in-flight ones may still finish.
 """
 
-SERVING_LABEL = "fleetserve.io/serving"
-CAPACITY_LABEL = "fleetserve.io/capacity"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
+from fleetserve.api.labels import CAPACITY_LABEL, INSTANCE_LABEL, SERVING_LABEL, SPOT
 
 PREEMPTION_TAINTS = frozenset({
     "aws-node-termination-handler/spot-itn",  # AWS spot interruption notice (2 minutes ahead)
@@ -46,7 +44,7 @@ def is_serving(pod: dict) -> bool:
 
 
 def is_spot(pod: dict) -> bool:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get(CAPACITY_LABEL) == "spot"
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(CAPACITY_LABEL) == SPOT
 
 
 def owner_instance(pod: dict) -> str | None:

@@ -10,7 +10,7 @@ notices that capacity came back.
 import dataclasses
 import math
 
-from fleetserve.operator.placement import split_replicas
+from fleetserve.api.placement import split_replicas
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Where one `fleetserve serve` process sits in its tensor-parallel group: from --tensor-parallel-size alone on a
 single node, or from the environment the operator renders into every pod of a multi-node group
-(fleetserve.operator.group_env is that contract's one definition; this module only reads it)."""
+(fleetserve.api.group_env is that contract's one definition; this module only reads it)."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fleetserve.operator import group_env
+from fleetserve.api import group_env
 
 LOOPBACK = "127.0.0.1"
 

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from fleetserve.kube import covers
+
 LAST_APPLIED = "fleetserve.io/last-applied"
 
 
@@ -28,15 +30,6 @@ def key(obj: dict) -> tuple[str, str, str]:
 def with_last_applied(manifest: dict) -> dict:
     annotations = {**manifest["metadata"].get("annotations", {}), LAST_APPLIED: json.dumps(manifest, sort_keys=True)}
     return {**manifest, "metadata": {**manifest["metadata"], "annotations": annotations}}
-
-
-def covers(live, desired) -> bool:
-    """Whether `live` already holds everything `desired` says (the apiserver may add defaults around it)."""
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(covers(live.get(k), v) for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(covers, live, desired))
-    return live == desired
 
 
 def three_way_patch(last: dict, live: dict, desired: dict) -> dict:

@@ -1,14 +1,12 @@
 """`fleetserve operator`: run the Kopf operator (and the autoscaler's handlers) for all namespaces."""
 
 import argparse
-import importlib
 import logging
 import os
 import random
 
 import kopf
 
-AUTOSCALER_MODULE = "fleetserve.autoscaler.kopf_handlers"
 PEERING_NAME = "fleetserve"
 
 
@@ -29,9 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    importlib.import_module("fleetserve.operator.handlers")
+    # Importing a handler module registers its handlers with kopf; this is the one place that joins the components.
+    from fleetserve.operator import handlers  # noqa: F401
     if not args.no_autoscaler:
-        importlib.import_module(AUTOSCALER_MODULE).configure(args.prometheus_url)
+        from fleetserve.autoscaler import kopf_handlers
+        kopf_handlers.configure(args.prometheus_url)
     priority = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2**31 - 1)
     if args.peering:
         logging.getLogger(__name__).info("peering as %r with priority %d", PEERING_NAME, priority)

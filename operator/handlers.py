@@ -1,23 +1,16 @@
 """Kopf handlers: each one only picks the object and calls the reconciler."""
 
-import functools
 import logging
 
 import kopf
 
+from fleetserve.api.labels import ENGINE_NAME, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
+from fleetserve.api.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from fleetserve.kube import shared as kube
 from fleetserve.operator import reconcile
-from fleetserve.operator.kube import Kube
-from fleetserve.operator.pod_template import ENGINE_NAME, INSTANCE_LABEL, NAME_LABEL
-from fleetserve.operator.render import MANAGED_BY
-from fleetserve.operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 LLMD = (GROUP, VERSION, PLURAL)
-OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-
-
-@functools.cache
-def kube() -> Kube:
-    return Kube()
+OWNED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
 def post_event(body: dict, type_: str, reason: str, message: str) -> None:

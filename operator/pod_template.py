@@ -1,7 +1,11 @@
 """The engine pod: command line, probes, security context, volumes and placement for one capacity type."""
 
-from fleetserve.operator import group_env
-from fleetserve.operator.spec import LLMDeploymentSpec, Toleration
+from fleetserve.api import group_env
+from fleetserve.api.labels import (
+    CAPACITY_LABEL, COMPONENT_LABEL, ENGINE_COMPONENT, ENGINE_NAME, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    NAME_LABEL, ON_DEMAND, SERVING_LABEL, SPOT,
+)
+from fleetserve.api.spec import LLMDeploymentSpec, Toleration
 
 MODEL_CACHE_DIR = "/var/cache/fleetserve"
 PVC_MOUNT_ROOT = "/models"
@@ -11,12 +15,6 @@ GRACE_MARGIN_SECONDS = 10
 ENGINE_UID = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-
-NAME_LABEL = "app.kubernetes.io/name"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-CAPACITY_LABEL = "fleetserve.io/capacity"
-SERVING_LABEL = "fleetserve.io/serving"
-ENGINE_NAME = "fleetserve-engine"
 
 
 def selector_labels(name: str, capacity: str) -> dict:
@@ -110,7 +108,7 @@ def _tolerations(items: list[Toleration], gpus: int) -> list[dict]:
 
 def placement(spec: LLMDeploymentSpec, capacity: str, name: str, gpus_per_pod: int) -> dict:
     """Node selectors, tolerations and affinity of one capacity type."""
-    pool = spec.capacity.spot if capacity == "spot" else spec.capacity.on_demand
+    pool = spec.capacity.spot if capacity == SPOT else spec.capacity.on_demand
     node_selector = dict(pool.node_selector)
     if gpus_per_pod and spec.resources.gpu and spec.resources.gpu.type:
         node_selector[GPU_PRODUCT_LABEL] = spec.resources.gpu.type
@@ -124,7 +122,7 @@ def placement(spec: LLMDeploymentSpec, capacity: str, name: str, gpus_per_pod: i
             },
         }]},
     }
-    if capacity == "on-demand" and spec.capacity.spot.node_selector:
+    if capacity == ON_DEMAND and spec.capacity.spot.node_selector:
         # On-demand replicas must stay off spot nodes even where spot nodes carry no taint.
         affinity["nodeAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
             "matchExpressions": [
@@ -133,7 +131,7 @@ def placement(spec: LLMDeploymentSpec, capacity: str, name: str, gpus_per_pod: i
             ],
         }]}}
     out = {"affinity": affinity, "tolerations": _tolerations(pool.tolerations, gpus_per_pod)}
-    if capacity == "spot":
+    if capacity == SPOT:
         # Spot capacity is reclaimed per zone (and per pool); spreading keeps one reclaim from taking every replica.
         out["topologySpreadConstraints"] = [{
             "maxSkew": 1,
@@ -177,8 +175,8 @@ def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod
     }
     if group_vars:
         container["ports"].append({"name": "rendezvous", "containerPort": group_env.RENDEZVOUS_PORT, "protocol": "TCP"})
-    labels = {**selector_labels(name, capacity), SERVING_LABEL: "true", "app.kubernetes.io/component": "engine",
-              "app.kubernetes.io/managed-by": "fleetserve-operator"}
+    labels = {**selector_labels(name, capacity), SERVING_LABEL: "true", COMPONENT_LABEL: ENGINE_COMPONENT,
+              MANAGED_BY_LABEL: MANAGED_BY}
     return {
         "metadata": {"labels": labels},
         "spec": {

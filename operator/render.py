@@ -5,12 +5,14 @@
 
 from dataclasses import dataclass
 
-from fleetserve.operator import group_env
+from fleetserve.api import group_env
+from fleetserve.api.labels import (
+    CAPACITY_LABEL, ENGINE_NAME, GROUP_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ON_DEMAND,
+    PART_OF, PART_OF_LABEL, SERVING_LABEL, SPOT,
+)
+from fleetserve.api.placement import GroupShape, ReplicaSplit, group_shape
+from fleetserve.api.spec import API_VERSION, KIND, LLMDeploymentSpec
 from fleetserve.operator import pod_template as pods
-from fleetserve.operator.placement import GroupShape, ReplicaSplit, group_shape
-from fleetserve.operator.spec import API_VERSION, KIND, LLMDeploymentSpec
-
-MANAGED_BY = "fleetserve-operator"
 
 
 @dataclass(frozen=True)
@@ -23,15 +25,15 @@ class ClusterFeatures:
 
 def child_labels(name: str) -> dict:
     return {
-        pods.NAME_LABEL: pods.ENGINE_NAME,
-        pods.INSTANCE_LABEL: name,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/part-of": "fleetserve",
+        NAME_LABEL: ENGINE_NAME,
+        INSTANCE_LABEL: name,
+        MANAGED_BY_LABEL: MANAGED_BY,
+        PART_OF_LABEL: PART_OF,
     }
 
 
 def serving_selector(name: str) -> str:
-    return f"{pods.NAME_LABEL}={pods.ENGINE_NAME},{pods.INSTANCE_LABEL}={name},{pods.SERVING_LABEL}=true"
+    return f"{NAME_LABEL}={ENGINE_NAME},{INSTANCE_LABEL}={name},{SERVING_LABEL}=true"
 
 
 def endpoint_url(name: str, namespace: str, spec: LLMDeploymentSpec) -> str:
@@ -47,7 +49,7 @@ def owner_reference(body: dict) -> dict:
 def _meta(body: dict, name: str, capacity: str | None = None) -> dict:
     labels = child_labels(body["metadata"]["name"])
     if capacity:
-        labels[pods.CAPACITY_LABEL] = capacity  # on workloads, so status can tell the pools apart
+        labels[CAPACITY_LABEL] = capacity  # on workloads, so status can tell the pools apart
     meta = {"name": name, "namespace": body["metadata"]["namespace"], "labels": labels}
     if body["metadata"].get("uid"):
         meta["ownerReferences"] = [owner_reference(body)]
@@ -100,8 +102,8 @@ def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index
     leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc.cluster.local"
     env = group_env.group_env(shape.pods, shape.ranks_per_pod, leader)
     template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env)
-    template["metadata"]["labels"]["fleetserve.io/group"] = sts_name
-    selector = {**pods.selector_labels(name, capacity), "fleetserve.io/group": sts_name}
+    template["metadata"]["labels"][GROUP_LABEL] = sts_name
+    selector = {**pods.selector_labels(name, capacity), GROUP_LABEL: sts_name}
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": _meta(body, sts_name, capacity),
@@ -137,7 +139,7 @@ def _leader_worker_set(body: dict, spec: LLMDeploymentSpec, capacity: str, group
 
 def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
     name = body["metadata"]["name"]
-    selector = {pods.NAME_LABEL: pods.ENGINE_NAME, pods.INSTANCE_LABEL: name, pods.SERVING_LABEL: "true"}
+    selector = {NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, SERVING_LABEL: "true"}
     if shape.multi_node:  # only group leaders serve the OpenAI API
         rank_label = group_env.LWS_WORKER_INDEX_LABEL if features.leader_worker_set else group_env.POD_INDEX_LABEL
         selector[rank_label] = "0"
@@ -153,7 +155,7 @@ def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: C
 
 
 def _engine_pod_selector(name: str) -> dict:
-    return {"matchLabels": {pods.NAME_LABEL: pods.ENGINE_NAME, pods.INSTANCE_LABEL: name}}
+    return {"matchLabels": {NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}}
 
 
 def _pod_disruption_budget(body: dict, shape: GroupShape) -> dict:
@@ -195,13 +197,13 @@ def _pod_monitor(body: dict) -> dict:
 
 
 def capacity_types(spec: LLMDeploymentSpec) -> list[str]:
-    return ["on-demand", "spot"] if spec.capacity.spot.enabled else ["on-demand"]
+    return [ON_DEMAND, SPOT] if spec.capacity.spot.enabled else [ON_DEMAND]
 
 
 def render_children(body: dict, spec: LLMDeploymentSpec, split: ReplicaSplit, features: ClusterFeatures) -> list[dict]:
     """All children, in apply order. Raises ImpossibleShape when a replica can't be placed on whole nodes."""
     shape = group_shape(spec)
-    counts = {"on-demand": split.on_demand, "spot": split.spot}
+    counts = {ON_DEMAND: split.on_demand, SPOT: split.spot}
     workloads: list[dict] = []
     for capacity in capacity_types(spec):
         if shape.multi_node and features.leader_worker_set:

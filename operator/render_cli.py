@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from fleetserve.operator.placement import ImpossibleShape, desired_split
+from fleetserve.api.placement import ImpossibleShape, desired_split
+from fleetserve.api.spec import InvalidSpec, parse_resource, parse_status
 from fleetserve.operator.render import ClusterFeatures, render_children
-from fleetserve.operator.spec import InvalidSpec, parse_resource
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def render_manifests(body: dict, features: ClusterFeatures) -> list[dict]:
     """Validate the CR like the apiserver would, then render; raises InvalidSpec or ImpossibleShape."""
     body = {**body, "metadata": {"namespace": "default", **body.get("metadata", {})}}
     spec = parse_resource(body)
-    return render_children(body, spec, desired_split(spec, (body.get("status") or {}).get("autoscaler")), features)
+    return render_children(body, spec, desired_split(spec, parse_status(body).autoscaler), features)
 
 
 def run(args: argparse.Namespace) -> int:

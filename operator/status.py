@@ -1,14 +1,14 @@
 """Pure status: observed workloads and pods become replica counts and plain-words conditions."""
 
-from fleetserve.operator import pod_template as pods
-from fleetserve.operator.placement import GroupShape, ReplicaSplit
-
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InsufficientCapacity", "SpotPreempted", "ScalingActive")
+from fleetserve.api.conditions import condition
+from fleetserve.api.labels import CAPACITY_LABEL, ON_DEMAND, SERVING_LABEL, SPOT
+from fleetserve.api.placement import GroupShape, ReplicaSplit
+from fleetserve.api.spec import CapacityReplicas, ReplicaStatus
 
 
 def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> int:
     """A Deployment counts its ready pods; a group counts only when every member is ready (gang semantics)."""
-    mine = [w for w in workloads if w["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity]
+    mine = [w for w in workloads if w["metadata"]["labels"].get(CAPACITY_LABEL) == capacity]
     if shape.multi_node:
         # A LeaderWorkerSet counts ready groups itself; a StatefulSet is one group.
         groups = sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "LeaderWorkerSet")
@@ -19,7 +19,7 @@ def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> i
 
 def pending_replicas(pod_list: list[dict], capacity: str, shape: GroupShape) -> int:
     """Pending pods in replica units: a multi-node group's pending pods are rounded up to whole groups."""
-    pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == capacity
+    pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(CAPACITY_LABEL) == capacity
                   and (p.get("status") or {}).get("phase") == "Pending")
     return -(-pending // shape.pods)
 
@@ -27,8 +27,8 @@ def pending_replicas(pod_list: list[dict], capacity: str, shape: GroupShape) -> 
 def preempted_pods(pod_list: list[dict]) -> list[str]:
     """Spot pods whose serving label the autoscaler removed because their node is being reclaimed."""
     return sorted(p["metadata"]["name"] for p in pod_list
-                  if p["metadata"]["labels"].get(pods.CAPACITY_LABEL) == "spot"
-                  and p["metadata"]["labels"].get(pods.SERVING_LABEL) != "true")
+                  if p["metadata"]["labels"].get(CAPACITY_LABEL) == SPOT
+                  and p["metadata"]["labels"].get(SERVING_LABEL) != "true")
 
 
 def rolling_out(workloads: list[dict]) -> bool:
@@ -45,9 +45,9 @@ def rolling_out(workloads: list[dict]) -> bool:
 
 def applied_split(workloads: list[dict], shape: GroupShape) -> ReplicaSplit:
     """Replica counts the workloads are set to now (not what a newer plan asks for before it is applied)."""
-    counts = {"on-demand": 0, "spot": 0}
+    counts = {ON_DEMAND: 0, SPOT: 0}
     for w in workloads:
-        capacity = w["metadata"]["labels"].get(pods.CAPACITY_LABEL)
+        capacity = w["metadata"]["labels"].get(CAPACITY_LABEL)
         if capacity not in counts:
             continue
         if w["kind"] == "LeaderWorkerSet":
@@ -56,23 +56,17 @@ def applied_split(workloads: list[dict], shape: GroupShape) -> ReplicaSplit:
             counts[capacity] += w["kind"] == "StatefulSet"
         elif w["kind"] == "Deployment":
             counts[capacity] += w["spec"].get("replicas", 0)
-    return ReplicaSplit(on_demand=counts["on-demand"], spot=counts["spot"])
+    return ReplicaSplit(on_demand=counts[ON_DEMAND], spot=counts[SPOT])
 
 
-def replica_status(split: ReplicaSplit, workloads: list[dict], pod_list: list[dict], shape: GroupShape) -> dict:
-    per_capacity = {}
-    for capacity, desired, field in (("on-demand", split.on_demand, "onDemand"), ("spot", split.spot, "spot")):
-        per_capacity[field] = {
-            "desired": desired,
-            "ready": min(desired, ready_replicas(workloads, capacity, shape)),
-            "pending": pending_replicas(pod_list, capacity, shape),
-        }
-    ready = per_capacity["onDemand"]["ready"] + per_capacity["spot"]["ready"]
-    return {"desired": split.total, "ready": ready, "summary": f"{ready}/{split.total}", **per_capacity}
-
-
-def condition(kind: str, ok: bool, reason: str, message: str) -> dict:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+def replica_status(split: ReplicaSplit, workloads: list[dict], pod_list: list[dict], shape: GroupShape) -> ReplicaStatus:
+    on_demand, spot = (
+        CapacityReplicas(desired=desired, ready=min(desired, ready_replicas(workloads, capacity, shape)),
+                         pending=pending_replicas(pod_list, capacity, shape))
+        for capacity, desired in ((ON_DEMAND, split.on_demand), (SPOT, split.spot))
+    )
+    ready = on_demand.ready + spot.ready
+    return ReplicaStatus(desired=split.total, ready=ready, summary=f"{ready}/{split.total}", on_demand=on_demand, spot=spot)
 
 
 def scaling_condition(autoscaling: bool, previous: list[dict]) -> list[dict]:
@@ -84,10 +78,10 @@ def scaling_condition(autoscaling: bool, previous: list[dict]) -> list[dict]:
     return [condition("ScalingActive", False, "WaitingForAutoscaler", "no autoscaler plan yet; using spec.replicas.min")]
 
 
-def observed_conditions(replicas: dict, workloads: list[dict], pod_list: list[dict], autoscaling: bool,
+def observed_conditions(replicas: ReplicaStatus, workloads: list[dict], pod_list: list[dict], autoscaling: bool,
                         previous: list[dict]) -> list[dict]:
-    desired, ready = replicas["desired"], replicas["ready"]
-    pending = replicas["onDemand"]["pending"] + replicas["spot"]["pending"]
+    desired, ready = replicas.desired, replicas.ready
+    pending = replicas.on_demand.pending + replicas.spot.pending
     preempted = preempted_pods(pod_list)
     progressing = rolling_out(workloads) or ready < desired
     if desired == 0:
@@ -118,16 +112,3 @@ def failure_conditions(reason: str, message: str) -> list[dict]:
         condition("Degraded", True, reason, message),
         condition("InsufficientCapacity", reason == "ImpossibleShape", reason, message if reason == "ImpossibleShape" else ""),
     ]
-
-
-def merge_conditions(previous: list[dict], current: list[dict], now: str) -> list[dict]:
-    """Keep lastTransitionTime when a condition's status is unchanged; keep conditions not recomputed."""
-    before = {c["type"]: c for c in previous or []}
-    merged = []
-    for cond in current:
-        old = before.get(cond["type"])
-        unchanged = old is not None and old.get("status") == cond["status"]
-        merged.append({**cond, "lastTransitionTime": old["lastTransitionTime"] if unchanged else now})
-    recomputed = {c["type"] for c in current}
-    merged += [c for c in previous or [] if c["type"] not in recomputed]
-    return sorted(merged, key=lambda c: CONDITION_TYPES.index(c["type"]))

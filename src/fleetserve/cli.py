@@ -12,7 +12,7 @@ SUBCOMMANDS = {
     "serve": ("fleetserve.engine.serve_cli", "run the inference engine with its OpenAI-compatible HTTP server"),
     "bench": ("fleetserve.engine.bench", "benchmark the engine's server against HF transformers on this machine"),
     "operator": ("fleetserve.operator.cli", "run the Kopf operator that reconciles LLMDeployments"),
-    "crd": ("fleetserve.operator.crd", "generate the LLMDeployment CRD YAML from the pydantic spec"),
+    "crd": ("fleetserve.api.crd", "generate the LLMDeployment CRD YAML from the pydantic spec"),
     "render": ("fleetserve.operator.render_cli", "print the manifests the operator would apply for an LLMDeployment"),
     "simulate": ("fleetserve.autoscaler.simulate_cli", "replay a request trace and a spot trace against autoscaling policies"),
 }

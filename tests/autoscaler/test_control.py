@@ -1,12 +1,12 @@
 """One control tick end to end (pure): gaps hold the scale, spot falls back and returns, status and events."""
 
+from fleetserve.api.placement import GroupShape, ReplicaSplit
+from fleetserve.api.spec import LLMDeploymentStatus, parse_spec
 from fleetserve.autoscaler import deployment_io, preemption
 from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, LoopSettings, Observed, tick
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
-from fleetserve.operator.placement import GroupShape, ReplicaSplit
-from fleetserve.operator.spec import parse_spec
 from fleetserve.operator.status import replica_status
 
 SETTINGS = LoopSettings(
@@ -31,8 +31,9 @@ def test_prometheus_gap_holds_the_scale_and_reports_it():
     assert gap.plan is None and not gap.scaling_active
     assert gap.serving == first.serving
     assert "holding" in gap.reason and "timeout" in gap.reason
-    fields, decision = deployment_io.status_patch(gap, {"autoscaler": {"desiredOnDemand": 1, "desiredSpot": 3}}, "T")
-    assert decision is None and "autoscaler" not in fields
+    status = LLMDeploymentStatus.model_validate({"autoscaler": {"desiredOnDemand": 1, "desiredSpot": 3}})
+    fields = deployment_io.status_patch(gap, memory.preemptions, status, "T")
+    assert deployment_io.recorded_decision(fields) is None and "autoscaler" not in fields
     condition = fields["conditions"][-1]
     assert (condition["type"], condition["status"], condition["reason"]) == ("ScalingActive", "False", "MetricsUnavailable")
 
@@ -89,8 +90,9 @@ def test_status_patch_keeps_five_decisions_and_condition_time():
     memory, status = LoopMemory(), {}
     for step, rate in enumerate([1, 6, 12, 20, 30, 40]):
         result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 1), 0, now=step * 5)
-        fields, decision = deployment_io.status_patch(result, status, f"2026-01-01T00:00:{step:02d}Z")
-        assert decision is not None
+        fields = deployment_io.status_patch(result, memory.preemptions, LLMDeploymentStatus.model_validate(status),
+                                            f"2026-01-01T00:00:{step:02d}Z")
+        assert deployment_io.recorded_decision(fields) is not None
         status = {**status, **fields}
     assert len(status["scalingDecisions"]) == 5
     assert status["scalingDecisions"][-1]["to"] == status["autoscaler"]["desiredOnDemand"] + status["autoscaler"]["desiredSpot"]
@@ -149,7 +151,7 @@ def test_a_partial_tensor_parallel_group_is_not_capacity():
                 "spec": {"replicas": 2, "template": {"metadata": {"labels": labels}}}, "status": {"readyReplicas": ready_pods}}
 
     shape = GroupShape(pods=2, gpus_per_pod=8)
-    status = {"replicas": replica_status(ReplicaSplit(2, 0), [group("g0", 2), group("g1", 1)], [], shape)}
+    status = LLMDeploymentStatus(replicas=replica_status(ReplicaSplit(2, 0), [group("g0", 2), group("g1", 1)], [], shape))
     observed = deployment_io.observed_from_status(status)
     assert observed.ready == 1
     whole = tick(SETTINGS, LoopMemory(), load(4.0, 2, waiting=100), Observed(2, 0, 2), 0, now=0)

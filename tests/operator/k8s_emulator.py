@@ -16,7 +16,7 @@ import uuid
 import kmock
 from kmock._internal import dicts
 
-from fleetserve.operator.spec import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
+from fleetserve.api.spec import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
 
 LLMD_RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
 

@@ -19,7 +19,7 @@ import yaml
 from kmock import Server
 
 from k8s_emulator import ClusterEmulator
-from fleetserve.operator.kube import PLURALS, resource_path
+from fleetserve.kube import PLURALS, resource_path
 
 OPERATOR_START_TIMEOUT = 30
 WAIT_TIMEOUT = 20

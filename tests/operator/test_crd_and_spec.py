@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from fleetserve.operator import crd
-from fleetserve.operator.spec import InvalidSpec, all_cel_rules, parse_resource
+from fleetserve.api import crd
+from fleetserve.api.spec import InvalidSpec, all_cel_rules, parse_resource
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fleetserve.operator.kube import PLURALS
+from fleetserve.kube import PLURALS
 
 REPO = Path(__file__).parents[2]
 CHART = REPO / "helm"

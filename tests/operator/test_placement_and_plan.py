@@ -5,8 +5,8 @@ import json
 import pytest
 
 from fleetserve.operator.apply_plan import LAST_APPLIED, plan_changes, three_way_patch, with_last_applied
-from fleetserve.operator.placement import GroupShape, ImpossibleShape, ReplicaSplit, group_shape, split_replicas
-from fleetserve.operator.spec import parse_spec
+from fleetserve.api.placement import GroupShape, ImpossibleShape, ReplicaSplit, group_shape, split_replicas
+from fleetserve.api.spec import parse_spec
 
 
 @pytest.mark.parametrize("total,floor,enabled,share,expected", [

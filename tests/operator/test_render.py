@@ -8,8 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fleetserve.operator import group_env
-from fleetserve.operator.placement import ImpossibleShape
+from fleetserve.api import group_env
+from fleetserve.api.placement import ImpossibleShape
 from fleetserve.operator.render import ClusterFeatures
 from fleetserve.operator.render_cli import render_manifests
 

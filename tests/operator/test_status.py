@@ -1,7 +1,8 @@
 """Pure status: gang readiness, applied counts and condition transitions."""
 
-from fleetserve.operator.placement import GroupShape, ReplicaSplit
-from fleetserve.operator.status import applied_split, merge_conditions, observed_conditions, replica_status
+from fleetserve.api.conditions import merge_conditions
+from fleetserve.api.placement import GroupShape, ReplicaSplit
+from fleetserve.operator.status import applied_split, observed_conditions, replica_status
 
 GROUP = GroupShape(pods=2, gpus_per_pod=8)
 SINGLE = GroupShape(pods=1, gpus_per_pod=1)
@@ -22,8 +23,8 @@ def test_group_counts_only_when_every_member_is_ready():
     split = applied_split(workloads, GROUP)
     assert split == ReplicaSplit(on_demand=2, spot=0)
     replicas = replica_status(split, workloads, [pod("on-demand", "Pending")], GROUP)
-    assert (replicas["desired"], replicas["ready"], replicas["summary"]) == (2, 1, "1/2")
-    assert replicas["onDemand"]["pending"] == 1
+    assert (replicas.desired, replicas.ready, replicas.summary) == (2, 1, "1/2")
+    assert replicas.on_demand.pending == 1
 
 
 def test_conditions_in_plain_words():

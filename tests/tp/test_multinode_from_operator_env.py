@@ -13,10 +13,10 @@ import pytest
 
 from fleetserve.engine import distributed
 from fleetserve.engine.group_layout import group_layout
-from fleetserve.operator import group_env
-from fleetserve.operator.placement import spec_split
+from fleetserve.api import group_env
+from fleetserve.api.placement import spec_split
 from fleetserve.operator.render import ClusterFeatures, render_children
-from fleetserve.operator.spec import LLMDeploymentSpec
+from fleetserve.api.spec import LLMDeploymentSpec
 
 PVC_SOURCE = "pvc://weights/tiny-llama"
 EXTRA_ARGS = ["--device", "cpu", "--num-kv-blocks", "128", "--max-num-batched-tokens", "64"]

@@ -6,7 +6,7 @@ Pure functions; the autoscaler imports `split_replicas` so a plan and a spec-onl
 import math
 from dataclasses import dataclass
 
-from fleetserve.operator.spec import LLMDeploymentSpec
+from fleetserve.api.spec import AutoscalerPlan, LLMDeploymentSpec
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,12 @@ def spec_split(spec: LLMDeploymentSpec) -> ReplicaSplit:
     return split_replicas(spec.replicas.min, capacity.on_demand.min_replicas, capacity.spot.enabled, capacity.spot.max_share)
 
 
-def desired_split(spec: LLMDeploymentSpec, autoscaler_plan: dict | None) -> ReplicaSplit:
+def desired_split(spec: LLMDeploymentSpec, autoscaler_plan: AutoscalerPlan | None) -> ReplicaSplit:
     """The autoscaler's plan wins while autoscaling is on; spot is never used when the spec disables it."""
-    if not spec.autoscaling.enabled or not autoscaler_plan:
+    if not spec.autoscaling.enabled or autoscaler_plan is None:
         return spec_split(spec)
-    on_demand = int(autoscaler_plan.get("desiredOnDemand", 0))
-    spot = int(autoscaler_plan.get("desiredSpot", 0)) if spec.capacity.spot.enabled else 0
-    return ReplicaSplit(on_demand=on_demand, spot=spot)
+    spot = autoscaler_plan.desired_spot if spec.capacity.spot.enabled else 0
+    return ReplicaSplit(on_demand=autoscaler_plan.desired_on_demand, spot=spot)
 
 
 class ImpossibleShape(ValueError):

@@ -1,14 +1,19 @@
-"""A thin, generic Kubernetes API client: paths by apiVersion and kind, JSON in and out, merge patches.
+"""The one Kubernetes client of the operator process, shared by the operator's and the autoscaler's handlers.
 
-Built on the official client's ApiClient so kubeconfig and in-cluster credentials work as kopf's do.
+A thin, generic API client (paths by apiVersion and kind, JSON in and out, merge patches) and the one guarded
+way to write an LLMDeployment's status. Built on the official client's ApiClient so kubeconfig and in-cluster
+credentials work as kopf's do.
 """
 
+import functools
 import json
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-# Every kind the operator reads or writes; RBAC in helm/templates/rbac.yaml must match this table.
+from fleetserve.api.spec import API_VERSION, KIND
+
+# Every kind the operator and the autoscaler read or write; RBAC in helm/templates/rbac.yaml must match this table.
 PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
@@ -67,9 +72,13 @@ class Kube:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str]) -> list[dict]:
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        answer = self._call("GET", resource_path(api_version, kind, namespace), query={"labelSelector": selector})
+    def list(self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str],
+             field_selector: str | None = None) -> list[dict]:
+        """Objects carrying all `labels`, in `namespace` or (None) in every namespace."""
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())}
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        answer = self._call("GET", resource_path(api_version, kind, namespace), query=query)
         items = answer.get("items", []) if isinstance(answer, dict) else []
         # Filter here too: a selector is a request, and cheap to enforce twice.
         return [item for item in items if labels.items() <= (item.get("metadata", {}).get("labels") or {}).items()]
@@ -96,3 +105,50 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+@functools.cache
+def shared() -> Kube:
+    """The process's one client (created on first use, when the kubeconfig is in place)."""
+    return Kube()
+
+
+def covers(live, desired) -> bool:
+    """Whether `live` already holds everything `desired` says (the apiserver may add defaults around it)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(covers(live.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(covers, live, desired))
+    return live == desired
+
+
+STATUS_WRITE_ATTEMPTS = 5
+
+
+class StatusConflict(RuntimeError):
+    """The status kept changing under us; the handler's retry will try again."""
+
+
+def update_status(kube: Kube, body: dict, compute) -> dict | None:
+    """Write `compute(fresh_body)` into the LLMDeployment's status, guarded by the fresh resourceVersion.
+
+    The operator and the autoscaler both write the status, and a merge patch replaces a list (conditions) whole:
+    a write computed from a stale read would drop the other writer's fields. So every writer goes through here:
+    read, compute and write with a precondition, and retry on conflicts. `compute` returns the status fields to
+    merge, or None when there is nothing to write. Returns the fields written, or None when nothing was.
+    """
+    meta = body["metadata"]
+    for _ in range(STATUS_WRITE_ATTEMPTS):
+        fresh = kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+            return None  # deleted meanwhile
+        fields = compute(fresh)
+        if fields is None or covers(fresh.get("status") or {}, fields):
+            return None  # unchanged status writes would only wake every watcher
+        patch = {"metadata": {"resourceVersion": fresh["metadata"]["resourceVersion"]}, "status": fields}
+        try:
+            kube.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], patch, subresource="status")
+            return fields
+        except Conflict:
+            continue
+    raise StatusConflict(f"status of {meta['namespace']}/{meta['name']} changed {STATUS_WRITE_ATTEMPTS} times while writing it")

@@ -1,4 +1,5 @@
-"""The LLMDeployment API, defined once: the CRD schema, `fleetserve render` and the operator all read these models.
+"""The LLMDeployment API, defined once: the CRD schema, `fleetserve render`, the operator and the autoscaler all
+read and write these models.
 
 Each CEL rule in the CRD is declared here next to the model it guards, together with a Python predicate that
 means the same thing, so the apiserver and our own validation can never disagree silently.
@@ -239,6 +240,16 @@ class LLMDeploymentStatus(_Model):
     scaling_decisions: list[ScalingDecision] = Field(default=[], max_length=5)
     spot_preemptions: SpotPreemptions | None = None
 
+
+
+def parse_status(body: dict) -> LLMDeploymentStatus:
+    """An LLMDeployment's status, typed (the apiserver checked it against the schema generated from these models)."""
+    return LLMDeploymentStatus.model_validate(body.get("status") or {})
+
+
+def status_fields(status: LLMDeploymentStatus) -> dict:
+    """The fields set on `status`, as the JSON merge patch that writes exactly those and leaves the rest alone."""
+    return status.model_dump(by_alias=True, exclude_unset=True)
 
 # Children are named <name>-on-demand-<index> and their pods add "-<ordinal>" plus a revision hash: 63 in all.
 MAX_NAME_LENGTH = 36

@@ -54,6 +54,10 @@ def test_values_schema_rejects_bad_values(helm, value):
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
 
 
+def test_chart_works_as_a_subchart_with_global_values(helm):
+    helm("template", "fs", str(CHART), "--set", "global.imageRegistry=registry.example")
+
+
 @pytest.mark.parametrize("sets", [(), ("replicaCount=2",), ("autoscaler.enabled=false", "verbose=true")], ids=str)
 def test_template_output_is_valid_kubernetes(helm, sets):
     docs = rendered(helm, *sets)
@@ -97,6 +101,7 @@ def test_rbac_covers_exactly_what_the_code_uses_without_wildcards(helm):
     expected = {
         ("fleetserve.io", "llmdeployments"): {"get", "list", "watch", "patch"},
         ("fleetserve.io", "llmdeployments/status"): {"get", "patch"},
+        ("fleetserve.io", "llmdeployments/finalizers"): {"update"},  # blockOwnerDeletion under admission
         ("apps", "deployments"): workloads, ("apps", "statefulsets"): workloads,
         ("leaderworkerset.x-k8s.io", "leaderworkersets"): workloads,
         ("", "services"): children, ("policy", "poddisruptionbudgets"): children,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the server only calls the engine; importing it here would l
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
-OPEN_PATHS = ("/health", "/metrics")  # probes and scrapes never need the API key
+OPEN_PATHS = ("/health", "/livez", "/readyz", "/metrics")  # probes and scrapes never need the API key
 
 
 @dataclass
@@ -108,7 +108,9 @@ def build_app(engine: "AsyncEngine", options: ServerOptions) -> web.Application:
     app.router.add_post("/v1/completions", create_completion)
     app.router.add_post("/v1/chat/completions", create_chat_completion)
     app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/health", readyz)  # the older name, kept for probes and clients that use it
     app.router.add_get("/metrics", metrics)
     return app
 
@@ -157,11 +159,20 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 # ---- handlers ---------------------------------------------------------------------------------------------------
 
-async def health(request: web.Request) -> web.Response:
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 while the server admits requests; 503 while draining or once the engine is broken."""
     state = request.app[STATE]
     if state.admission.draining:
         raise ApiError(503, "draining", None, "server_draining", "service_unavailable")
     if not state.engine.healthy:
+        raise ApiError(503, "engine unhealthy", None, "engine_unhealthy", "service_unavailable")
+    return web.json_response({"status": "ok"})
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: fails only when the engine is broken for good (its step loop died, a tensor-parallel rank is gone),
+    so that a restart is the fix. A draining or busy server stays live: restarting it would only cut requests off."""
+    if not request.app[STATE].engine.healthy:
         raise ApiError(503, "engine unhealthy", None, "engine_unhealthy", "service_unavailable")
     return web.json_response({"status": "ok"})
 

@@ -95,12 +95,14 @@ def run_worker_node(layout: GroupLayout, config: EngineConfig, host: str, port: 
 
 
 def _serve_health(host: str, port: int, failure: Callable[[], str | None]) -> http.server.ThreadingHTTPServer:
-    """GET /health on the pod's API port: 200 while every rank on this node lives, 503 once one has died."""
+    """GET /livez, /readyz and /health on the pod's API port, the probes rank 0's server answers too: all three are
+    200 while every rank on this node lives and 503 once one has died (a worker has nothing to drain)."""
 
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's handler name
-            if self.path != "/health":
-                self.send_error(404, "a worker node serves only /health; the API is on the group's rank 0")
+            if self.path not in ("/livez", "/readyz", "/health"):
+                self.send_error(404, "a worker node serves only /livez, /readyz and /health; the API is on the "
+                                     "group's rank 0")
                 return
             reason = failure()
             self.send_response(200 if reason is None else 503)
@@ -113,5 +115,5 @@ def _serve_health(host: str, port: int, failure: Callable[[], str | None]) -> ht
 
     server = http.server.ThreadingHTTPServer((host, port), Health)
     threading.Thread(target=server.serve_forever, name="worker-health", daemon=True).start()
-    log.info("worker node: /health on %s:%d", host, port)
+    log.info("worker node: probes on %s:%d", host, port)
     return server

@@ -1,4 +1,5 @@
-"""SIGTERM on `fleetserve serve`: new requests and /health get 503, the in-flight request completes, exit 0."""
+"""SIGTERM on `fleetserve serve`: new requests, /readyz and /health get 503 while /livez stays 200, the in-flight
+request completes, exit 0."""
 
 import json
 import os
@@ -60,6 +61,8 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(serve_process):
         while httpx.get(f"{base}/health", timeout=5).status_code != 503:
             assert time.monotonic() < deadline, "/health never turned 503 after SIGTERM"
             time.sleep(0.1)
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
+        assert httpx.get(f"{base}/livez", timeout=5).status_code == 200  # draining is no reason to restart
         refused = httpx.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "hi"}, timeout=30)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "server_draining"
 

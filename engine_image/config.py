@@ -17,6 +17,27 @@ def served_name_for(source: str) -> str:
     return last.removesuffix(".json") or source
 
 
+def default_hub_offline(source: str, environ) -> None:
+    """Only hf:// sources need the Hugging Face Hub; every other source is local, so it gets offline mode and a start
+    never waits on the network. HF_HUB_OFFLINE set by the user always wins. Call it before huggingface_hub is
+    imported: the hub reads the variable once, at import."""
+    if not source.startswith("hf://"):
+        environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _cuda_unavailable_reason(torch) -> str:
+    """torch's own words for why CUDA is unavailable (no driver, driver too old, no device visible), which
+    `torch.cuda.is_available()` keeps to itself."""
+    build = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except (RuntimeError, AssertionError) as error:
+        return f"{build}: {str(error).strip()}"
+    return build
+
+
 @dataclass
 class EngineConfig:
     model: str = DEFAULT_MODEL
@@ -54,11 +75,19 @@ class EngineConfig:
         return device.type == "cuda" if self.overlap_steps is None else self.overlap_steps
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        if self.device == "cpu":
+            return "cpu"
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if self.device == "cuda":  # asked for a GPU: serving on the CPU instead would only look like it works
+            raise ValueError(f"device: --device cuda, but torch sees no GPU ({_cuda_unavailable_reason(torch)}); "
+                             "check that the pod requests nvidia.com/gpu, that the driver libraries are visible "
+                             "(LD_LIBRARY_PATH, NVIDIA_VISIBLE_DEVICES, runtimeClassName: nvidia where the GPU "
+                             "Operator needs it) and that the node's driver supports this torch build, "
+                             "or use --device cpu")
+        return "cpu"
 
     def resolved_dtype(self):
         import torch

@@ -173,11 +173,32 @@ def _safetensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _download(spec: str) -> str:
-    from huggingface_hub import snapshot_download
+    """The snapshot folder of hf://`spec`; the hub's errors become one line that says what to change."""
+    from huggingface_hub import constants, get_token, snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     repo, _, revision = spec.partition("@")
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
-    return snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=patterns)
+    source = f"model: hf://{spec}"
+    try:
+        return snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=patterns)
+    except RevisionNotFoundError:
+        raise ValueError(f"{source}: {constants.ENDPOINT} has no revision {revision!r} of {repo}") from None
+    except RepositoryNotFoundError as error:  # the hub's answer to a missing repo and to a private or gated one
+        token = ("HF_TOKEN is not set" if get_token() is None
+                 else "the token in HF_TOKEN may not read it (gated: accept the license on the model's page)")
+        raise ValueError(f"{source}: {constants.ENDPOINT} refused it (HTTP {error.response.status_code}): it does "
+                         f"not exist, or it is private or gated and {token}") from None
+    except HfHubHTTPError as error:  # e.g. 401 for a token the hub rejects, 5xx while it is down
+        raise ValueError(f"{source}: {constants.ENDPOINT} answered HTTP {error.response.status_code}"
+                         f" ({error.server_message or error.response.reason_phrase})") from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise ValueError(f"{source}: not in the cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set; "
+                             "unset it to download") from None
+        raise ValueError(f"{source}: cannot reach {constants.ENDPOINT} and it is not in the cache "
+                         f"({constants.HF_HUB_CACHE}); check the pod's network egress, proxy or HF_ENDPOINT") from None
 
 
 def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool) -> LoadedModel:

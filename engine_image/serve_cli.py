@@ -10,7 +10,7 @@ import os
 import signal
 from pathlib import Path
 
-from fleetserve.engine.config import DEFAULT_MODEL, EngineConfig
+from fleetserve.engine.config import DEFAULT_MODEL, EngineConfig, default_hub_offline
 from fleetserve.engine.group_layout import group_layout
 
 logger = logging.getLogger("fleetserve.serve")
@@ -118,10 +118,11 @@ async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | N
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the built-in model is local; never wait on the network
     try:
         validate(args)
         config = engine_config_from(args)
+        default_hub_offline(config.model, os.environ)  # spawned ranks inherit the environment
+        config.resolved_device()  # --device cuda without a usable GPU is refused here, before any rank starts
         api_key = read_api_key(args.api_key_file, os.environ)
         layout = group_layout(config.tensor_parallel_size, os.environ)
     except (ValueError, OSError) as error:

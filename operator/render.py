@@ -37,7 +37,8 @@ def serving_selector(name: str) -> str:
 
 
 def endpoint_url(name: str, namespace: str, spec: LLMDeploymentSpec) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{spec.serving.port}/v1"
+    # `<svc>.<ns>.svc` resolves through every pod's DNS search path, whatever the cluster domain is.
+    return f"http://{name}.{namespace}.svc:{spec.serving.port}/v1"
 
 
 def owner_reference(body: dict) -> dict:
@@ -99,10 +100,14 @@ def _group_statefulset(body: dict, spec: LLMDeploymentSpec, capacity: str, index
     """One replica = one StatefulSet whose pod 0 is the leader; its pods start together (Parallel)."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     sts_name = group_name(name, capacity, index)
-    leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc.cluster.local"
-    env = group_env.group_env(shape.pods, shape.ranks_per_pod, leader)
-    template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env)
-    template["metadata"]["labels"][GROUP_LABEL] = sts_name
+    leader = f"{sts_name}-0.{group_service_name(name, capacity)}.{namespace}.svc"
+    member = pods.GroupMember(
+        env=group_env.group_env(shape.pods, shape.ranks_per_pod, leader),
+        rank_label=group_env.POD_INDEX_LABEL,
+        group_term={"labelSelector": {"matchLabels": {GROUP_LABEL: sts_name}}},
+        labels={GROUP_LABEL: sts_name},
+    )
+    template = pods.pod_template(name, spec, capacity, shape.gpus_per_pod, member)
     selector = {**pods.selector_labels(name, capacity), GROUP_LABEL: sts_name}
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -121,7 +126,14 @@ def _leader_worker_set(body: dict, spec: LLMDeploymentSpec, capacity: str, group
     """All replicas of one pool as one LeaderWorkerSet: it restarts a whole group when any member fails."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     lws_name = f"{name}-{capacity}"
-    env = group_env.leader_worker_set_env(shape.pods, shape.ranks_per_pod, lws_name, namespace)
+    member = pods.GroupMember(
+        env=group_env.leader_worker_set_env(shape.pods, shape.ranks_per_pod, lws_name, namespace),
+        rank_label=group_env.LWS_WORKER_INDEX_LABEL,
+        # One LWS per pool, so the pool's pods with this pod's group index are its group. (LWS's exclusive-topology
+        # annotation would also keep other groups out of the zone: one replica per zone.)
+        group_term={"labelSelector": {"matchLabels": pods.selector_labels(name, capacity)},
+                    "matchLabelKeys": [group_env.LWS_GROUP_INDEX_LABEL]},
+    )
     return {
         "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
         "metadata": _meta(body, lws_name, capacity),
@@ -131,18 +143,23 @@ def _leader_worker_set(body: dict, spec: LLMDeploymentSpec, capacity: str, group
             "leaderWorkerTemplate": {
                 "size": shape.pods,
                 "restartPolicy": "RecreateGroupOnPodRestart",
-                "workerTemplate": pods.pod_template(name, spec, capacity, shape.gpus_per_pod, env),
+                "workerTemplate": pods.pod_template(name, spec, capacity, shape.gpus_per_pod, member),
             },
         },
     }
 
 
+def _leaders(labels: dict, shape: GroupShape, features: ClusterFeatures) -> dict:
+    """`labels` narrowed to pods that serve HTTP: in multi-node groups only the leader does (workers answer 404)."""
+    if not shape.multi_node:
+        return labels
+    rank_label = group_env.LWS_WORKER_INDEX_LABEL if features.leader_worker_set else group_env.POD_INDEX_LABEL
+    return {**labels, rank_label: "0"}
+
+
 def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
     name = body["metadata"]["name"]
-    selector = {NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, SERVING_LABEL: "true"}
-    if shape.multi_node:  # only group leaders serve the OpenAI API
-        rank_label = group_env.LWS_WORKER_INDEX_LABEL if features.leader_worker_set else group_env.POD_INDEX_LABEL
-        selector[rank_label] = "0"
+    selector = _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, SERVING_LABEL: "true"}, shape, features)
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": _meta(body, name),
@@ -158,12 +175,19 @@ def _engine_pod_selector(name: str) -> dict:
     return {"matchLabels": {NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}}
 
 
-def _pod_disruption_budget(body: dict, shape: GroupShape) -> dict:
-    # Evicting any member stops its whole group, so allow one group's worth of pods at a time.
+def _pod_disruption_budget(body: dict, capacity: str) -> dict:
+    """One per pool, so Pending spot pods (no spot capacity) never block draining on-demand nodes. One pod at a time:
+    evicting any member stops its whole group, so one pod is one replica either way."""
+    name = body["metadata"]["name"]
     return {
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": _meta(body, body["metadata"]["name"]),
-        "spec": {"maxUnavailable": shape.pods, "selector": _engine_pod_selector(body["metadata"]["name"])},
+        "metadata": _meta(body, f"{name}-{capacity}", capacity),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": pods.selector_labels(name, capacity)},
+            # A pod that isn't ready serves nothing, so evicting it costs nothing (and drains never wedge on it).
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 
@@ -185,12 +209,17 @@ def _network_policy(body: dict, spec: LLMDeploymentSpec) -> dict:
     }
 
 
-def _pod_monitor(body: dict) -> dict:
+def _pod_monitor(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
+    name = body["metadata"]["name"]
+    meta = _meta(body, name)
+    # The user's labels (e.g. `release` for kube-prometheus-stack's podMonitorSelector); ours win, the operator
+    # finds its children by them.
+    meta["labels"] = {**spec.monitoring.pod_monitor_labels, **meta["labels"]}
     return {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-        "metadata": _meta(body, body["metadata"]["name"]),
+        "metadata": meta,
         "spec": {
-            "selector": _engine_pod_selector(body["metadata"]["name"]),
+            "selector": {"matchLabels": _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}, shape, features)},
             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
         },
     }
@@ -213,7 +242,8 @@ def render_children(body: dict, spec: LLMDeploymentSpec, split: ReplicaSplit, fe
             workloads += [_group_statefulset(body, spec, capacity, i, shape) for i in range(counts[capacity])]
         else:
             workloads.append(_deployment(body, spec, capacity, counts[capacity], shape))
-    children = [*workloads, _service(body, spec, shape, features), _pod_disruption_budget(body, shape), _network_policy(body, spec)]
+    budgets = [_pod_disruption_budget(body, capacity) for capacity in capacity_types(spec)]
+    children = [*workloads, _service(body, spec, shape, features), *budgets, _network_policy(body, spec)]
     if features.pod_monitor:
-        children.append(_pod_monitor(body))
+        children.append(_pod_monitor(body, spec, shape, features))
     return children

@@ -3,17 +3,14 @@
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from fleetserve.api import crd
 from fleetserve.api.spec import InvalidSpec, all_cel_rules, parse_resource
-
-REPO = Path(__file__).parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+from fleetserve.operator.render_cli import llm_deployments
+from llmd_cases import EXAMPLES, INVALID, REPO, valid_body, with_change
 
 
 def crd_schema() -> dict:
@@ -37,6 +34,8 @@ def test_crd_has_subresources_printer_columns_and_short_name():
     version = crd.build_crd()["spec"]["versions"][0]
     assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas.min"
+    # HPA and KEDA read the current count here: all replicas, as a Deployment's status.replicas, not only ready ones.
+    assert version["subresources"]["scale"]["statusReplicasPath"] == ".status.replicas.desired"
     assert [c["name"] for c in version["additionalPrinterColumns"]][:4] == ["Ready", "Replicas", "Spot", "Age"]
     assert crd.build_crd()["spec"]["names"]["shortNames"] == ["llmd"]
 
@@ -67,47 +66,10 @@ def test_every_cel_rule_is_in_the_crd_and_mirrored_in_python():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_valid(path):
-    body = yaml.safe_load(path.read_text())
+    (body,) = llm_deployments(path.read_text())
+    assert "namespace" not in body["metadata"]  # tests and users apply them with `kubectl apply -n`
     jsonschema.Draft4Validator(crd_schema()).validate(body)
     parse_resource(body)
-
-
-def valid_body() -> dict:
-    return yaml.safe_load((REPO / "examples" / "tp4.yaml").read_text())
-
-
-def with_change(path: str, value) -> dict:
-    body = valid_body()
-    node = body
-    *parents, leaf = path.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return body
-
-
-# (field changed, bad value, field the error must name, rejected by the OpenAPI schema too (False: a CEL rule))
-INVALID = [
-    ("spec.model.source", "s3://bucket/model", "spec.model.source", True),
-    ("spec.model.source", "hf://just-a-name", "spec.model.source", True),
-    ("spec.engine.maxNumSeqs", 0, "spec.engine.maxNumSeqs", True),
-    ("spec.engine.gpuMemoryUtilization", 0, "spec.engine.gpuMemoryUtilization", True),
-    ("spec.engine.gpuMemoryUtilization", 1.5, "spec.engine.gpuMemoryUtilization", True),
-    ("spec.resources.memory", "lots", "spec.resources.memory", True),
-    ("spec.resources.cpu", 8, "spec.resources.cpu", True),
-    ("spec.parallelism.tensor", 0, "spec.parallelism.tensor", True),
-    ("spec.replicas.min", -1, "spec.replicas.min", True),
-    ("spec.capacity.spot.maxShare", 1.2, "spec.capacity.spot.maxShare", True),
-    ("spec.capacity.spot.tolerations", [{"key": "a", "operator": "Maybe"}], "spec.capacity.spot.tolerations.0.operator", True),
-    ("spec.serving.port", 80, "spec.serving.port", True),
-    ("spec.autoscaling.slo.percentile", 100, "spec.autoscaling.slo.percentile", True),
-    ("spec.serving.apiKeySecretRef", {"name": "k"}, "spec.serving.apiKeySecretRef.key", True),
-    ("spec.replicas", {"min": 3, "max": 2}, "spec.replicas", False),
-    ("spec.parallelism.tensor", 3, "spec.resources.gpu.countPerReplica", False),  # 3 doesn't divide 4 GPUs
-    ("spec.resources.gpu", None, "spec.parallelism.tensor", False),  # TP without GPUs
-    ("metadata.name", "a" * 40, "metadata.name", False),
-    ("spec.model", {"source": "pvc://weights/llama", "revision": "main"}, "spec.model.revision", False),
-]
 
 
 @pytest.mark.parametrize("path,value,field,by_schema", INVALID, ids=[f"{p}={v!r}"[:60] for p, v, _, _ in INVALID])
@@ -133,7 +95,35 @@ def test_unknown_fields_are_refused():
 def test_defaults_fill_an_almost_empty_spec():
     spec = parse_resource({"apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "x"},
                            "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}}})
-    assert spec.engine.image.startswith("ghcr.io/fleetserve/engine:")
+    assert spec.resources.gpu is None and spec.capacity.spot.drain_seconds == 10
     assert (spec.replicas.min, spec.replicas.max, spec.parallelism.tensor, spec.gpus_per_replica) == (1, 1, 1, 0)
     body = copy.deepcopy(valid_body())
     assert parse_resource(body).gpus_per_replica == 4
+
+
+def test_operator_version_tunables_have_no_schema_default():
+    """A schema default is stored in every object at admission, so an operator upgrade would never change it (W15):
+    the operator resolves the image, and the engine its own tunables."""
+    engine = crd_schema()["properties"]["spec"]["properties"]["engine"]["properties"]
+    for field in ("image", "maxNumSeqs", "gpuMemoryUtilization"):
+        assert "default" not in engine[field], field
+
+
+def test_lists_and_strings_a_cel_rule_iterates_are_bounded():
+    """The apiserver refuses a CRD whose rules may cost too much; bounds on what they iterate keep the estimate low."""
+    iterated = []
+    for node in _walk(crd_schema()):
+        for rule in node.get("x-kubernetes-validations", []):
+            for field, child in (node.get("properties") or {}).items():
+                if f"self.{field}.all(" in rule["rule"]:
+                    iterated.append(field)
+                    assert "maxItems" in child or "maxProperties" in child, field
+                    if child["type"] == "array":
+                        assert "maxLength" in child["items"], field
+    assert {"extraArgs", "nodeSelector", "podMonitorLabels", "podAnnotations"} <= set(iterated)
+
+
+def test_model_auth_secret_key_defaults_to_token():
+    body = valid_body()
+    body["spec"]["model"]["authSecretRef"] = {"name": "hf-token"}
+    assert parse_resource(body).model.auth_secret_ref.key == "token"

@@ -2,7 +2,7 @@
 
 The test plays the kubelet: it takes each pod's rendered command line and environment from the operator's own
 StatefulSet, resolves the downward-API fields, and starts one `fleetserve serve` per pod. Only what a cluster
-provides differs: the PVC mount is a local folder, the leader's DNS name is 127.0.0.1, and since both "pods" share
+provides differs: the PVC mount is a local folder, the device is the CPU, the leader's DNS name is 127.0.0.1, and since both "pods" share
 one host, each gets its own ports.
 """
 
@@ -19,7 +19,7 @@ from fleetserve.operator.render import ClusterFeatures, render_children
 from fleetserve.api.spec import LLMDeploymentSpec
 
 PVC_SOURCE = "pvc://weights/tiny-llama"
-EXTRA_ARGS = ["--device", "cpu", "--num-kv-blocks", "128", "--max-num-batched-tokens", "64"]
+EXTRA_ARGS = ["--num-kv-blocks", "128", "--max-num-batched-tokens", "64"]
 
 
 def rendered_group_pod() -> dict:
@@ -62,7 +62,7 @@ def test_group_env_gives_each_pod_its_rank():
     tp = int(container["args"][container["args"].index("--tensor-parallel-size") + 1])
     layouts = [group_layout(tp, kubelet_env(container, f"tiny-llama-on-demand-0-{i}", i)) for i in range(2)]
     assert [(lay.node_rank, lay.first_rank, lay.world_size) for lay in layouts] == [(0, 0, 2), (1, 1, 2)]
-    assert {lay.leader_addr for lay in layouts} == {"tiny-llama-on-demand-0-0.tiny-llama-on-demand-group.default.svc.cluster.local"}
+    assert {lay.leader_addr for lay in layouts} == {"tiny-llama-on-demand-0-0.tiny-llama-on-demand-group.default.svc"}
     assert {lay.leader_port for lay in layouts} == {group_env.RENDEZVOUS_PORT}
 
 
@@ -84,6 +84,7 @@ def start_group(start_serve, model_path, rendezvous_port: int) -> tuple:
     container = rendered_group_pod()["spec"]["containers"][0]
     args = replace_flag(container["args"], "--model", str(model_path))  # the PVC mount
     args = replace_flag(args, "--host", "127.0.0.1")
+    args = replace_flag(args, "--device", "cpu")  # the pods hold GPUs, so the operator asks for cuda; there is none here
     args = without_port(args[1:])  # the entrypoint is `fleetserve`; start_serve adds `serve` and a port per "pod"
     pods = []
     for index in range(2):

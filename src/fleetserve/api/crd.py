@@ -57,8 +57,13 @@ def _structural(node: dict, definitions: dict, model: type | None = None) -> dic
         else:
             out[key] = value
     if model is not None and model.cel_rules:
-        out["x-kubernetes-validations"] = [{"rule": cel.rule, "message": cel.message} for cel in model.cel_rules]
+        out["x-kubernetes-validations"] = validations(model.cel_rules)
     return out
+
+
+def validations(rules: tuple[api.CelRule, ...]) -> list[dict]:
+    return [{"rule": cel.rule, "message": cel.message, **({"fieldPath": cel.field_path} if cel.field_path else {})}
+            for cel in rules]
 
 
 def _without_nulls(value):
@@ -75,7 +80,7 @@ def custom_resource_schema() -> dict:
         "type": "object",
         "description": "An LLM served by the FleetServe engine behind an in-cluster OpenAI-compatible endpoint.",
         "required": ["spec"],
-        "x-kubernetes-validations": [{"rule": api.NAME_RULE.rule, "message": api.NAME_RULE.message}],
+        "x-kubernetes-validations": validations(api.NAME_RULES),
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
@@ -111,7 +116,9 @@ def build_crd() -> dict:
                     "status": {},
                     "scale": {
                         "specReplicasPath": ".spec.replicas.min",
-                        "statusReplicasPath": ".status.replicas.ready",
+                        # All replicas the workloads run, ready or not, as a Deployment's status.replicas:
+                        # HPA and KEDA take it as the current count.
+                        "statusReplicasPath": ".status.replicas.desired",
                         "labelSelectorPath": ".status.selector",
                     },
                 },

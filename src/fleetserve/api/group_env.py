@@ -37,6 +37,6 @@ def group_env(pods: int, ranks_per_pod: int, leader_address: str, rank_label: st
 def leader_worker_set_env(pods: int, ranks_per_pod: int, lws_name: str, namespace: str) -> list[dict]:
     """The same contract for LeaderWorkerSet pods: leader `<lws>-<group>` behind the headless Service `<lws>`."""
     # $(VAR) expands only variables defined earlier in the list, so the group index comes first.
-    leader = f"{lws_name}-$({GROUP_INDEX}).{lws_name}.{namespace}.svc.cluster.local"
+    leader = f"{lws_name}-$({GROUP_INDEX}).{lws_name}.{namespace}.svc"
     return [_from_label(GROUP_INDEX, LWS_GROUP_INDEX_LABEL),
             *group_env(pods, ranks_per_pod, leader, rank_label=LWS_WORKER_INDEX_LABEL)]

@@ -1,15 +1,19 @@
 """Translation between the LLMDeployment resource and the loop's plain values: spec -> settings,
 status -> observed replicas, and a tick's result -> the status patch and the decision history."""
 
+import datetime
+
 from fleetserve.api.conditions import condition, merge_conditions
 from fleetserve.api.spec import (
     AutoscalerPlan, LLMDeploymentSpec, LLMDeploymentStatus, ScalingDecision, SpotPreemptions, status_fields,
 )
 from fleetserve.autoscaler.control import LoopSettings, Observed, TickResult
+from fleetserve.autoscaler.metrics import deployment_selector
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings
 
 DECISIONS_KEPT = 5
+PREEMPTIONS_SAVED_EVERY_S = 300
 
 
 def settings_from_spec(spec: LLMDeploymentSpec) -> LoopSettings:
@@ -30,24 +34,34 @@ def settings_from_spec(spec: LLMDeploymentSpec) -> LoopSettings:
     )
 
 
-def metrics_selector(name: str, spec: LLMDeploymentSpec) -> str:
-    """The engine labels every metric with the served model name (metadata.name unless overridden)."""
-    return f'model_name="{spec.engine.served_model_name or name}"'
+def metrics_selector(namespace: str, name: str, spec: LLMDeploymentSpec) -> str:
+    """This deployment's engine series: its namespace and pods, and the served model name the engine labels
+    every metric with (metadata.name unless overridden)."""
+    return deployment_selector(namespace, name, spec.engine.served_model_name or name)
 
 
 def observed_from_status(status: LLMDeploymentStatus) -> Observed:
-    """Replica counts the operator maintains in status.replicas (whole tensor-parallel groups)."""
-    replicas = status.replicas
+    """Replica counts the operator maintains in status.replicas (whole tensor-parallel groups).
+
+    On-demand replicas are up unless they wait for capacity (`pending` counts only unschedulable ones): a replica
+    pulling its image or loading its model is coming, one without a node may never come.
+    """
+    on_demand = status.replicas.on_demand
     return Observed(
-        ready=replicas.ready, spot_ready=replicas.spot.ready,
-        on_demand_up=replicas.on_demand.ready + replicas.on_demand.pending,
+        ready=status.replicas.ready, spot_ready=status.replicas.spot.ready,
+        on_demand_up=max(on_demand.ready, on_demand.desired - on_demand.pending),
     )
 
 
-def scaling_condition(result: TickResult) -> dict:
-    """ScalingActive, the one condition the autoscaler owns."""
+def scaling_condition(result: TickResult, previous: list[dict], new_plan: bool) -> dict:
+    """ScalingActive, the one condition the autoscaler owns. Its message changes with a new plan or a flip of
+    its status, not with every tick's numbers, so a steady tick writes nothing."""
     reason = "MetricsAvailable" if result.scaling_active else "MetricsUnavailable"
-    return condition("ScalingActive", result.scaling_active, reason, result.reason[:1000])
+    current = condition("ScalingActive", result.scaling_active, reason, result.reason[:1000])
+    old = next((c for c in previous if c["type"] == "ScalingActive"), None)
+    if old is not None and not new_plan and (old["status"], old["reason"]) == (current["status"], reason):
+        current["message"] = old["message"]
+    return current
 
 
 def preemption_status(rate: PreemptionRate, now: str) -> SpotPreemptions:
@@ -56,18 +70,38 @@ def preemption_status(rate: PreemptionRate, now: str) -> SpotPreemptions:
                            rate_per_replica_hour=round(rate.per_replica_hour(), 4), time=now)
 
 
+def _seconds_between(earlier: str, later: str) -> float | None:
+    try:
+        return (datetime.datetime.fromisoformat(later) - datetime.datetime.fromisoformat(earlier)).total_seconds()
+    except ValueError:
+        return None
+
+
+def preemptions_due(stored: SpotPreemptions | None, rate: PreemptionRate, now: str) -> bool:
+    """Whether to persist the learned rate now: at once for a new preemption, else every PREEMPTIONS_SAVED_EVERY_S
+    (spot replica-hours grow every tick; a restart losing a few minutes of them changes little)."""
+    if stored is None or stored.observed != rate.preemptions:
+        return True
+    age = _seconds_between(stored.time, now)
+    return age is None or age >= PREEMPTIONS_SAVED_EVERY_S
+
+
 def status_patch(result: TickResult, preemptions: PreemptionRate, status: LLMDeploymentStatus, now: str) -> dict:
     """The autoscaler's status fields, computed on `status` (read just before the write).
 
     Only the autoscaler's own fields and its ScalingActive condition change; the operator's conditions are kept
-    as `status` has them. A new plan comes with a new entry in the decision history.
+    as `status` has them. A new plan comes with a new entry in the decision history. A tick that changes nothing
+    returns what `status` already holds, so the guarded writer skips the write.
     """
-    previous = [c.model_dump(by_alias=True) for c in status.conditions]
-    conditions = merge_conditions(previous, [scaling_condition(result)], now)
-    fields = LLMDeploymentStatus(conditions=conditions, spot_preemptions=preemption_status(preemptions, now))
     old = status.autoscaler
     old_counts = None if old is None else (old.desired_on_demand, old.desired_spot)
-    if result.plan is None or old_counts == (result.plan.on_demand, result.plan.spot):
+    new_plan = result.plan is not None and old_counts != (result.plan.on_demand, result.plan.spot)
+    previous = [c.model_dump(by_alias=True) for c in status.conditions]
+    conditions = merge_conditions(previous, [scaling_condition(result, previous, new_plan)], now)
+    fields = LLMDeploymentStatus(conditions=conditions)
+    if preemptions_due(status.spot_preemptions, preemptions, now):
+        fields.spot_preemptions = preemption_status(preemptions, now)
+    if not new_plan:
         return status_fields(fields)
     reason = result.reason[:1000]
     fields.autoscaler = AutoscalerPlan(desired_on_demand=result.plan.on_demand, desired_spot=result.plan.spot,

@@ -1,11 +1,19 @@
 """Reads one deployment's serving metrics from Prometheus (through prometheus-api-client) into a snapshot.
 
-The engine exports vLLM's metric names; the deployment's pods are selected by the scrape's `job` or by a label
-matcher passed in. Every query aggregates over the deployment's replicas, so one snapshot describes the pool.
+The engine exports vLLM's metric names, which any vLLM server shares; a label matcher passed in (see
+`deployment_selector`) picks one deployment's pods. Every query aggregates over the deployment's replicas, so one
+snapshot describes the pool.
 """
 
 import dataclasses
+import json
 import time
+
+from fleetserve.api.labels import INSTANCE_TARGET_LABEL
+
+# Prometheus needs at least two samples in a rate window, and a missed scrape must not empty it: at least 4x the
+# PodMonitor's 15 s scrape interval.
+DEFAULT_WINDOW_S = 60
 
 
 class MetricsUnavailable(Exception):
@@ -29,6 +37,25 @@ class MetricsSnapshot:
     queue_time_mean_s: float | None
     e2e_mean_s: float | None
     ttft_quantile_s: float | None  # observed TTFT at the SLO percentile
+
+
+def deployment_selector(namespace: str, instance: str, model_name: str) -> str:
+    """Series of one LLMDeployment's engines: its namespace and its pods' instance label, both target labels the
+    scrape adds (the PodMonitor's own `namespace`, and app.kubernetes.io/instance copied by podTargetLabels), plus
+    the model name the engine labels its series with. Values are quoted as PromQL (Go) strings."""
+    matchers = {"namespace": namespace, INSTANCE_TARGET_LABEL: instance, "model_name": model_name}
+    return ",".join(f"{label}={json.dumps(value)}" for label, value in matchers.items())
+
+
+def parse_window_s(text: str) -> int:
+    """A rate window in whole seconds from configuration; ValueError with the reason for anything else."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"the metrics window must be a number of seconds, got {text!r}") from None
+    if not (seconds > 0 and seconds.is_integer()):  # also rejects NaN and infinity
+        raise ValueError(f"the metrics window must be a positive whole number of seconds, got {text!r}")
+    return int(seconds)
 
 
 def _mean_of_histogram(name: str, selector: str, window: str) -> str:
@@ -98,7 +125,8 @@ def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: floa
 class PrometheusMetrics:
     """Queries one Prometheus for deployments' snapshots, failing fast (bounded timeout, no retries)."""
 
-    def __init__(self, url: str, timeout_s: float = 3.0, window_s: int = 30, max_sample_age_s: float = 20.0):
+    def __init__(self, url: str, timeout_s: float = 3.0, window_s: int = DEFAULT_WINDOW_S,
+                 max_sample_age_s: float = 20.0):
         # Imported here: the simulator shares this module's snapshot type without needing the client.
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry

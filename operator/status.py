@@ -17,11 +17,53 @@ def ready_replicas(workloads: list[dict], capacity: str, shape: GroupShape) -> i
     return sum((w.get("status") or {}).get("readyReplicas", 0) for w in mine if w["kind"] == "Deployment")
 
 
+def _pod_condition(pod: dict, kind: str) -> dict:
+    return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def unschedulable(pod: dict) -> bool:
+    """kube-scheduler found no node for the pod: PodScheduled=False, reason Unschedulable. A missing or unbound
+    PersistentVolumeClaim is reported the same way, but no node would fix it, so it is not a capacity shortfall."""
+    scheduled = _pod_condition(pod, "PodScheduled")
+    return (scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+            and "persistentvolumeclaim" not in (scheduled.get("message") or "").lower())
+
+
+def not_running_reason(pod: dict) -> str | None:
+    """Why a pod that has (or needs no) node isn't ready yet, in the scheduler's or kubelet's words (a container's
+    waiting reason such as ContainerCreating, ImagePullBackOff or CreateContainerConfigError). None for pods that
+    are ready, wait for capacity, are finished or are being deleted."""
+    status = pod.get("status") or {}
+    if (pod["metadata"].get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed")
+            or _pod_condition(pod, "Ready").get("status") == "True" or unschedulable(pod)):
+        return None
+    scheduled = _pod_condition(pod, "PodScheduled")
+    if scheduled.get("status") == "False":
+        return f"{scheduled.get('reason')}: {scheduled.get('message', '')}"
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return waiting.get("reason", "Waiting") + (f": {waiting['message']}" if waiting.get("message") else "")
+    # Scheduled but not reported on by the kubelet yet, or running and not ready (loading the model).
+    return "Pending" if status.get("phase", "Pending") == "Pending" else "NotReady"
+
+
 def pending_replicas(pod_list: list[dict], capacity: str, shape: GroupShape) -> int:
-    """Pending pods in replica units: a multi-node group's pending pods are rounded up to whole groups."""
-    pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(CAPACITY_LABEL) == capacity
-                  and (p.get("status") or {}).get("phase") == "Pending")
+    """Replicas waiting for capacity (an unschedulable pod), in replica units: a multi-node group's unschedulable
+    pods are rounded up to whole groups. Pods pulling images or missing a Secret are not counted."""
+    pending = sum(1 for p in pod_list if p["metadata"]["labels"].get(CAPACITY_LABEL) == capacity and unschedulable(p))
     return -(-pending // shape.pods)
+
+
+def _scheduler_message(pod: dict) -> str | None:
+    return (_pod_condition(pod, "PodScheduled").get("message") or "Unschedulable") if unschedulable(pod) else None
+
+
+def _pods_in_words(pod_list: list[dict], describe, most: int = 3) -> str:
+    """'name: why' for the first `most` pods that `describe` has words for, and how many more there are."""
+    described = sorted((p["metadata"]["name"], why) for p in pod_list if (why := describe(p)))
+    words = "; ".join(f"{name}: {why[:200]}" for name, why in described[:most])
+    return words + (f"; and {len(described) - most} more" if len(described) > most else "")
 
 
 def preempted_pods(pod_list: list[dict]) -> list[str]:
@@ -84,6 +126,8 @@ def observed_conditions(replicas: ReplicaStatus, workloads: list[dict], pod_list
     pending = replicas.on_demand.pending + replicas.spot.pending
     preempted = preempted_pods(pod_list)
     progressing = rolling_out(workloads) or ready < desired
+    not_running = _pods_in_words(pod_list, not_running_reason)
+    progress = f"{ready}/{desired} replicas ready" + (f"; not running yet: {not_running}" if not_running else "")
     if desired == 0:
         ready_condition = condition("Ready", True, "ScaledToZero", "no replicas are desired")
     elif ready >= desired:
@@ -93,11 +137,12 @@ def observed_conditions(replicas: ReplicaStatus, workloads: list[dict], pod_list
     return [
         ready_condition,
         condition("Progressing", progressing, "RollingOut" if progressing else "Stable",
-                  f"{ready}/{desired} replicas ready" if progressing else "all workloads are up to date"),
+                  progress if progressing else "all workloads are up to date"),
         condition("Degraded", 0 < ready < desired, "PartiallyReady" if 0 < ready < desired else "AsDesired",
                   f"serving with {ready} of {desired} replicas" if 0 < ready < desired else ""),
-        condition("InsufficientCapacity", pending > 0, "PodsPending" if pending else "Scheduled",
-                  f"{pending} pods are waiting for nodes" if pending else "every pod has a node"),
+        condition("InsufficientCapacity", pending > 0, "Unschedulable" if pending else "Scheduled",
+                  f"{pending} replicas wait for a node: {_pods_in_words(pod_list, _scheduler_message, most=1)}"
+                  if pending else "no pod waits for capacity"),
         condition("SpotPreempted", bool(preempted), "SpotNodesReclaimed" if preempted else "NoPreemption",
                   ("spot pods leaving: " + ", ".join(preempted)) if preempted else ""),
         *scaling_condition(autoscaling, previous),

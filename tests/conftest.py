@@ -77,7 +77,8 @@ class PrometheusServer:
             return set(json.load(response)["data"])
 
 
-def _start_prometheus(workdir: Path, targets: list[str], scrape_interval: str) -> PrometheusServer:
+def _start_prometheus(workdir: Path, targets: list[str], scrape_interval: str,
+                      target_labels: dict[str, str] | None) -> PrometheusServer:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed: run `bash scripts/setup.sh --test`")
@@ -89,6 +90,7 @@ def _start_prometheus(workdir: Path, targets: list[str], scrape_interval: str) -
         "scrape_configs:\n"
         "  - job_name: fleetserve\n"
         f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
+        f"        labels: {json.dumps(target_labels or {})}\n"
     )
     port = free_port()
     log_path = workdir / "prometheus.log"
@@ -123,8 +125,11 @@ def prometheus_factory(tmp_path_factory):
     """Starts a real Prometheus scraping the given targets; every one started is stopped at test end."""
     started: list[PrometheusServer] = []
 
-    def start(targets: list[str], scrape_interval: str = "1s") -> PrometheusServer:
-        server = _start_prometheus(tmp_path_factory.mktemp("prometheus"), targets, scrape_interval)
+    def start(targets: list[str], scrape_interval: str = "1s",
+              target_labels: dict[str, str] | None = None) -> PrometheusServer:
+        """`target_labels` go on every sample of these targets, as a cluster's service discovery and relabelling
+        add `namespace` and the pod's labels (a PodMonitor's podTargetLabels)."""
+        server = _start_prometheus(tmp_path_factory.mktemp("prometheus"), targets, scrape_interval, target_labels)
         started.append(server)
         return server
 

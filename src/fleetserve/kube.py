@@ -25,6 +25,8 @@ PLURALS = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkersets",
     ("fleetserve.io/v1alpha1", "LLMDeployment"): "llmdeployments",
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "customresourcedefinitions",
+    ("v1", "Event"): "events",
+    ("kopf.dev/v1", "ClusterKopfPeering"): "clusterkopfpeerings",
 }
 REQUEST_TIMEOUT_SECONDS = 30
 

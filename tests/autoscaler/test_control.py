@@ -7,6 +7,7 @@ from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, Loo
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
+from fleetserve.kube import covers
 from fleetserve.operator.status import replica_status
 
 SETTINGS = LoopSettings(
@@ -32,7 +33,7 @@ def test_prometheus_gap_holds_the_scale_and_reports_it():
     assert gap.serving == first.serving
     assert "holding" in gap.reason and "timeout" in gap.reason
     status = LLMDeploymentStatus.model_validate({"autoscaler": {"desiredOnDemand": 1, "desiredSpot": 3}})
-    fields = deployment_io.status_patch(gap, memory.preemptions, status, "T")
+    fields = deployment_io.status_patch(gap, memory.preemptions, status, "2026-01-01T00:00:00Z")
     assert deployment_io.recorded_decision(fields) is None and "autoscaler" not in fields
     condition = fields["conditions"][-1]
     assert (condition["type"], condition["status"], condition["reason"]) == ("ScalingActive", "False", "MetricsUnavailable")
@@ -111,7 +112,8 @@ def test_settings_come_from_the_llmdeployment_spec():
     assert (settings.min_replicas, settings.max_replicas, settings.scale_down_delay_s) == (0, 6, 30)
     assert settings.slo.quantile == 0.99 and settings.itl_slo_s == 0.05
     assert settings.spot == SpotSettings(True, 0.5, 1)
-    assert deployment_io.metrics_selector("chat", spec) == 'model_name="chat"'
+    assert deployment_io.metrics_selector("team-a", "chat", spec) == (
+        'namespace="team-a",app_kubernetes_io_instance="chat",model_name="chat"')
 
 
 def test_preemption_signals_from_nodes_and_pods():
@@ -158,3 +160,43 @@ def test_a_partial_tensor_parallel_group_is_not_capacity():
     partial = tick(SETTINGS, LoopMemory(), load(4.0, 2, waiting=100), observed, 0, now=0)
     # Less ready capacity means more requests pile up during the cold start: the plan asks for more replicas.
     assert partial.serving > whole.serving and "queued" in partial.reason
+
+
+def test_on_demand_replicas_waiting_for_a_node_are_not_up_but_starting_ones_are():
+    """The operator's `pending` counts only unschedulable replicas; one pulling its image or loading is coming."""
+    status = LLMDeploymentStatus.model_validate({"replicas": {
+        "ready": 1, "onDemand": {"desired": 4, "ready": 1, "pending": 1}, "spot": {"desired": 2, "ready": 0}}})
+    observed = deployment_io.observed_from_status(status)
+    assert (observed.ready, observed.spot_ready, observed.on_demand_up) == (1, 0, 3)
+
+
+def test_a_steady_tick_writes_nothing():
+    """Same plan, same condition status: the fields equal the stored status, so the guarded writer skips the
+    write, even though the tick's numbers (the reason) and the clock moved."""
+    memory = LoopMemory()
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 3, 1), 0, now=0)
+    status = deployment_io.status_patch(first, memory.preemptions, LLMDeploymentStatus(), "2026-01-01T00:00:00Z")
+    again = tick(SETTINGS, memory, load(6.5, 4), Observed(4, 3, 1), 0, now=5)
+    assert again.plan == first.plan and again.reason != first.reason
+    fields = deployment_io.status_patch(again, memory.preemptions, LLMDeploymentStatus.model_validate(status),
+                                        "2026-01-01T00:00:05Z")
+    assert covers(status, fields)
+    # The learned preemption rate is saved at once for a new preemption, else every few minutes.
+    later = "2026-01-01T00:%02d:00Z" % (deployment_io.PREEMPTIONS_SAVED_EVERY_S // 60)
+    saved = deployment_io.status_patch(again, memory.preemptions, LLMDeploymentStatus.model_validate(status), later)
+    assert saved["spotPreemptions"]["time"] == later
+    preempted = tick(SETTINGS, memory, load(6.5, 4), Observed(4, 3, 1), 1, now=10)
+    fields = deployment_io.status_patch(preempted, memory.preemptions, LLMDeploymentStatus.model_validate(status),
+                                        "2026-01-01T00:00:10Z")
+    assert fields["spotPreemptions"]["observed"] == 1
+
+
+def test_scaling_active_message_follows_a_flip_of_its_status():
+    memory = LoopMemory()
+    active = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 3, 1), 0, now=0)
+    status = deployment_io.status_patch(active, memory.preemptions, LLMDeploymentStatus(), "2026-01-01T00:00:00Z")
+    held = tick(SETTINGS, memory, MetricsUnavailable("Prometheus query failed: timeout"), Observed(4, 3, 1), 0, now=5)
+    fields = deployment_io.status_patch(held, memory.preemptions, LLMDeploymentStatus.model_validate(status),
+                                        "2026-01-01T00:00:05Z")
+    condition = fields["conditions"][-1]
+    assert condition["status"] == "False" and "timeout" in condition["message"]

@@ -6,11 +6,16 @@ import time
 import pytest
 
 from fleetserve.autoscaler.control import LoopMemory, LoopSettings, Observed, tick
-from fleetserve.autoscaler.metrics import MetricsUnavailable, PrometheusMetrics
+from fleetserve.autoscaler.metrics import MetricsUnavailable, PrometheusMetrics, deployment_selector
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
 
 MODEL = "fake-llm"
+NAMESPACE = "team-a"
+# What a cluster's scrape adds to the exporters' own labels: the pod's namespace, and its instance label that the
+# PodMonitor copies with podTargetLabels.
+TARGET_LABELS = {"namespace": NAMESPACE, "app_kubernetes_io_instance": MODEL}
+SELECTOR = deployment_selector(NAMESPACE, MODEL, MODEL)
 SETTINGS = LoopSettings(
     min_replicas=1, max_replicas=12, slo=SloTarget(ttft_s=1.0, quantile=0.95), itl_slo_s=0.1, max_num_seqs=64,
     scale_up_stabilization_s=0, scale_down_delay_s=6, spot=SpotSettings(enabled=False, max_share=0, on_demand_min=1),
@@ -23,7 +28,7 @@ def run_loop(metrics: PrometheusMetrics, memory: LoopMemory, seconds: float, rep
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            snapshot = metrics.snapshot(f'model_name="{MODEL}"', SETTINGS.slo.quantile)
+            snapshot = metrics.snapshot(SELECTOR, SETTINGS.slo.quantile)
         except MetricsUnavailable as error:
             snapshot = error
         results.append(tick(SETTINGS, memory, snapshot, Observed(replicas, 0, replicas), 0, time.monotonic()))
@@ -37,15 +42,18 @@ def exporters(fake_exporters):
 
 
 def test_decisions_follow_a_load_step_up_and_down(exporters, prometheus_factory):
-    prometheus = prometheus_factory([e.target for e in exporters], scrape_interval="1s")
+    prometheus = prometheus_factory([e.target for e in exporters], scrape_interval="1s", target_labels=TARGET_LABELS)
     for exporter in exporters:  # light load: 0.5 req/s per replica, 3 running, KV 10% full
         exporter.set_load(rate=0.5, running=3, waiting=0, kv_usage=0.1)
-    prometheus.wait_for(f'sum(rate(vllm:e2e_request_latency_seconds_count{{model_name="{MODEL}"}}[10s])) > 0')
+    prometheus.wait_for(f'sum(rate(vllm:e2e_request_latency_seconds_count{{{SELECTOR}}}[10s])) > 0')
     metrics = PrometheusMetrics(prometheus.url, timeout_s=3, window_s=10, max_sample_age_s=5)
     memory = LoopMemory()
 
     low = run_loop(metrics, memory, seconds=6, replicas=2)
     assert all(r.scaling_active for r in low), [r.reason for r in low]
+    # A deployment of the same name and model in another namespace sees none of these engines.
+    with pytest.raises(MetricsUnavailable, match="no engine replica"):
+        metrics.snapshot(deployment_selector("team-b", MODEL, MODEL), SETTINGS.slo.quantile)
     low_scale = low[-1].serving
 
     for exporter in exporters:  # a load step: 8 req/s per replica with a queue building up
@@ -63,10 +71,10 @@ def test_decisions_follow_a_load_step_up_and_down(exporters, prometheus_factory)
 
 
 def test_losing_the_targets_holds_the_scale_with_a_reason(exporters, prometheus_factory):
-    prometheus = prometheus_factory([e.target for e in exporters], scrape_interval="1s")
+    prometheus = prometheus_factory([e.target for e in exporters], scrape_interval="1s", target_labels=TARGET_LABELS)
     for exporter in exporters:
         exporter.set_load(rate=4.0, running=30, waiting=5, kv_usage=0.5)
-    prometheus.wait_for(f'sum(rate(vllm:e2e_request_latency_seconds_count{{model_name="{MODEL}"}}[10s])) > 0')
+    prometheus.wait_for(f'sum(rate(vllm:e2e_request_latency_seconds_count{{{SELECTOR}}}[10s])) > 0')
     metrics = PrometheusMetrics(prometheus.url, timeout_s=3, window_s=10, max_sample_age_s=5)
     memory = LoopMemory()
     before = run_loop(metrics, memory, seconds=3, replicas=2)[-1]

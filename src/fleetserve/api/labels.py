@@ -12,6 +12,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CAPACITY_LABEL = "fleetserve.io/capacity"
 SERVING_LABEL = "fleetserve.io/serving"  # "true" while the pod may receive new requests
 GROUP_LABEL = "fleetserve.io/group"  # the StatefulSet of one multi-node group
+# INSTANCE_LABEL as a Prometheus target label: the PodMonitor copies it from the pod (podTargetLabels), and both
+# prometheus-operator and kubernetes_sd's labelmap turn the characters Prometheus forbids into "_".
+INSTANCE_TARGET_LABEL = "app_kubernetes_io_instance"
 
 ENGINE_NAME = "fleetserve-engine"
 ENGINE_COMPONENT = "engine"

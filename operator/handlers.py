@@ -11,10 +11,19 @@ from fleetserve.operator import reconcile
 
 LLMD = (GROUP, VERSION, PLURAL)
 OWNED = {MANAGED_BY_LABEL: MANAGED_BY}
+RETRY_REFUSED_SECONDS = 15  # a few API calls per retry; a freed name or a raised quota is picked up soon
 
 
 def post_event(body: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def reconcile_or_retry(body: dict, logger: logging.Logger) -> None:
+    try:
+        reconcile.reconcile(kube(), body, logger, post_event)
+    except (reconcile.ChildWriteRefused, reconcile.NameConflict) as error:
+        # Already a condition and an Event; try again later: a quota may be raised or the name freed.
+        raise kopf.TemporaryError(str(error), delay=RETRY_REFUSED_SECONDS) from None
 
 
 @kopf.on.startup()
@@ -30,12 +39,12 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
 @kopf.on.create(*LLMD)
 @kopf.on.update(*LLMD, field="spec")
 def reconcile_spec(body: kopf.Body, logger: logging.Logger, **_) -> None:
-    reconcile.reconcile(kube(), dict(body), logger, post_event)
+    reconcile_or_retry(dict(body), logger)
 
 
 @kopf.on.event(*LLMD, when=lambda body, **_: reconcile.autoscaler_plan_pending(dict(body)))
 def apply_autoscaler_plan(body: kopf.Body, logger: logging.Logger, **_) -> None:
-    reconcile.reconcile(kube(), dict(body), logger, post_event)
+    reconcile_or_retry(dict(body), logger)
 
 
 # Status follows what the cluster reports: workload readiness, pods going Pending, pods losing the serving
@@ -50,6 +59,6 @@ def child_changed(body: kopf.Body, type: str | None, logger: logging.Logger, **_
     if parent is None:
         return
     if type == "DELETED" and body.get("kind") != "Pod":
-        reconcile.reconcile(kube(), parent, logger, post_event)  # someone deleted a workload: put it back
+        reconcile_or_retry(parent, logger)  # someone deleted a workload: put it back (never while the LLMD goes)
     else:
         reconcile.refresh_status(kube(), parent)

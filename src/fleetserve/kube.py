@@ -153,4 +153,8 @@ def update_status(kube: Kube, body: dict, compute) -> dict | None:
             return fields
         except Conflict:
             continue
+        except ApiException as error:
+            if error.status == 404:
+                return None  # deleted between the read and the write
+            raise
     raise StatusConflict(f"status of {meta['namespace']}/{meta['name']} changed {STATUS_WRITE_ATTEMPTS} times while writing it")

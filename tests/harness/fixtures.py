@@ -29,7 +29,9 @@ def operator_kubeconfig(admin_kubeconfig):
 def cluster(admin_kubeconfig, request, tmp_path):
     api = Api(admin_kubeconfig)
     namespace = new_namespace(api, request.node.name.split("[")[0].removeprefix("test_"))
-    yield Cluster(admin_kubeconfig, namespace, tmp_path)
+    test_cluster = Cluster(admin_kubeconfig, namespace, tmp_path)
+    yield test_cluster
+    test_cluster.remove_cluster_scoped()
     # The namespace controller deletes what is left, in the background.
     api.request("DELETE", f"/api/v1/namespaces/{namespace}")
 

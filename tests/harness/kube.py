@@ -100,6 +100,34 @@ class Cluster:
     def __init__(self, kubeconfig: Kubeconfig, namespace: str, workdir: Path) -> None:
         self.kubeconfig, self.namespace, self.workdir = kubeconfig, namespace, workdir
         self.api = Api(kubeconfig)
+        self.cluster_scoped: list[tuple[str, str, str]] = []  # what the test added beside its namespace
+
+    async def add_node(self, name: str, labels: dict[str, str], gpus: int = 0, taints: list[dict] | None = None,
+                       cpu: str = "64", memory: str = "512Gi") -> dict:
+        """A KWOK node of this test's own (removed at test end), Ready within a second or two."""
+        capacity = {"cpu": cpu, "memory": memory, "pods": "110", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+        node = await self.create_cluster_scoped({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, **labels}},
+            "spec": {"taints": taints or []}, "status": {"capacity": capacity, "allocatable": capacity}})
+        await self.wait_for(f"node {name} Ready", lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in ((self.get("v1", "Node", name) or {}).get("status") or {}).get("conditions", [])))
+        return node
+
+    async def create_cluster_scoped(self, manifest: dict) -> dict:
+        created = await self.create(manifest)
+        self.cluster_scoped.append((manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]))
+        return created
+
+    def remove_cluster_scoped(self) -> None:
+        for api_version, kind, name in reversed(self.cluster_scoped):
+            try:
+                self.api.request("DELETE", self.api.path(api_version, kind, None, name))
+            except ApiError as error:
+                if error.status != 404:
+                    raise
 
     # -- writes (async, so tests read like the user's steps) --------------------------------------------------
     async def create(self, manifest: dict) -> dict:
@@ -123,9 +151,11 @@ class Cluster:
                                                  "propagationPolicy": propagation})
 
     # -- reads ----------------------------------------------------------------------------------------------
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+            subresource: str | None = None) -> dict | None:
         try:
-            return self.api.request("GET", self.api.path(api_version, kind, namespace or self.namespace, name))
+            path = self.api.path(api_version, kind, namespace or self.namespace, name, subresource)
+            return self.api.request("GET", path)
         except ApiError as error:
             if error.status == 404:
                 return None

@@ -13,6 +13,9 @@ from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings
 
 DECISIONS_KEPT = 5
+# spec.engine.maxNumSeqs left out runs the engine with its own default (fleetserve.engine.config.EngineConfig),
+# which this package may not import; a test keeps the two equal.
+ENGINE_DEFAULT_MAX_NUM_SEQS = 256
 PREEMPTIONS_SAVED_EVERY_S = 300
 
 
@@ -23,7 +26,7 @@ def settings_from_spec(spec: LLMDeploymentSpec) -> LoopSettings:
         max_replicas=spec.replicas.max,
         slo=SloTarget(ttft_s=slo.ttft_seconds, quantile=slo.percentile / 100),
         itl_slo_s=slo.itl_seconds,
-        max_num_seqs=spec.engine.max_num_seqs,
+        max_num_seqs=spec.engine.max_num_seqs or ENGINE_DEFAULT_MAX_NUM_SEQS,
         scale_up_stabilization_s=spec.autoscaling.scale_up_stabilization_seconds,
         scale_down_delay_s=spec.autoscaling.scale_down_delay_seconds,
         spot=SpotSettings(

@@ -1,9 +1,11 @@
-"""Fixtures of the autoscaler tests: fake engine exporters (vLLM-named metrics whose load the test sets)."""
+"""Fixtures of the autoscaler tests: fake engine exporters (vLLM-named metrics whose load the test sets), the
+local control plane's fixtures (tests/harness), and spot node pools a test owns."""
 
 import http.server
 import threading
 
 import pytest
+from harness.fixtures import admin_kubeconfig, cluster, operator, operator_kubeconfig, start_operator  # noqa: F401
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -106,3 +108,30 @@ def fake_exporters(free_port):
     yield start
     for exporter in started:
         exporter.stop()
+
+
+SPOT_LABEL = "fleetserve.test/spot"
+
+
+class SpotPool:
+    """CPU-only spot KWOK nodes of one test, labelled and tainted as a cloud's spot pool is. The label's value is
+    the test's namespace, so only this test's spot replicas land there (the nodes are cluster-wide)."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.taint = {"key": SPOT_LABEL, "value": cluster.namespace, "effect": "NoSchedule"}
+        # capacity.spot of the LLMDeployment: select and tolerate these nodes.
+        self.spec = {"nodeSelector": {SPOT_LABEL: cluster.namespace},
+                     "tolerations": [{"key": SPOT_LABEL, "operator": "Equal", "value": cluster.namespace,
+                                      "effect": "NoSchedule"}]}
+
+    async def add_node(self, suffix: str, cpu: str = "1") -> str:
+        """A Ready spot node; `cpu` bounds how many replicas fit on it. Returns its name."""
+        name = f"{self.cluster.namespace}-{suffix}"
+        await self.cluster.add_node(name, {SPOT_LABEL: self.cluster.namespace}, taints=[self.taint], cpu=cpu)
+        return name
+
+
+@pytest.fixture
+def spot_pool(cluster):
+    return SpotPool(cluster)

@@ -7,6 +7,7 @@ from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, Loo
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
+from fleetserve.engine.config import EngineConfig
 from fleetserve.kube import covers
 from fleetserve.operator.status import replica_status
 
@@ -112,6 +113,7 @@ def test_settings_come_from_the_llmdeployment_spec():
     assert (settings.min_replicas, settings.max_replicas, settings.scale_down_delay_s) == (0, 6, 30)
     assert settings.slo.quantile == 0.99 and settings.itl_slo_s == 0.05
     assert settings.spot == SpotSettings(True, 0.5, 1)
+    assert settings.max_num_seqs == EngineConfig().max_num_seqs  # maxNumSeqs left to the engine's default
     assert deployment_io.metrics_selector("team-a", "chat", spec) == (
         'namespace="team-a",app_kubernetes_io_instance="chat",model_name="chat"')
 

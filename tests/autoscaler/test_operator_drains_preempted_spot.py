@@ -1,58 +1,65 @@
-"""A spot node is being reclaimed: the real operator's autoscaler handlers take the replicas on it out of the
-Service at once (the serving label goes), count the preemption in the LLMDeployment's status, and leave replicas
-elsewhere alone."""
+"""A spot node is being reclaimed, on the local control plane: the real operator's autoscaler handlers take the
+replicas on it out of the Service at once (the serving label goes), count the preemption in the LLMDeployment's
+status, and leave replicas elsewhere alone. The replicas are the operator's own Deployments' pods, placed by the
+scheduler on spot KWOK nodes the test owns."""
 
-import sys
-from pathlib import Path
+from harness.llmd import condition, engine_pods, llmd
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))  # the operator tests' emulator harness
-from operator_harness import running_cluster, running_operator  # noqa: E402
-
-LLMD = ("fleetserve.io/v1alpha1", "LLMDeployment")
+NAME = "mix"
 
 
-def llmd() -> dict:
+def manifest(spot_pool) -> dict:
     return {
-        "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment",
-        "metadata": {"name": "mix", "namespace": "default"},
-        "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}, "replicas": {"min": 2, "max": 4},
-                 "autoscaling": {"enabled": True},
-                 "capacity": {"onDemand": {"minReplicas": 1}, "spot": {"enabled": True, "maxShare": 0.5}}},
+        "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": NAME},
+        # A 1-CPU spot node holds one 600m replica: the two spot replicas land on different nodes.
+        "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}, "resources": {"cpu": "600m", "memory": "1Gi"},
+                 "replicas": {"min": 4, "max": 4}, "autoscaling": {"enabled": True},
+                 "capacity": {"onDemand": {"minReplicas": 2}, "spot": {"enabled": True, "maxShare": 0.5, **spot_pool.spec}}},
     }
 
 
-def pod(name: str, node: str, capacity: str = "spot") -> dict:
-    labels = {"app.kubernetes.io/name": "fleetserve-engine", "app.kubernetes.io/instance": "mix",
-              "fleetserve.io/capacity": capacity, "fleetserve.io/serving": "true"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "engine", "image": "x"}]}, "status": {"phase": "Running"}}
+def serving(pod: dict) -> bool:
+    return pod["metadata"].get("labels", {}).get("fleetserve.io/serving") == "true"
 
 
-def serving(cluster, name: str) -> bool:
-    return (cluster.get("v1", "Pod", "default", name) or {})["metadata"].get("labels", {}).get("fleetserve.io/serving") == "true"
+def ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
 
 
-async def test_reclaimed_spot_node_stops_receiving_requests(tmp_path):
-    env = {"FLEETSERVE_PROMETHEUS_URL": "", "FLEETSERVE_AUTOSCALER_INTERVAL": "1"}
-    async with running_cluster(tmp_path) as cluster, running_operator(cluster, tmp_path / "op.log", autoscaler=True, env=env):
-        await cluster.create(llmd())
-        for name in ("spot-node-a", "spot-node-b"):  # nodes by path: the harness's kind table has none
-            await cluster.request("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
-        await cluster.create(pod("mix-spot-a", "spot-node-a"))
-        await cluster.create(pod("mix-spot-b", "spot-node-b"))
+def pod_on(cluster, node: str) -> dict:
+    return next(p for p in engine_pods(cluster, NAME, "spot") if p["spec"].get("nodeName") == node)
 
-        # AWS's node termination handler taints the node two minutes before the instance goes.
-        await cluster.request("PATCH", "/api/v1/nodes/spot-node-a", {"spec": {"taints": [
-            {"key": "aws-node-termination-handler/spot-itn", "value": "true", "effect": "NoSchedule"}]}},
-            "application/merge-patch+json")
-        await cluster.wait_for("pod a out of the Service", lambda: not serving(cluster, "mix-spot-a"))
-        assert serving(cluster, "mix-spot-b")
 
-        # Kubelet's graceful shutdown marks the pod itself on node b.
-        await cluster.patch("v1", "Pod", "default", "mix-spot-b", {"status": {"conditions": [
-            {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}]}}, subresource="status")
-        await cluster.wait_for("pod b out of the Service", lambda: not serving(cluster, "mix-spot-b"))
+async def test_reclaimed_spot_node_stops_receiving_requests(cluster, start_operator, spot_pool):
+    node_a, node_b = await spot_pool.add_node("spot-a"), await spot_pool.add_node("spot-b")
+    # No Prometheus: the autoscaler holds spec.replicas.min, but its pod and node handlers run all the same.
+    await start_operator(autoscaler=True, env={"FLEETSERVE_PROMETHEUS_URL": "", "FLEETSERVE_AUTOSCALER_INTERVAL": "1"})
+    await cluster.create(manifest(spot_pool))
+    await cluster.wait_for("a ready, serving spot replica on each spot node", lambda: sorted(
+        p["spec"].get("nodeName") for p in engine_pods(cluster, NAME, "spot") if ready(p) and serving(p))
+        == sorted([node_a, node_b]))
+    await cluster.wait_for("both on-demand replicas ready", lambda: len(
+        [p for p in engine_pods(cluster, NAME, "on-demand") if ready(p)]) == 2)
 
-        counted = await cluster.wait_for("two preemptions in the status", lambda: (
-            ((cluster.get(*LLMD, "default", "mix") or {}).get("status") or {}).get("spotPreemptions", {}).get("observed") == 2))
-        assert counted
+    # AWS's node termination handler taints the node two minutes before the instance goes.
+    await cluster.patch("v1", "Node", node_a, {"spec": {"taints": [
+        spot_pool.taint, {"key": "aws-node-termination-handler/spot-itn", "value": "true", "effect": "NoSchedule"}]}})
+    await cluster.wait_for("pod a out of the Service", lambda: not serving(pod_on(cluster, node_a)))
+    assert serving(pod_on(cluster, node_b))
+
+    # Kubelet's graceful node shutdown on node b marks its pod, through the pod's status as kubelet writes it.
+    pod_b = pod_on(cluster, node_b)
+    conditions = [*pod_b["status"]["conditions"], {"type": "DisruptionTarget", "status": "True",
+                                                   "reason": "TerminationByKubelet", "message": "node shutdown"}]
+    await cluster.patch("v1", "Pod", pod_b["metadata"]["name"], {"status": {"conditions": conditions}},
+                        subresource="status")
+    await cluster.wait_for("pod b out of the Service", lambda: not serving(pod_on(cluster, node_b)))
+
+    body = await cluster.wait_for("two preemptions in the status", lambda: (
+        b := llmd(cluster, NAME)) and (b.get("status") or {}).get("spotPreemptions", {}).get("observed") == 2 and b)
+    # The operator's status refresh names the leaving pods.
+    preempted = await cluster.wait_for("SpotPreempted", lambda: (
+        c := condition(llmd(cluster, NAME), "SpotPreempted")).get("status") == "True" and c)
+    assert pod_b["metadata"]["name"] in preempted["message"]
+    assert body["status"]["spotPreemptions"]["ratePerReplicaHour"] > 0
+    assert all(serving(p) for p in engine_pods(cluster, NAME, "on-demand"))  # replicas elsewhere keep serving

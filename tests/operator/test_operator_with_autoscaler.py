@@ -1,38 +1,29 @@
-"""The operator with the autoscaler's handlers loaded, as `helm install` runs it: both share one status."""
+"""The operator with the autoscaler's handlers loaded, as `helm install` runs it, on the local control plane: both
+share one status, and the autoscaler's loop puts no finalizer on the LLMDeployment."""
 
-import sys
-from pathlib import Path
-
-import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))
-from operator_harness import running_operator  # noqa: E402
-
-EXAMPLES = Path(__file__).parents[2] / "examples"
-LLMD = ("fleetserve.io/v1alpha1", "LLMDeployment")
+from harness.llmd import LLMD, condition, example, llmd, workload
 
 
-def scaling_active(cluster) -> dict:
-    body = cluster.get(*LLMD, "default", "mix") or {}
-    return next((c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "ScalingActive"), {})
-
-
-async def test_autoscaler_owns_scaling_active_and_delete_still_cleans_up(cluster, tmp_path):
+async def test_autoscaler_owns_scaling_active_and_delete_still_cleans_up(cluster, start_operator):
     # No Prometheus is configured, so the autoscaler holds the replica counts and says why.
-    options = {"autoscaler": True, "env": {"FLEETSERVE_AUTOSCALER_INTERVAL": "1", "FLEETSERVE_PROMETHEUS_URL": ""}}
-    async with running_operator(cluster, tmp_path / "operator.log", **options) as operator:
-        await cluster.create(yaml.safe_load((EXAMPLES / "spot-mix.yaml").read_text()))
-        await cluster.wait_for("the spot Deployment", lambda: cluster.get("apps/v1", "Deployment", "default", "mix-spot"))
-        held = await cluster.wait_for("the autoscaler's condition", lambda: (
-            c := scaling_active(cluster)).get("reason") == "MetricsUnavailable" and c)
-        assert held["status"] == "False" and "Prometheus" in held["message"]
-        # A status refresh by the operator (here: a workload turning ready) keeps the autoscaler's condition.
-        await cluster.report_ready(cluster.get("apps/v1", "Deployment", "default", "mix-on-demand"))
-        await cluster.wait_for("on-demand ready", lambda: (
-            (cluster.get(*LLMD, "default", "mix").get("status") or {}).get("replicas", {}).get("onDemand", {}).get("ready") == 1))
-        assert scaling_active(cluster)["reason"] == "MetricsUnavailable"
+    operator = await start_operator(autoscaler=True, env={"FLEETSERVE_AUTOSCALER_INTERVAL": "1",
+                                                          "FLEETSERVE_PROMETHEUS_URL": ""})
+    await cluster.create(example("spot-mix.yaml"))
+    await cluster.wait_for("the spot Deployment", lambda: workload(cluster, "mix-spot"))
+    held = await cluster.wait_for("the autoscaler's condition", lambda: (
+        c := condition(llmd(cluster, "mix"), "ScalingActive")).get("reason") == "MetricsUnavailable" and c)
+    assert held["status"] == "False" and "Prometheus" in held["message"]
 
-        await cluster.delete(*LLMD, "default", "mix")  # the autoscaler's timer adds a finalizer; kopf releases it
-        await cluster.wait_for("the LLMDeployment gone", lambda: cluster.get(*LLMD, "default", "mix") is None)
-        await cluster.wait_for("children gone", lambda: not cluster.objects("apps/v1", "Deployment"))
-        assert operator.alive()
+    # Status refreshes by the operator after that (the scheduler places the pods on the GKE L4 nodes, KWOK makes
+    # them ready, the Deployments report it) keep the autoscaler's condition.
+    await cluster.wait_for("all five replicas ready", lambda: (
+        llmd(cluster, "mix").get("status") or {}).get("replicas", {}).get("ready") == 5, timeout=45)
+    body = llmd(cluster, "mix")
+    assert condition(body, "ScalingActive")["reason"] == "MetricsUnavailable"
+    assert condition(body, "Ready")["status"] == "True"
+    assert not body["metadata"].get("finalizers")  # the loop reads a Kopf index: deleting never waits for it
+
+    await cluster.delete(*LLMD, "mix")
+    await cluster.wait_for("the LLMDeployment gone", lambda: llmd(cluster, "mix") == {})
+    await cluster.wait_for("children gone (garbage collector)", lambda: not cluster.objects("apps/v1", "Deployment"))
+    assert operator.alive()

@@ -221,10 +221,17 @@ def refresh_status(kube: Kube, body: dict) -> None:
 
 
 def autoscaler_plan_pending(body: dict) -> bool:
-    """True when the autoscaler asked for replica counts the operator has not applied yet."""
+    """True when the autoscaler asked for replica counts the operator has not applied yet (a kopf filter: never
+    raises, an invalid spec has no plan to apply)."""
     observed = parse_status(body)
-    if observed.autoscaler is None or not (body.get("spec") or {}).get("autoscaling", {}).get("enabled"):
+    if observed.autoscaler is None:
         return False
-    spot_enabled = (body["spec"].get("capacity") or {}).get("spot", {}).get("enabled", False)
-    wanted = (observed.autoscaler.desired_on_demand, observed.autoscaler.desired_spot if spot_enabled else 0)
+    try:
+        spec = parse_resource(body)
+    except InvalidSpec:
+        return False
+    if not spec.autoscaling.enabled:
+        return False
+    plan = observed.autoscaler
+    wanted = (plan.desired_on_demand, plan.desired_spot if spec.capacity.spot.enabled else 0)
     return applied_counts(observed) != wanted

@@ -220,6 +220,8 @@ def _pod_monitor(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, feature
         "metadata": meta,
         "spec": {
             "selector": {"matchLabels": _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}, shape, features)},
+            # The autoscaler's queries select one deployment by this label (as app_kubernetes_io_instance).
+            "podTargetLabels": [INSTANCE_LABEL],
             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
         },
     }

@@ -1,7 +1,3 @@
-"""The emulated cluster and the real operator, from the operator tests' harness."""
+"""The local control plane, the chart installed with helm, and the real operator as its ServiceAccount."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "tests" / "operator"))
-from operator_harness import cluster, operator  # noqa: E402,F401  (fixtures)
+from harness.fixtures import admin_kubeconfig, cluster, operator, operator_kubeconfig, start_operator  # noqa: F401

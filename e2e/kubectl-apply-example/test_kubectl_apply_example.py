@@ -1,91 +1,89 @@
-"""A user runs `kubectl apply -f examples/` and gets engine workloads, a Service, a PDB and a NetworkPolicy each.
+"""A user runs `kubectl apply -f examples/` on a cluster with the chart installed: every example becomes Ready on
+the (KWOK) GPU and CPU nodes, kubectl shows, describes and scales them, and deleting them leaves nothing behind.
 
-Real kubectl and the real operator process against the API emulator (no schema validation there, so kubectl runs
-with --validate=false; the CRD's own checks are covered by tests/operator/test_crd_and_spec.py).
+Real kubectl, kube-apiserver, controller-manager and scheduler; the operator runs with exactly the chart's RBAC.
+KWOK stands in for the nodes' kubelets, so "Ready" means scheduled and reported running, not an engine serving.
 """
 
-import asyncio
 import json
-import shutil
-from pathlib import Path
 
-import pytest
+from harness.kube import REPO
+from harness.llmd import LLMD, condition, llmd
 
-REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
-KUBECTL_TIMEOUT = 30
-
-# What each example must produce: (namespace, workloads, Services).
+# What each example must produce: workloads, Services, and the node family its pods land on.
 EXPECTED = {
-    "tiny": ("default", {"Deployment/tiny-on-demand"}, {"tiny"}),
-    "qwen-7b": ("default", {"Deployment/qwen-7b-on-demand"}, {"qwen-7b"}),
-    "chat": ("team-a", {"Deployment/chat-on-demand"}, {"chat"}),
-    "big": ("default", {"StatefulSet/big-on-demand-0"}, {"big", "big-on-demand-group"}),
-    "mix": ("default", {"Deployment/mix-on-demand", "Deployment/mix-spot"}, {"mix"}),
+    "tiny": ({"Deployment/tiny-on-demand"}, {"tiny"}, "kwok-cpu-"),
+    "qwen-7b": ({"Deployment/qwen-7b-on-demand"}, {"qwen-7b"}, "kwok-gfd-l4-"),
+    "chat": ({"Deployment/chat-on-demand"}, {"chat"}, "kwok-gfd-h100-"),
+    "big": ({"StatefulSet/big-on-demand-0"}, {"big", "big-on-demand-group"}, "kwok-gfd-h100-"),
+    "mix": ({"Deployment/mix-on-demand", "Deployment/mix-spot"}, {"mix"}, "kwok-gke-l4-"),
 }
+READY_TIMEOUT = 120
 
 
-@pytest.fixture
-def kubectl(cluster):
-    binary = shutil.which("kubectl") or shutil.which("kubectl", path=str(REPO / ".tools"))
-    if binary is None:
-        pytest.fail("kubectl not found on PATH or in .tools/ (scripts/setup.sh --test should provide it)")
-
-    async def run(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            binary, "--kubeconfig", str(cluster.kubeconfig), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(process.communicate(), KUBECTL_TIMEOUT)
-        assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
-        return out.decode()
-    return run
+async def model_weights_volume(cluster) -> None:
+    """tp16-multinode reads its weights from the PVC `model-weights`, which its user has filled beforehand."""
+    pv = f"{cluster.namespace}-model-weights"
+    await cluster.create_cluster_scoped({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                 "hostPath": {"path": "/srv/models"},
+                 "claimRef": {"namespace": cluster.namespace, "name": "model-weights"}}})
+    await cluster.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-weights"},
+                          "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
+                                   "resources": {"requests": {"storage": "1Ti"}}}})
 
 
-async def get(kubectl, kind: str, namespace: str) -> dict[str, dict]:
-    items = json.loads(await kubectl("get", kind, "-n", namespace, "-o", "json"))["items"]
-    return {item["metadata"]["name"]: item for item in items}
+async def names(cluster, kind: str) -> set[str]:
+    out = (await cluster.kubectl("get", kind, "-o", "json")).stdout
+    return {item["metadata"]["name"] for item in json.loads(out)["items"]}
 
 
-async def test_kubectl_apply_examples_produces_the_expected_objects(cluster, operator, kubectl):
-    out = await kubectl("apply", "--validate=false", "-f", str(EXAMPLES))
-    assert out.count("created") == len(EXPECTED)
+async def test_kubectl_apply_examples_then_get_describe_scale_and_delete(cluster, operator):
+    await model_weights_volume(cluster)
+    applied = (await cluster.kubectl("apply", "-f", str(EXAMPLES))).stdout
+    assert applied.count("llmdeployment.fleetserve.io/") == len(EXPECTED), applied
 
-    async def all_children_exist() -> bool:
-        for name, (namespace, workloads, services) in EXPECTED.items():
-            found = {f"{kind}/{n}" for kind in ("Deployment", "StatefulSet")
-                     for n in await get(kubectl, kind.lower() + "s", namespace)}
-            if not workloads <= found or not services <= set(await get(kubectl, "services", namespace)):
-                return False
-        return True
+    waited = await cluster.kubectl("wait", "--for=condition=Ready", "llmd", "--all", f"--timeout={READY_TIMEOUT}s",
+                                   check=False, timeout=READY_TIMEOUT + 10)
+    assert waited.returncode == 0, waited.stderr + (await cluster.kubectl("get", "llmd,pods", "-o", "wide")).stdout
+    table = (await cluster.kubectl("get", "llmd")).stdout
+    for name in EXPECTED:
+        row = next(line for line in table.splitlines() if line.startswith(name + " "))
+        assert " True " in row, table
+    assert "5/5" in next(line for line in table.splitlines() if line.startswith("mix "))
 
-    for _ in range(100):
-        if await all_children_exist():
-            break
-        await asyncio.sleep(0.3)
-    else:
-        pytest.fail("the operator did not create every example's workloads and Services")
-
-    for name, (namespace, workloads, _) in EXPECTED.items():
-        assert name in await get(kubectl, "poddisruptionbudgets", namespace)
-        assert name in await get(kubectl, "networkpolicies", namespace)
-        llmd = (await get(kubectl, "llmd", namespace))[name]
+    for name, (workloads, services, node_prefix) in EXPECTED.items():
+        found = {f"{kind}/{n}" for kind in ("Deployment", "StatefulSet") for n in await names(cluster, kind.lower() + "s")}
+        assert workloads <= found and services <= await names(cluster, "services"), name
+        uid = llmd(cluster, name)["metadata"]["uid"]
         for kind_name in workloads:
             kind, child = kind_name.split("/")
-            owner = (await get(kubectl, kind.lower() + "s", namespace))[child]["metadata"]["ownerReferences"][0]
-            assert owner["uid"] == llmd["metadata"]["uid"] and owner["kind"] == "LLMDeployment"
+            assert cluster.get("apps/v1", kind, child)["metadata"]["ownerReferences"][0]["uid"] == uid
+        pods = json.loads((await cluster.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={name}",
+                                                 "-o", "json")).stdout)["items"]
+        assert pods and all(p["spec"]["nodeName"].startswith(node_prefix) for p in pods), name
 
-    # Re-applying changes nothing; the operator keeps its children as they are.
-    assert "unchanged" in await kubectl("apply", "--validate=false", "-f", str(EXAMPLES / "cpu-tiny.yaml"))
+    spot_nodes = {p["spec"]["nodeName"] for p in json.loads((await cluster.kubectl(
+        "get", "pods", "-l", "app.kubernetes.io/instance=mix,fleetserve.io/capacity=spot", "-o", "json")).stdout)["items"]}
+    assert spot_nodes and all("-spot-" in n for n in spot_nodes)
 
+    described = (await cluster.kubectl("describe", "llmd", "tiny")).stdout
+    assert "Ready" in described and "Applied" in described and "Endpoint" in described
 
-async def test_kubectl_wait_for_ready_then_delete(cluster, operator, kubectl):
-    await kubectl("apply", "--validate=false", "-f", str(EXAMPLES / "cpu-tiny.yaml"))
-    deployment = await cluster.wait_for("the Deployment", lambda: cluster.get("apps/v1", "Deployment", "default", "tiny-on-demand"))
-    await cluster.report_ready(deployment)  # the test plays the Deployment controller and kubelet
-    await kubectl("wait", "--for=condition=Ready", "llmd/tiny", "--timeout=20s")
-    status = json.loads(await kubectl("get", "llmd", "tiny", "-o", "json"))["status"]
-    assert status["replicas"]["summary"] == "1/1" and status["endpoint"].startswith("http://tiny.default.svc")
+    # Re-applying changes nothing the operator owns.
+    assert "unchanged" in (await cluster.kubectl("apply", "-f", str(EXAMPLES / "cpu-tiny.yaml"))).stdout
 
-    await kubectl("delete", "--wait=false", "-f", str(EXAMPLES / "cpu-tiny.yaml"))
-    await cluster.wait_for("children gone", lambda: not cluster.objects("apps/v1", "Deployment") and not cluster.objects("v1", "Service"))
-    assert await get(kubectl, "deployments", "default") == {}
+    await cluster.kubectl("scale", "llmd/tiny", "--replicas=2")
+    await cluster.wait_for("tiny at two ready replicas", lambda: (
+        llmd(cluster, "tiny").get("status") or {}).get("replicas", {}).get("ready") == 2)
+    assert condition(llmd(cluster, "tiny"), "Ready")["status"] == "True"
+
+    await cluster.kubectl("delete", "-f", str(EXAMPLES), "--wait", "--timeout=60s")
+    await cluster.wait_for("every child gone", lambda: not any(
+        cluster.objects(api_version, kind) for api_version, kind in (
+            ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Pod"),
+            ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"))), timeout=60)
+    assert await names(cluster, "services") == set() and not cluster.objects(*LLMD)
+    assert operator.alive()

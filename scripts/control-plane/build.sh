@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from the Go module proxy into a cache outside the repository:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (one pinned Kubernetes release) and KWOK.
-# The cache folder is keyed by the three go.mod files, so a pin change rebuilds and nothing else does.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (one pinned Kubernetes release) and KWOK,
+# plus prometheus-operator's PodMonitor CRD from its module (the tests install it as a cluster with
+# kube-prometheus-stack has it). The cache folder is keyed by the pins, so a pin change rebuilds and nothing else does.
 # Prints the folder holding the binaries on its last line.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 kube_version="$(awk '/require k8s.io\/kubernetes/ {print $3}' "$here/kubernetes/go.mod")"
-key="$(cat "$here"/{kubernetes,etcd,kwok}/go.mod | sha256sum | cut -c1-12)"
+prometheus_operator=github.com/prometheus-operator/prometheus-operator@v0.85.0
+key="$( (cat "$here"/{kubernetes,etcd,kwok}/go.mod; echo "$prometheus_operator") | sha256sum | cut -c1-12)"
 bin="${FLEETSERVE_CACHE:-$HOME/.cache/fleetserve}/control-plane/${kube_version}-${key}"
 wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
-have_all() { for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || return 1; done; }
+have_all() { for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || return 1; done; [[ -f "$bin/crds/podmonitors.yaml" ]]; }
 if have_all; then echo "$bin"; exit 0; fi
 
 mkdir -p "$bin"
@@ -34,4 +36,9 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   [[ -x "$bin/$cmd" ]] || build kubernetes "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$version_flags"
 done
 [[ -x "$bin/kwok" ]] || build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+if [[ ! -f "$bin/crds/podmonitors.yaml" ]]; then
+  source_dir="$(cd "$here/kwok" && go mod download -json "$prometheus_operator" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  mkdir -p "$bin/crds"
+  cp "$source_dir/example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml" "$bin/crds/podmonitors.yaml"
+fi
 echo "$bin"

@@ -13,6 +13,7 @@ import pytest
 
 from harness.kube import Api, Cluster, local_cluster, new_namespace
 from harness.operator import install_chart, running_operator
+from harness.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def cluster(admin_kubeconfig, request, tmp_path):
 
 
 @pytest.fixture
-async def start_operator(operator_kubeconfig, tmp_path, free_port):
+async def start_operator(operator_kubeconfig, tmp_path):
     async with contextlib.AsyncExitStack() as stack:
         async def start(name: str = "operator", **options):
             return await stack.enter_async_context(

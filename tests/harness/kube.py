@@ -180,16 +180,17 @@ class Cluster:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     # -- the user's tools -------------------------------------------------------------------------------------
-    async def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    async def kubectl(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
         """Real kubectl as the admin, in the test's namespace."""
         return await run_command([tool("kubectl"), "--kubeconfig", str(self.kubeconfig.path), "-n", self.namespace,
-                                  *args], check=check)
+                                  *args], check=check, timeout=timeout)
 
 
-async def run_command(command: list[str], check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+async def run_command(command: list[str], check: bool = True, env: dict | None = None,
+                      timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
     result = subprocess.CompletedProcess(command, process.returncode, out.decode(), err.decode())
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command[:1] + command[3:])} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
@@ -201,6 +202,12 @@ def run_sync(command: list[str], env: dict | None = None, timeout: float | None 
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
     return result.stdout
+
+
+@cache
+def control_plane_bin() -> Path:
+    """The cached control-plane build (binaries, and crds/ with prometheus-operator's PodMonitor CRD)."""
+    return Path(run_sync(["bash", str(REPO / "scripts" / "control-plane" / "build.sh")], timeout=None).splitlines()[-1])
 
 
 @cache

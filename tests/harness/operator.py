@@ -35,6 +35,9 @@ def helm(kubeconfig: Kubeconfig, *args: str) -> str:
 def install_chart(admin: Kubeconfig, *sets: str) -> Kubeconfig:
     """`helm upgrade --install` the chart (CRDs, RBAC, ServiceAccount, operator Deployment); returns a kubeconfig
     holding the operator ServiceAccount's token."""
+    # helm installs crds/ only once and never upgrades them; users apply them first, and so do the tests.
+    run_sync([tool("kubectl"), "--kubeconfig", str(admin.path), "apply", "--server-side", "--force-conflicts",
+              "-f", str(REPO / "helm" / "crds")])
     helm(admin, "upgrade", "--install", RELEASE, str(REPO / "helm"), "--namespace", RELEASE_NAMESPACE,
          "--create-namespace", *[a for s in sets for a in ("--set", s)])
     token = run_sync([tool("kubectl"), "--kubeconfig", str(admin.path), "-n", RELEASE_NAMESPACE, "create", "token",

@@ -209,6 +209,8 @@ def test_pod_monitor_only_where_the_crd_exists():
     assert ("PodMonitor", "tiny") not in render(load("cpu-tiny.yaml"))
     monitor = render(load("cpu-tiny.yaml"), pod_monitor=True)[("PodMonitor", "tiny")]
     assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    # W6: the autoscaler selects one deployment's series by the instance label the PodMonitor copies.
+    assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/instance"]
 
 
 def test_pod_monitor_carries_the_users_labels_and_scrapes_leaders_only():

@@ -9,7 +9,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import openai
 import pytest
+
+from harness.ports import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,12 +35,6 @@ ENGINE_SETTINGS = dict(device="cpu", max_model_len=MAX_MODEL_LEN, max_num_batche
 # token-id prompts of mixed lengths (ids 0-2 are BOS/EOS-like and stay out)
 PROMPTS = [list(range(3 + i, 3 + i + n)) for i, n in enumerate((5, 17, 40, 90, 8, 130))]
 START_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fleetserve_binary() -> str:

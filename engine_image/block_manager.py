@@ -9,11 +9,8 @@ Counters are in tokens, like vLLM: queries = prompt tokens looked up, hits = tok
 
 from collections import OrderedDict
 
+from fleetserve.api.prefix_blocks import CHAIN_START, chain_hash
 from fleetserve.engine.sequence import Sequence
-
-
-def chain_hash(prev: int | None, token_ids: tuple[int, ...]) -> int:
-    return hash((prev, token_ids))
 
 
 class BlockManager:
@@ -47,7 +44,7 @@ class BlockManager:
         (the step needs it to produce logits). Changes nothing."""
         if not self.enable_prefix_caching:
             return []
-        hits, prev = [], None
+        hits, prev = [], CHAIN_START
         for i in range((len(seq) - 1) // self.block_size):
             tokens = tuple(seq.token_ids[i * self.block_size:(i + 1) * self.block_size])
             prev = chain_hash(prev, tokens)
@@ -88,7 +85,7 @@ class BlockManager:
         full = min(seq.num_computed_tokens, known) // self.block_size
         for i in range(seq.num_cached_blocks, full):
             tokens = tuple(seq.token_ids[i * self.block_size:(i + 1) * self.block_size])
-            h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)
+            h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else CHAIN_START, tokens)
             seq.block_hashes.append(h)
             block = seq.block_table[i]
             if h not in self.cached:  # an identical block computed by another request stays the canonical one

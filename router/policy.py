@@ -1,0 +1,89 @@
+"""Which replica serves a request: pure decisions over what the router knows (no I/O here).
+
+Three policies, selectable for comparison:
+- `round-robin`: what a Kubernetes Service gives today;
+- `least-loaded`: the replica with the fewest outstanding requests;
+- `prefix`: the replica most likely to hold the request's longest cached prefix, among replicas whose load stays
+  under `balance` times the mean (consistent hashing with bounded loads, applied to prefix affinity). A prompt
+  nobody has cached goes to the least loaded replica.
+
+The router cannot see the engines' caches, so `PrefixIndex` keeps its own estimate: the blocks of every prompt it
+sent to a replica, in LRU order, up to that replica's cache size.
+"""
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+POLICIES = ("prefix", "least-loaded", "round-robin")
+DEFAULT_BALANCE = 1.25  # a replica may carry up to 25% more than the mean; measured in benchmarks/router_replay.py
+
+
+@dataclass
+class PrefixIndex:
+    """Per replica, the block names it most likely still caches (None: unbounded, as the engines' caches grow)."""
+
+    capacity_blocks: int | None = None
+    blocks: dict[str, OrderedDict] = field(default_factory=dict)
+
+    def cached_prefix(self, replica: str, hashes: Sequence[int]) -> int:
+        """How many leading blocks of the request the replica holds."""
+        cached = self.blocks.get(replica)
+        if not cached:
+            return 0
+        for count, block in enumerate(hashes):
+            if block not in cached:
+                return count
+        return len(hashes)
+
+    def record(self, replica: str, hashes: Sequence[int]) -> None:
+        cached = self.blocks.setdefault(replica, OrderedDict())
+        for block in hashes:
+            cached[block] = None
+            cached.move_to_end(block)
+        if self.capacity_blocks is not None:
+            while len(cached) > self.capacity_blocks:
+                cached.popitem(last=False)
+
+    def forget(self, replica: str) -> None:
+        self.blocks.pop(replica, None)
+
+
+@dataclass
+class Router:
+    policy: str = "prefix"
+    balance: float = DEFAULT_BALANCE
+    index: PrefixIndex = field(default_factory=PrefixIndex)
+    _turn: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: expected one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if not self.balance >= 1:
+            raise ValueError(f"balance: must be >= 1 (a share of the mean load), got {self.balance}")
+
+    def choose(self, hashes: Sequence[int], loads: dict[str, float], exclude: frozenset[str] = frozenset()) -> str | None:
+        """The replica for a request whose prompt has these block names; `loads` maps each ready replica to its
+        outstanding requests. None when no replica is left after `exclude` (those already tried)."""
+        candidates = sorted(r for r in loads if r not in exclude)
+        if not candidates:
+            return None
+        if self.policy == "round-robin":
+            self._turn += 1
+            return candidates[self._turn % len(candidates)]
+        if self.policy == "least-loaded":
+            return min(candidates, key=lambda r: (loads[r], self._rotation(r, candidates)))
+        # Bounded load: the least loaded replica always qualifies, since its load is at most the mean.
+        bound = self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates)
+        allowed = [r for r in candidates if loads[r] < bound]
+        best = max(allowed, key=lambda r: (self.index.cached_prefix(r, hashes), -loads[r], -self._rotation(r, allowed)))
+        self.index.record(best, hashes)
+        self._turn += 1
+        return best
+
+    def _rotation(self, replica: str, candidates: list[str]) -> int:
+        """Ties go round the replicas instead of always to the first name."""
+        return (candidates.index(replica) - self._turn) % len(candidates)
+
+    def forget(self, replica: str) -> None:
+        self.index.forget(replica)

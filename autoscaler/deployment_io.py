@@ -43,15 +43,17 @@ def metrics_selector(namespace: str, name: str, spec: LLMDeploymentSpec) -> str:
     return deployment_selector(namespace, name, spec.engine.served_model_name or name)
 
 
-def observed_from_status(status: LLMDeploymentStatus) -> Observed:
+def observed_from_status(status: LLMDeploymentStatus, spot_serving: int | None = None) -> Observed:
     """Replica counts the operator maintains in status.replicas (whole tensor-parallel groups).
 
     On-demand replicas are up unless they wait for capacity (`pending` counts only unschedulable ones): a replica
-    pulling its image or loading its model is coming, one without a node may never come.
+    pulling its image or loading its model is coming, one without a node may never come. Spot replicas are ready
+    only while they serve (`spot_serving`, from the pods: preemption.serving_replicas), so the fallback covers a
+    reclaimed replica from the notice on, not from when its node is gone.
     """
-    on_demand = status.replicas.on_demand
+    on_demand, spot_ready = status.replicas.on_demand, status.replicas.spot.ready
     return Observed(
-        ready=status.replicas.ready, spot_ready=status.replicas.spot.ready,
+        ready=status.replicas.ready, spot_ready=spot_ready if spot_serving is None else min(spot_ready, spot_serving),
         on_demand_up=max(on_demand.ready, on_demand.desired - on_demand.pending),
     )
 

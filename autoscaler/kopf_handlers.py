@@ -24,7 +24,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from fleetserve.api.conditions import now_rfc3339
-from fleetserve.api.labels import SERVING_LABEL
+from fleetserve.api.labels import CAPACITY_LABEL, ENGINE_NAME, INSTANCE_LABEL, NAME_LABEL, SERVING_LABEL, SPOT
+from fleetserve.api.placement import ImpossibleShape, group_shape
 from fleetserve.api.spec import (
     API_VERSION, GROUP, KIND, PLURAL, VERSION, InvalidSpec, LLMDeploymentStatus, SpotPreemptions, parse_spec,
     parse_status,
@@ -113,7 +114,8 @@ def autoscale(body: dict) -> None:
     namespace, name = meta["namespace"], meta["name"]
     try:
         parsed = parse_spec(body.get("spec") or {})
-    except InvalidSpec:
+        pods_per_replica = group_shape(parsed).pods
+    except (InvalidSpec, ImpossibleShape):
         return  # the operator's reconcile handler reports the invalid spec in the status
     settings = deployment_io.settings_from_spec(parsed)
     status = parse_status(body)
@@ -123,7 +125,11 @@ def autoscale(body: dict) -> None:
     memory = _memory_for((namespace, name), status)
     wake = (meta.get("annotations") or {}).get(WAKE_ANNOTATION)
     woken, memory.last_wake = bool(wake) and wake != memory.last_wake, wake
-    observed = deployment_io.observed_from_status(status)
+    spot_serving = None
+    if parsed.capacity.spot.enabled:
+        spot_pods = kube().list("v1", "Pod", namespace, {NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, CAPACITY_LABEL: SPOT})
+        spot_serving = preemption.serving_replicas(spot_pods, pods_per_replica)
+    observed = deployment_io.observed_from_status(status, spot_serving)
     result = tick(settings, memory, snapshot, observed, new_preemptions, time.time(), wake=woken)
     now = now_rfc3339()
     # Computed on the status read just before the write (the queries above take seconds), never on `status`.

@@ -51,6 +51,17 @@ def owner_instance(pod: dict) -> str | None:
     return ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
 
 
+def serving_replicas(pods: list[dict], pods_per_replica: int) -> int:
+    """Replicas among `pods` that serve: ready, still in the Service and not being deleted. A replica on a node
+    being reclaimed stays ready in its workload's count until the node goes, yet serves nothing from the notice on.
+    A multi-node group counts by whole groups' worth of pods (the workload's own count bounds it from above)."""
+    def serves(pod: dict) -> bool:
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        return (is_serving(pod) and not pod["metadata"].get("deletionTimestamp")
+                and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions))
+    return sum(map(serves, pods)) // pods_per_replica
+
+
 def stop_serving_patch() -> dict:
     """Merge patch that drops the pod from the Service's endpoints (the Service selects serving=true)."""
     return {"metadata": {"labels": {SERVING_LABEL: None}}}

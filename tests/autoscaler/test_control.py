@@ -77,6 +77,32 @@ def test_on_demand_replicas_stay_until_their_spot_replacements_serve():
     assert moved.plan.on_demand == 1
 
 
+def test_a_replica_on_a_reclaimed_node_is_covered_though_its_workload_still_counts_it_ready():
+    def pod(name: str, serving: bool = True, ready: bool = True, deleting: bool = False) -> dict:
+        labels = {"fleetserve.io/capacity": "spot", **({"fleetserve.io/serving": "true"} if serving else {})}
+        meta = {"name": name, "labels": labels, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+        return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+    pods = [pod("a"), pod("b", serving=False), pod("c", ready=False), pod("d", deleting=True)]
+    assert preemption.serving_replicas(pods, pods_per_replica=1) == 1
+    assert preemption.serving_replicas([pod("g0-0"), pod("g0-1"), pod("g1-0")], pods_per_replica=2) == 1
+    # The spot Deployment reports both replicas ready; one of them has left the Service on a reclaim notice.
+    status = LLMDeploymentStatus.model_validate({"replicas": {
+        "ready": 4, "onDemand": {"desired": 2, "ready": 2}, "spot": {"desired": 2, "ready": 2}}})
+    assert deployment_io.observed_from_status(status).spot_ready == 2
+    reclaimed = deployment_io.observed_from_status(status, spot_serving=1)
+    assert (reclaimed.ready, reclaimed.spot_ready, reclaimed.on_demand_up) == (4, 1, 2)
+    settings = LoopSettings(
+        min_replicas=4, max_replicas=4, slo=SloTarget(ttft_s=1.0, quantile=0.95), itl_slo_s=0.1, max_num_seqs=32,
+        scale_up_stabilization_s=0, scale_down_delay_s=60, spot=SpotSettings(enabled=True, max_share=0.5, on_demand_min=2))
+    memory = LoopMemory()
+    assert tick(settings, memory, load(1.0, 4), Observed(4, 2, 2), 0, now=0).plan.on_demand == 2
+    noticed = tick(settings, memory, load(1.0, 4), reclaimed, 1, now=1)
+    covered = tick(settings, memory, load(1.0, 4), reclaimed, 0, now=1 + SPOT_FALLBACK_AFTER_S)
+    assert noticed.plan.on_demand == 2  # as for a Pending spot replica: covered after the fallback delay
+    assert covered.plan.on_demand == 3 and "covering spot not serving" in covered.plan.reason
+
+
 def test_preemptions_raise_spot_over_provisioning():
     calm, stormy = LoopMemory(), LoopMemory()
     for now in range(0, 3600, 60):

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP server: thin aiohttp handlers over an AsyncEngine.
 
-A request flows: auth -> parse (protocol.py) -> tokenize -> admission (queue bound, draining) -> engine.generate ->
-JSON or SSE. Metrics are observed on the way out. Errors the client caused become OpenAI's error JSON; nothing the
-client sends can produce a 500.
+A request flows: auth -> read the body -> admission (queue bound, draining) -> parse (protocol.py) and tokenize in a
+worker thread -> engine.generate -> JSON or SSE. Metrics are observed on the way out. Errors the client caused
+become OpenAI's error JSON; nothing the client sends can produce a 500. Only cheap per-request work runs on the
+event loop, so probes answer at once under any mix of requests.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from fleetserve.engine.protocol import (ApiError, ChatCompletionRequest, Complet
                                         completion_logprobs, completion_response, models_response, parse_request,
                                         usage_chunk)
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.tokenizer_export import tokenizer_handler
 
 if TYPE_CHECKING:  # the server only calls the engine; importing it here would load torch for nothing
     from fleetserve.engine.async_engine import AsyncEngine
@@ -37,20 +39,26 @@ OPEN_PATHS = ("/health", "/livez", "/readyz", "/metrics")  # probes and scrapes 
 
 @dataclass
 class ServerOptions:
-    max_waiting: int = 128  # 429 once the engine has this many requests waiting
+    max_waiting: int = 256  # 429 once this many requests wait beyond the batch's free slots
     max_num_seqs: int = 256  # the engine's batch size: with max_waiting, caps the requests the server holds
     api_key: str | None = None  # None: no auth
+    keepalive_timeout: float = 75.0  # an idle connection, or one still sending its headers, is closed after this
+    body_timeout: float = 30.0  # a client that takes longer to send its body gets 408
+    write_timeout: float = 30.0  # a stream whose reader takes no data for this long is aborted
 
 
 class Admission:
     """Decides whether a new request may enter, and counts those inside so a drain knows when it is done.
 
-    The policy bound is the engine's waiting count; `hard_limit` also caps requests the server holds before the
-    engine has seen them (a burst arriving within one engine step), so memory stays bounded under any load.
+    A request may wait only if the engine's queue, less the batch's free slots, is under `max_waiting`: requests
+    just handed over wait only until the next step schedules them, so a burst of `max_num_seqs + max_waiting`
+    on an idle server all gets in. `hard_limit` caps the requests the server holds in all (those still being
+    tokenised too), so memory stays bounded under any load.
     """
 
     def __init__(self, max_waiting: int, max_num_seqs: int):
         self.max_waiting = max_waiting
+        self.max_num_seqs = max_num_seqs
         self.hard_limit = max_waiting + max_num_seqs
         self.in_flight = 0
         self.draining = False
@@ -58,16 +66,17 @@ class Admission:
         self._idle.set()
 
     @contextmanager
-    def admit(self, engine_waiting: int, engine_healthy: bool) -> Iterator[None]:
+    def admit(self, engine_running: int, engine_waiting: int, engine_healthy: bool) -> Iterator[None]:
         if self.draining:
             raise ApiError(503, "The server is shutting down; retry on another replica.", None, "server_draining",
                            "service_unavailable")
         if not engine_healthy:
             raise ApiError(503, "The engine is unhealthy; retry on another replica.", None, "engine_unhealthy",
                            "service_unavailable")
-        if engine_waiting >= self.max_waiting or self.in_flight >= self.hard_limit:
-            raise ApiError(429, f"The server is at capacity ({engine_waiting} requests waiting); retry later.",
-                           None, "queue_full", "rate_limit_exceeded")
+        free_slots = max(0, self.max_num_seqs - engine_running)
+        if engine_waiting - free_slots >= self.max_waiting or self.in_flight >= self.hard_limit:
+            raise ApiError(429, f"The server is at capacity ({engine_running} requests running, {engine_waiting} "
+                           "waiting); retry later.", None, "queue_full", "rate_limit_exceeded")
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -108,6 +117,7 @@ def build_app(engine: "AsyncEngine", options: ServerOptions) -> web.Application:
     app.router.add_post("/v1/completions", create_completion)
     app.router.add_post("/v1/chat/completions", create_chat_completion)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/tokenizer", tokenizer_handler(engine))
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/health", readyz)  # the older name, kept for probes and clients that use it
@@ -116,8 +126,11 @@ def build_app(engine: "AsyncEngine", options: ServerOptions) -> web.Application:
 
 
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Listens on host:port. handler_cancellation: a client that hangs up cancels its handler, aborting the request."""
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+    """Listens on host:port. handler_cancellation: a client that hangs up cancels its handler, aborting the request.
+    aiohttp arms the keep-alive timer at connect and resets it only after a response, so it also bounds how long a
+    client may take to send its headers."""
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0,
+                           keepalive_timeout=app[STATE].options.keepalive_timeout)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
@@ -126,7 +139,11 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
 # ---- middlewares --------------------------------------------------------------------------------------------------
 
 def error_response(error: ApiError) -> web.Response:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status in (429, 503) else None
+    headers = None
+    if error.status in (429, 503):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    elif error.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}  # RFC 6750: a 401 names the scheme it wants
     return web.json_response(error.body(), status=error.status, headers=headers)
 
 
@@ -150,11 +167,17 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     api_key = request.app[STATE].options.api_key
     if api_key and request.path not in OPEN_PATHS:
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(supplied.encode(), api_key.encode()):
+        if not hmac.compare_digest(bearer_token(request.headers.get("Authorization", "")), api_key.encode()):
             raise ApiError(401, "Incorrect or missing API key; send 'Authorization: Bearer <key>'.", None,
                            "invalid_api_key")
     return await handler(request)
+
+
+def bearer_token(header: str) -> bytes:
+    """The credentials of a Bearer Authorization header (the scheme is case-insensitive, RFC 7235), as the bytes
+    the client sent: aiohttp keeps non-UTF-8 header bytes as surrogate escapes. b"" for any other scheme."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
 
 
 # ---- handlers ---------------------------------------------------------------------------------------------------
@@ -187,48 +210,66 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(models_response(state.engine.model_name, state.engine.max_model_len, state.started))
 
 
-async def create_completion(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    body = parse_request(CompletionRequest, await read_json(request))
-    check_model_name(body.model, state.engine.model_name)
+def prepare_completion(raw: bytes, engine: "AsyncEngine") -> tuple[CompletionRequest, list[int], SamplingParams]:
+    body = parse_request(CompletionRequest, decode_json(raw))
+    check_model_name(body.model, engine.model_name)
     if isinstance(body.prompt, str):
-        prompt_ids = state.engine.tokenizer.encode(body.prompt)
+        prompt_ids = engine.tokenizer.encode(body.prompt)
     else:
-        prompt_ids = check_token_ids(body.prompt, len(state.engine.tokenizer))
-    params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
-    return await generate(request, f"cmpl-{uuid.uuid4().hex}", prompt_ids, params, body, completion_chunks,
+        prompt_ids = check_token_ids(body.prompt, engine.vocab_size)
+    return body, prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len)
+
+
+def prepare_chat(raw: bytes, engine: "AsyncEngine") -> tuple[ChatCompletionRequest, list[int], SamplingParams]:
+    body = parse_request(ChatCompletionRequest, decode_json(raw))
+    check_model_name(body.model, engine.model_name)
+    prompt_ids = render_chat(engine.tokenizer, body.chat_messages())
+    return body, prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len)
+
+
+async def create_completion(request: web.Request) -> web.StreamResponse:
+    return await generate(request, f"cmpl-{uuid.uuid4().hex}", prepare_completion, completion_chunks,
                           collect_completion)
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    body = parse_request(ChatCompletionRequest, await read_json(request))
-    check_model_name(body.model, state.engine.model_name)
-    prompt_ids = render_chat(state.engine.tokenizer, body.chat_messages())
-    params = body.sampling_params(len(prompt_ids), state.engine.max_model_len)
-    return await generate(request, f"chatcmpl-{uuid.uuid4().hex}", prompt_ids, params, body, chat_chunks,
-                          collect_chat)
+    return await generate(request, f"chatcmpl-{uuid.uuid4().hex}", prepare_chat, chat_chunks, collect_chat)
 
 
-async def generate(request: web.Request, request_id: str, prompt_ids: list[int], params: SamplingParams, body,
-                   to_chunks, to_response) -> web.StreamResponse:
-    """Admits the request, runs it on the engine, and answers with SSE chunks or one JSON body."""
+async def generate(request: web.Request, request_id: str, prepare, to_chunks, to_response) -> web.StreamResponse:
+    """Admits the request, parses and tokenises it in a worker thread (JSON decoding, validation, chat templates
+    and tokenising a megabyte prompt take tenths of a second of CPU), runs it on the engine, and answers with SSE
+    chunks or one JSON body. Admission comes first, so a full or draining server spends nothing on a request."""
     state = request.app[STATE]
-    with state.admission.admit(state.engine.stats().num_waiting, state.engine.healthy):
+    raw = await read_body(request, state.options.body_timeout)
+    stats = state.engine.stats()
+    with state.admission.admit(stats.num_running, stats.num_waiting, state.engine.healthy):
+        body, prompt_ids, params = await asyncio.to_thread(prepare, raw, state.engine)
         async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
             if body.stream:
-                return await write_sse(request, to_chunks(outputs, request_id, body))
+                return await write_sse(request, to_chunks(outputs, request_id, body), state.options.write_timeout)
             return web.json_response(await to_response(outputs, request_id, body))
 
 
 # ---- request helpers --------------------------------------------------------------------------------------------
 
-async def read_json(request: web.Request):
-    raw = await request.read()
+async def read_body(request: web.Request, timeout: float) -> bytes:
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout:g} s.", None,
+                       "request_timeout") from None
+    except web.RequestPayloadError as error:  # e.g. a body that does not decode as its Content-Encoding says
+        raise ApiError(400, f"We could not read the body of your request: {error}", None, "invalid_body") from None
+
+
+def decode_json(raw: bytes):
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, f"We could not parse the JSON body of your request: {error}", None,
+    except (ValueError, RecursionError) as error:  # ValueError: bad JSON or UTF-8; RecursionError: nesting too deep
+        reason = "it nests too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ApiError(400, f"We could not parse the JSON body of your request: {reason}", None,
                        "invalid_json") from None
 
 
@@ -272,14 +313,19 @@ async def tracked_outputs(state: ServerState, request_id: str, prompt_ids: list[
             yield output
 
 
-async def write_sse(request: web.Request, chunks: AsyncIterator[dict]) -> web.StreamResponse:
+async def write_sse(request: web.Request, chunks: AsyncIterator[dict], write_timeout: float) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     try:
         async for chunk in chunks:
-            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            async with asyncio.timeout(write_timeout):  # a write blocks only while the client's buffers are full
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
     except ConnectionResetError:
         logger.info("client went away mid-stream; request aborted")
+        return response
+    except TimeoutError:
+        logger.info("client read nothing for %g s; request aborted", write_timeout)
+        request.transport.close()
         return response
     except ApiError as error:  # headers are sent: report in-band, as OpenAI does
         await response.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")

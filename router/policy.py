@@ -11,6 +11,7 @@ The router cannot see the engines' caches, so `PrefixIndex` keeps its own estima
 sent to a replica, in LRU order, up to that replica's cache size.
 """
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,8 +74,9 @@ class Router:
             return candidates[self._turn % len(candidates)]
         if self.policy == "least-loaded":
             return min(candidates, key=lambda r: (loads[r], self._rotation(r, candidates)))
-        # Bounded load: the least loaded replica always qualifies, since its load is at most the mean.
-        bound = self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates)
+        # Bounded load (capacity as in consistent hashing with bounded loads): the least loaded replica always
+        # qualifies, since its load is at most the mean.
+        bound = math.ceil(self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates))
         allowed = [r for r in candidates if loads[r] < bound]
         best = max(allowed, key=lambda r: (self.index.cached_prefix(r, hashes), -loads[r], -self._rotation(r, allowed)))
         self.index.record(best, hashes)

@@ -11,6 +11,7 @@ import sys
 SUBCOMMANDS = {
     "serve": ("fleetserve.engine.serve_cli", "run the inference engine with its OpenAI-compatible HTTP server"),
     "bench": ("fleetserve.engine.bench", "benchmark the engine's server against HF transformers on this machine"),
+    "router": ("fleetserve.router.cli", "run the OpenAI-compatible router in front of engine replicas"),
     "operator": ("fleetserve.operator.cli", "run the Kopf operator that reconciles LLMDeployments"),
     "crd": ("fleetserve.api.crd", "generate the LLMDeployment CRD YAML from the pydantic spec"),
     "render": ("fleetserve.operator.render_cli", "print the manifests the operator would apply for an LLMDeployment"),

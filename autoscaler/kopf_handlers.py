@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from fleetserve.api.conditions import now_rfc3339
 from fleetserve.api.labels import CAPACITY_LABEL, ENGINE_NAME, INSTANCE_LABEL, NAME_LABEL, SERVING_LABEL, SPOT
 from fleetserve.api.placement import ImpossibleShape, group_shape
+from fleetserve.api.routing import WAKE_ANNOTATION
 from fleetserve.api.spec import (
     API_VERSION, GROUP, KIND, PLURAL, VERSION, InvalidSpec, LLMDeploymentStatus, SpotPreemptions, parse_spec,
     parse_status,
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 PROMETHEUS_URL_ENV = "FLEETSERVE_PROMETHEUS_URL"
 WINDOW_ENV = "FLEETSERVE_METRICS_WINDOW_S"
-WAKE_ANNOTATION = "fleetserve.io/wake"  # any new value starts a deployment that was scaled to zero
 TICK_INTERVAL_S = float(os.environ.get("FLEETSERVE_AUTOSCALER_INTERVAL", "5"))
 # Rates and means are taken over this window: at least 4 scrapes, short enough to react. A bad value stops the
 # operator at import with the reason, rather than every tick failing its queries.

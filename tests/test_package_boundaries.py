@@ -11,10 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # folder -> the fleetserve packages its modules must not import
 FORBIDDEN = {
-    "engine_image": ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.kube"),
-    "autoscaler": ("fleetserve.operator", "fleetserve.engine"),
-    "operator": ("fleetserve.autoscaler", "fleetserve.engine"),
-    "src/fleetserve/api": ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.engine", "fleetserve.kube"),
+    "engine_image": ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.kube", "fleetserve.router"),
+    "autoscaler": ("fleetserve.operator", "fleetserve.engine", "fleetserve.router"),
+    "operator": ("fleetserve.autoscaler", "fleetserve.engine", "fleetserve.router"),
+    "router": ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.engine"),
+    "src/fleetserve/api": ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.engine", "fleetserve.kube",
+                           "fleetserve.router"),
 }
 COMPOSITION_ROOT = ROOT / "operator" / "cli.py"
 
@@ -48,7 +50,7 @@ def test_components_import_only_the_shared_api(folder):
 
 
 def test_shared_kube_client_depends_only_on_the_api():
-    others = ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.engine")
+    others = ("fleetserve.operator", "fleetserve.autoscaler", "fleetserve.engine", "fleetserve.router")
     wrong = [m for _, m in imported_modules(ROOT / "src/fleetserve/kube.py") if breaks(m, others)]
     assert not wrong
 

@@ -1,11 +1,10 @@
-"""Fixtures of the autoscaler tests: fake engine exporters (vLLM-named metrics whose load the test sets), the
-local control plane's fixtures (tests/harness), and spot node pools a test owns."""
+"""Fixtures of the autoscaler tests: fake engine exporters (vLLM-named metrics whose load the test sets) and spot
+node pools a test owns (the local control plane's fixtures come from tests/conftest.py)."""
 
 import http.server
 import threading
 
 import pytest
-from harness.fixtures import admin_kubeconfig, cluster, operator, operator_kubeconfig, start_operator  # noqa: F401
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 

@@ -5,13 +5,16 @@
   cluster           a fresh namespace per test, with the admin client, kubectl and waiting helpers
   operator          the real `fleetserve operator` (no autoscaler) as the chart's ServiceAccount
   start_operator    starts more operators (peering, autoscaler, env) that stop at test end
+  process_node      starts node agents (tests/harness/node_agent.py) whose pods run as local processes
 """
 
 import contextlib
+import itertools
 
 import pytest
 
 from harness.kube import Api, Cluster, local_cluster, new_namespace
+from harness.node_agent import NodeAgent
 from harness.operator import install_chart, running_operator
 from harness.ports import free_port
 
@@ -49,3 +52,26 @@ async def start_operator(operator_kubeconfig, tmp_path):
 @pytest.fixture
 async def operator(start_operator):
     return await start_operator()
+
+
+PROCESS_NODE_TAINT = {"key": "fleetserve.test/process-node", "value": "true", "effect": "NoSchedule"}
+PROCESS_NODE_TOLERATION = {"key": "fleetserve.test/process-node", "operator": "Exists", "effect": "NoSchedule"}
+_node_indices = itertools.count(1)  # each agent's pods get addresses 127.<index>.x.y, unique in the test run
+
+
+@pytest.fixture
+def process_node(admin_kubeconfig, cluster, tmp_path):
+    """process_node(**labels) -> a started NodeAgent. Its taint keeps every other test's pods off it: a pod that
+    should run for real tolerates PROCESS_NODE_TOLERATION and selects fleetserve.test/process-node=true."""
+    agents: list[NodeAgent] = []
+
+    def start(name: str = "proc", taints: list | None = None, **options) -> NodeAgent:
+        agent = NodeAgent(admin_kubeconfig, f"{cluster.namespace}-{name}", next(_node_indices), tmp_path / "nodes",
+                          taints=[PROCESS_NODE_TAINT, *(taints or [])], **options)
+        agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()

@@ -25,6 +25,7 @@ class AsyncEngine:
         self.tokenizer = self.engine.tokenizer
         self.model_name = self.engine.model_name
         self.max_model_len = self.engine.max_model_len
+        self.vocab_size = self.engine.vocab_size
         self._lock = threading.Lock()
         self._commands: list[tuple] = []  # ("add", id, tokens, params, arrival) | ("abort", id)
         self._wake = threading.Event()
@@ -141,7 +142,7 @@ class AsyncEngine:
                 _, request_id, tokens, params, arrival = command
                 try:
                     self.engine.add_request(request_id, tokens, params, arrival)
-                except ValueError as exc:  # validated before, so only a race gets here
+                except Exception as exc:  # validated before: a race, or a fault that is this request's alone
                     outputs.append(RequestOutput(request_id, [], "", True, "abort", len(tokens), 0, error=str(exc)))
             else:
                 out = self.engine.abort(command[1])
@@ -158,3 +159,4 @@ class AsyncEngine:
             queue = self._streams.get(out.request_id)
             if queue is not None:
                 queue.put_nowait(out)
+

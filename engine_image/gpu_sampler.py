@@ -34,6 +34,7 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.T
     probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
     mass_before = probs.cumsum(-1) - probs
     drop |= mass_before >= top_p[:, None]  # the token that crosses top_p stays
+    drop[:, 0] = False  # and each row's best always does, even for a top_p that float32 rounds to 0
     return logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
 
 

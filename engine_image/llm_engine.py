@@ -95,9 +95,9 @@ class LLMEngine:
             raise ValueError(f"request_id: {request_id!r} is already running")
         self.validate(prompt_token_ids, params)
         seq = Sequence(request_id, prompt_token_ids, params, arrival)
-        self.requests[request_id] = _Request(seq, IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
-                                                                         params.stop))
-        self.sampler.add(request_id, params.seed)
+        request = _Request(seq, IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop))
+        self.sampler.add(request_id, params.seed)  # the last step that may raise: nothing is half-added
+        self.requests[request_id] = request
         self.scheduler.add(seq)
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -177,7 +177,7 @@ class LLMEngine:
             seq.token_ids[position] = token.token_id
             seq.num_pending -= 1
             if seq.status != SequenceStatus.FINISHED:  # else it ended (stop, abort) while this step ran
-                outputs.append(self._append(seq, position, token))
+                outputs.append(self._append_or_fail(seq, position, token))
         for seq in step.scheduled:
             if seq.status != SequenceStatus.FINISHED:
                 self.block_manager.commit(seq)
@@ -187,6 +187,18 @@ class LLMEngine:
         log.error("engine step failed; aborting its %d requests", len(scheduled), exc_info=exc)
         return [self.abort(seq.request_id, error=f"engine step failed: {exc}") for seq in scheduled
                 if seq.request_id in self.requests]
+
+    def _append_or_fail(self, seq: Sequence, position: int, sampled: SampledToken) -> RequestOutput:
+        """A fault in one request's sampling, detokenising or stop matching ends that request alone, with its
+        reason; the rest of the batch carries on."""
+        error = sampled.error
+        if error is None:
+            try:
+                return self._append(seq, position, sampled)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        log.error("request %s failed: %s", seq.request_id, error)
+        return self.abort(seq.request_id, error=error)
 
     def _append(self, seq: Sequence, position: int, sampled: SampledToken) -> RequestOutput:
         """The token at `position` of the sequence has been read back."""

@@ -4,6 +4,7 @@ Everything here is pure (no I/O, no engine): the server parses with these models
 and renders engine outputs with the builder functions.
 """
 
+import struct
 import time
 from typing import Any, ClassVar, Literal
 
@@ -13,6 +14,10 @@ from fleetserve.engine.outputs import TokenLogprob
 from fleetserve.engine.sampling_params import SamplingParams
 
 MAX_LOGPROBS = 20
+# stop strings are matched against the text after every token, on the engine's thread: bound that work
+MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_CHARS = 256
+MAX_STOP_TOKEN_IDS = 64
 
 
 class ApiError(Exception):
@@ -50,8 +55,8 @@ class _SamplingRequest(_Strict):
     top_k: StrictInt | None = Field(None, ge=-1)  # extension (vLLM): 0 or -1 means off
     n: StrictInt | None = None
     seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**64)  # what torch's generator accepts
-    stop: list[str] | None = None
-    stop_token_ids: list[StrictInt] | None = None  # extension (vLLM)
+    stop: list[str] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    stop_token_ids: list[StrictInt] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)  # extension (vLLM)
     ignore_eos: bool = False  # extension (vLLM): benchmarks force an exact output length with it
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -67,6 +72,16 @@ class _SamplingRequest(_Strict):
             value = [value]
         if isinstance(value, list) and any(isinstance(item, str) and not item for item in value):
             raise ValueError("stop strings must not be empty")
+        if isinstance(value, list) and any(isinstance(item, str) and len(item) > MAX_STOP_STRING_CHARS
+                                           for item in value):
+            raise ValueError(f"stop strings must be at most {MAX_STOP_STRING_CHARS} characters")
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p_survives_float32(cls, value: float | None) -> float | None:
+        if value is not None and struct.unpack("f", struct.pack("f", value))[0] == 0.0:
+            raise ValueError("must be greater than 0 in float32 (at least about 1e-45)")
         return value
 
     @field_validator("n")

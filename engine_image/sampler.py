@@ -14,6 +14,7 @@ class SampledToken:
     token_id: int
     logprob: float | None = None  # set when logprobs were requested
     top: list[tuple[int, float]] | None = None  # (token id, logprob), best first
+    error: str | None = None  # this row's sampling failed: its request fails alone, the token is a placeholder
 
 
 class SampledBatch:
@@ -66,15 +67,22 @@ class Sampler:
         logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
         out = []
         for row, (request_id, p) in enumerate(zip(request_ids, params)):
-            token = greedy_ids[row] if p.greedy else self._draw(logits[row], p, self.generators[request_id])
-            sampled = SampledToken(token)
-            if p.logprobs is not None:
-                sampled.logprob = logprobs[row, token].item()
-                if p.logprobs > 0:
-                    values, ids = logprobs[row].topk(p.logprobs)
-                    sampled.top = list(zip(ids.tolist(), values.tolist()))
-            out.append(sampled)
+            try:  # one request's fault must not cost the rest of the batch its tokens
+                out.append(self._sample_row(row, greedy_ids, logprobs, logits, p, self.generators[request_id]))
+            except Exception as exc:
+                out.append(SampledToken(0, error=f"sampling failed: {exc}"))
         return out
+
+    def _sample_row(self, row: int, greedy_ids: list[int], logprobs: torch.Tensor | None, logits: torch.Tensor,
+                    p: SamplingParams, generator: torch.Generator) -> SampledToken:
+        token = greedy_ids[row] if p.greedy else self._draw(logits[row], p, generator)
+        sampled = SampledToken(token)
+        if p.logprobs is not None:
+            sampled.logprob = logprobs[row, token].item()
+            if p.logprobs > 0:
+                values, ids = logprobs[row].topk(p.logprobs)
+                sampled.top = list(zip(ids.tolist(), values.tolist()))
+        return sampled
 
     @staticmethod
     def _draw(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
@@ -92,5 +100,6 @@ def filtered_probs(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
         probs = sorted_logits.softmax(-1)
         mass_before = probs.cumsum(-1) - probs
         drop = mass_before >= p.top_p  # the token that crosses top_p stays
+        drop[0] = False  # and the best always does, even for a top_p that float32 rounds to 0
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     return logits.softmax(-1)

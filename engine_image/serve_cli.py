@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)
-    server.add_argument("--max-waiting", type=int, default=128,
-                        help="answer 429 once this many requests wait in the engine's queue")
+    server.add_argument("--max-waiting", type=int, default=None,
+                        help="answer 429 once this many requests wait beyond the batch's free slots, so a burst of "
+                             "--max-num-seqs + --max-waiting is admitted (default: --max-num-seqs)")
     server.add_argument("--drain-seconds", type=float, default=30.0,
                         help="on SIGTERM, how long in-flight requests may take to finish before exit")
     server.add_argument("--api-key-file", type=Path, default=None,
@@ -81,7 +82,7 @@ def how_to_query(host: str, port: int, model: str, with_key: bool) -> str:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.max_waiting < 1:
+    if args.max_waiting is not None and args.max_waiting < 1:
         raise ValueError("--max-waiting must be >= 1")
     if args.drain_seconds < 0:
         raise ValueError("--drain-seconds must be >= 0")
@@ -95,7 +96,8 @@ async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | N
 
     engine = AsyncEngine(config)
     await engine.start()
-    app = build_app(engine, ServerOptions(max_waiting=args.max_waiting, max_num_seqs=config.max_num_seqs,
+    max_waiting = args.max_waiting or config.max_num_seqs  # a queue as deep as one batch by default
+    app = build_app(engine, ServerOptions(max_waiting=max_waiting, max_num_seqs=config.max_num_seqs,
                                          api_key=api_key))
     runner = await start_site(app, args.host, args.port)
     logger.info(how_to_query(args.host, args.port, engine.model_name, api_key is not None))

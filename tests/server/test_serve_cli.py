@@ -28,7 +28,7 @@ def test_every_engine_flag_reaches_the_config():
 def test_server_flags_and_defaults():
     args = parse()
     assert (args.host, args.port, args.max_waiting, args.drain_seconds, args.api_key_file) == (
-        "127.0.0.1", 8000, 128, 30.0, None)
+        "127.0.0.1", 8000, None, 30.0, None)  # None: as deep as one batch
     assert engine_config_from(args).served_model_name == "smollm2-135m-instruct"
     args = parse("--host", "0.0.0.0", "--port", "9000", "--max-waiting", "4", "--drain-seconds", "5")
     assert (args.host, args.port, args.max_waiting, args.drain_seconds) == ("0.0.0.0", 9000, 4, 5.0)

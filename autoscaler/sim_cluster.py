@@ -52,6 +52,8 @@ class SpotPool:
     size: int
 
     def capacity(self, t: float) -> int:
+        if self.trace.max_count == 0:  # a zone that never had capacity
+            return 0
         return round(self.trace.count_at(self.offset_s + t) / self.trace.max_count * self.size)
 
 
@@ -98,6 +100,7 @@ class Cluster:
         self.replicas: list[Replica] = []
         self.queue: collections.deque[SimRequest] = collections.deque()
         self.finished: list[SimRequest] = []
+        self.rejected: list[SimRequest] = []  # never fit one replica's KV cache: refused, as the engine does
         self.preemptions = 0
         self._arrivals: collections.deque[float] = collections.deque()
         self._recent: collections.deque[SimRequest] = collections.deque()  # finished within METRICS_KEPT_S
@@ -172,6 +175,9 @@ class Cluster:
 
     # --- the world moving on -----------------------------------------------------------------------
     def arrive(self, request: TraceRequest, scored: bool = True) -> None:
+        if request.prompt_tokens + request.output_tokens > self.profile.kv_cache_tokens:
+            self.rejected.append(SimRequest(request, scored))
+            return
         self.queue.append(SimRequest(request, scored))
         self._arrivals.append(request.arrival_s)
 

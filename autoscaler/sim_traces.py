@@ -1,9 +1,15 @@
 """Loads the simulator's inputs: a request trace (arrivals and token lengths) and spot capacity traces.
 
-Request trace: CSV with a header; Azure LLM trace schema `TIMESTAMP,ContextTokens,GeneratedTokens` (arrival
-wall-clock time, prompt tokens, output tokens) or `arrival_s,prompt_tokens,output_tokens` (seconds from start).
+Every loader checks what it reads and raises `InputError` naming the file and line (or field) at fault: a bad
+input ends the run with one line, never a traceback or a hang.
 
-Spot trace: how many spot replicas a pool (zone / instance pool) can hold over time, as a step function. Formats:
+Request trace, one of:
+- CSV with a header: Azure LLM trace schema `TIMESTAMP,ContextTokens,GeneratedTokens` (arrival wall-clock time,
+  prompt tokens, output tokens) or `arrival_s,prompt_tokens,output_tokens` (seconds from start);
+- JSON lines (`.jsonl`) in the Mooncake schema: `timestamp` (ms), `input_length`, `output_length`.
+
+Spot trace: how many spot instances a pool (one zone / instance pool) holds over time, as a step function, in
+absolute instances (a zone that never has capacity is a valid input). Formats:
 - `time_ms,event,node` rows with event add/remove (Bamboo's cluster-membership traces): count of live nodes;
 - `x,count` rows (Bamboo's aws-spot-instances-*.csv; x in seconds, except the multi-day p2 file whose x is in
   hours: pass x_unit_s=3600 for it);
@@ -15,7 +21,12 @@ import csv
 import dataclasses
 import datetime
 import json
+import math
 from pathlib import Path
+
+
+class InputError(ValueError):
+    """An input file or flag the simulator cannot use; the message names the file:line, field or flag."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +46,77 @@ def _parse_time(value: str) -> float:
         return stamp.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
 
 
-def load_requests(path: str | Path) -> list[TraceRequest]:
-    """Requests sorted by arrival, with arrival times shifted so the first one arrives at 0 s."""
+def _finite(value: float, where: str, field: str) -> float:
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {field} is {value}, not a finite number")
+    return value
+
+
+def _whole(value, where: str, field: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {field} {value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0 or not number.is_integer():
+        raise InputError(f"{where}: {field} {value!r} is not a whole number >= 0")
+    return int(number)
+
+
+def _csv_requests(path: Path) -> list[tuple[float, int, int]]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    header, body = rows[0], rows[1:]
-    if len(header) != 3:
-        raise ValueError(f"{path}: expected 3 columns (arrival, prompt tokens, output tokens), got {header}")
-    parsed = [(_parse_time(r[0]), int(r[1]), int(r[2])) for r in body if r]
+    if not rows:
+        raise InputError(f"{path}: empty file, expected a header and one request per row")
+    if len(rows[0]) != 3:
+        raise InputError(f"{path}:1: expected 3 columns (arrival, prompt tokens, output tokens), got {rows[0]}")
+    parsed = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        where = f"{path}:{number}"
+        if len(row) != 3:
+            raise InputError(f"{where}: expected 3 fields, got {len(row)}")
+        try:
+            arrival = _parse_time(row[0])
+        except ValueError:
+            raise InputError(f"{where}: arrival {row[0]!r} is neither seconds nor a timestamp") from None
+        parsed.append((_finite(arrival, where, "arrival"), _whole(row[1], where, "prompt tokens"),
+                       _whole(row[2], where, "output tokens")))
+    return parsed
+
+
+def _jsonl_requests(path: Path) -> list[tuple[float, int, int]]:
+    parsed = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+                stamp, prompt, output = row["timestamp"], row["input_length"], row["output_length"]
+            except json.JSONDecodeError as error:
+                raise InputError(f"{where}: not JSON ({error.msg})") from None
+            except (KeyError, TypeError) as missing:
+                raise InputError(f"{where}: expected an object with timestamp, input_length, output_length; "
+                                 f"missing {missing}") from None
+            try:
+                arrival = float(stamp) / 1000
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: timestamp {stamp!r} is not a number of milliseconds") from None
+            parsed.append((_finite(arrival, where, "timestamp"), _whole(prompt, where, "input_length"),
+                           _whole(output, where, "output_length")))
+    return parsed
+
+
+def load_requests(path: str | Path) -> list[TraceRequest]:
+    """Requests sorted by arrival, with arrival times shifted so the first one arrives at 0 s."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such trace file")
+    parsed = _jsonl_requests(path) if path.suffix == ".jsonl" else _csv_requests(path)
     if not parsed:
-        raise ValueError(f"{path}: no requests")
+        raise InputError(f"{path}: no requests")
     parsed.sort()
     start = parsed[0][0]
     return [TraceRequest(t - start, max(1, p), max(1, o)) for t, p, o in parsed]
@@ -95,29 +167,71 @@ class SpotTrace:
         return lost
 
 
-def _from_events(name: str, rows: list[list[str]]) -> SpotTrace:
+def _from_events(path: Path, rows: list[tuple[int, list[str]]]) -> SpotTrace:
+    events = []
+    for number, (time_ms, event, _node) in rows:
+        where = f"{path}:{number}"
+        try:
+            stamp = float(time_ms)
+        except ValueError:
+            raise InputError(f"{where}: time_ms {time_ms!r} is not a number") from None
+        _finite(stamp, where, "time_ms")
+        if event.strip() not in ("add", "remove"):
+            raise InputError(f"{where}: event {event!r} is neither add nor remove")
+        events.append((stamp, event.strip()))
     times, counts, live = [], [], 0
-    for time_ms, event, _node in sorted(rows, key=lambda r: float(r[0])):
-        live += 1 if event.strip() == "add" else -1
-        times.append(float(time_ms) / 1000)
+    for stamp, event in sorted(events, key=lambda e: e[0]):
+        live = max(0, live + (1 if event == "add" else -1))
+        times.append(stamp / 1000)
         counts.append(live)
-    return SpotTrace(name, times, counts)
+    return SpotTrace(path.stem, times, counts)
+
+
+def _from_skypilot_json(path: Path) -> SpotTrace:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+    try:
+        gap, values = data["metadata"]["gap_seconds"], data["data"]
+    except (KeyError, TypeError):
+        raise InputError(f"{path}: expected SkyPilot spot-trace JSON "
+                         '{"metadata": {"gap_seconds": G}, "data": [counts]}') from None
+    if not isinstance(gap, (int, float)) or not math.isfinite(gap) or gap <= 0:
+        raise InputError(f"{path}: metadata.gap_seconds {gap!r} is not a positive number")
+    if not isinstance(values, list) or not values:
+        raise InputError(f"{path}: data is empty, expected one instance count per {gap} s")
+    counts = [_whole(c, f"{path}: data[{i}]", "instance count") for i, c in enumerate(values)]
+    return SpotTrace(path.stem, [i * float(gap) for i in range(len(counts))], counts)
 
 
 def load_spot_trace(path: str | Path, x_unit_s: float = 1.0) -> SpotTrace:
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such spot trace file")
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        gap = float(data["metadata"]["gap_seconds"])
-        return SpotTrace(path.stem, [i * gap for i in range(len(data["data"]))], [int(c) for c in data["data"]])
+        return _from_skypilot_json(path)
     with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r]
-    if len(rows[0]) == 3:
-        return _from_events(path.stem, rows)
-    if len(rows[0]) != 2:
-        raise ValueError(f"{path}: expected `time_ms,event,node` or `x,count` rows")
+        rows = [(n, r) for n, r in enumerate(csv.reader(handle), start=1) if r]
+    if not rows:
+        raise InputError(f"{path}: empty spot trace, expected `time_ms,event,node` or `x,count` rows")
+    width = len(rows[0][1])
+    for number, row in rows:
+        if len(row) != width or width not in (2, 3):
+            raise InputError(f"{path}:{number}: expected `time_ms,event,node` or `x,count` rows, got {row}")
+    if width == 3:
+        return _from_events(path, rows)
+    points = []
+    for number, (x, count) in rows:
+        where = f"{path}:{number}"
+        try:
+            stamp = float(x) * x_unit_s
+        except ValueError:
+            raise InputError(f"{where}: x {x!r} is not a number") from None
+        _finite(stamp, where, "x")
+        points.append((stamp, _whole(count, where, "instance count")))
     # Stable sort on time only: a change is written as two rows at one x (old value, then new value).
-    points = sorted(((float(x) * x_unit_s, int(float(c))) for x, c in rows), key=lambda point: point[0])
+    points.sort(key=lambda point: point[0])
     return SpotTrace(path.stem, [t for t, _ in points], [c for _, c in points])
 
 

@@ -3,6 +3,8 @@
 import argparse
 import json
 import logging
+import math
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,7 +14,7 @@ from fleetserve.autoscaler.control import LoopSettings
 from fleetserve.autoscaler.policy import Load, SloTarget, recommend, service_time_at
 from fleetserve.autoscaler.sim_cluster import SpotPool
 from fleetserve.autoscaler.sim_profile import load_prices, load_profile
-from fleetserve.autoscaler.sim_traces import busiest_offset, load_requests, load_spot_trace, superpose
+from fleetserve.autoscaler.sim_traces import InputError, busiest_offset, load_requests, load_spot_trace, superpose
 from fleetserve.autoscaler.simulator import SimSetup, simulate
 from fleetserve.autoscaler.spot import SpotSettings
 
@@ -22,29 +24,58 @@ DEFAULT_PRICES = "../shared/data/gpu-prices-skypilot-aws/aws_gpu_prices_us.csv"
 DEFAULT_PROFILE = "benchmarks/results/simulation_profile.json"
 
 
+def _number(low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True, kind=float):
+    """An argparse type: a finite number in the interval, or an error message that states the interval."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(0)
+NON_NEGATIVE = _number(0, low_open=False)
+COUNT = _number(0, low_open=False, kind=int)
+
+
+def _offset(text: str) -> str:
+    if text != "auto":
+        NON_NEGATIVE(text)
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True, help="request trace CSV (Azure LLM trace schema)")
-    parser.add_argument("--rate-scale", type=int, default=1, help="superpose N circularly shifted copies of the trace")
+    parser.add_argument("--rate-scale", type=_number(1, low_open=False, kind=int), default=1, help="superpose N circularly shifted copies of the trace")
     parser.add_argument("--spot-trace", action="append", default=[], help="spot capacity trace, one per pool (repeatable)")
-    parser.add_argument("--spot-offset", default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
-    parser.add_argument("--spot-x-unit-s", type=float, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
-    parser.add_argument("--spot-pool-size", type=int, default=0, help="replicas a pool holds at its trace maximum (0: static peak)")
+    parser.add_argument("--spot-offset", type=_offset, default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
+    parser.add_argument("--spot-x-unit-s", type=POSITIVE, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
+    parser.add_argument("--spot-pool-size", type=COUNT, default=0, help="replicas a pool holds at its trace maximum (0: static peak)")
     parser.add_argument("--policy", default="all", choices=[*POLICIES, "all"])
-    parser.add_argument("--slo-ttft", type=float, required=True, help="TTFT SLO in seconds")
-    parser.add_argument("--slo-itl", type=float, default=0.2, help="inter-token latency SLO in seconds (per-request mean)")
-    parser.add_argument("--slo-percentile", type=float, default=99.0, help="percentile our policy plans for")
+    parser.add_argument("--slo-ttft", type=POSITIVE, required=True, help="TTFT SLO in seconds")
+    parser.add_argument("--slo-itl", type=POSITIVE, default=0.2, help="inter-token latency SLO in seconds (per-request mean)")
+    parser.add_argument("--slo-percentile", type=_number(0, 100), default=99.0, help="percentile our policy plans for")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="replica performance profile JSON")
     parser.add_argument("--prices", default=DEFAULT_PRICES, help="GPU price CSV (SkyPilot catalog schema)")
     parser.add_argument("--instance-type", default="g6.16xlarge", help="instance type priced from --prices")
-    parser.add_argument("--min-replicas", type=int, default=1)
-    parser.add_argument("--max-replicas", type=int, default=0, help="0: twice the static peak count")
-    parser.add_argument("--on-demand-min", type=int, default=1, help="our policy's on-demand floor")
-    parser.add_argument("--spot-max-share", type=float, default=0.9, help="our policy's largest spot share")
-    parser.add_argument("--scale-down-delay", type=float, default=300.0, help="our policy's scale-down delay, s (the CRD default)")
-    parser.add_argument("--notice-s", type=float, default=30.0, help="preemption notice before a spot replica dies")
-    parser.add_argument("--step-s", type=float, default=0.5, help="simulation time step")
-    parser.add_argument("--limit-requests", type=int, default=0, help="replay only the first N requests")
-    parser.add_argument("--warmup-s", type=float, default=300.0, help="unscored replay of the trace's start before it")
+    parser.add_argument("--min-replicas", type=COUNT, default=1)
+    parser.add_argument("--max-replicas", type=COUNT, default=0, help="0: twice the static peak count")
+    parser.add_argument("--on-demand-min", type=COUNT, default=1, help="our policy's on-demand floor")
+    parser.add_argument("--spot-max-share", type=_number(0, 1, low_open=False, high_open=False), default=0.9, help="our policy's largest spot share")
+    parser.add_argument("--scale-down-delay", type=NON_NEGATIVE, default=300.0, help="our policy's scale-down delay, s (the CRD default)")
+    parser.add_argument("--notice-s", type=NON_NEGATIVE, default=30.0, help="preemption notice before a spot replica dies")
+    parser.add_argument("--step-s", type=_number(0, 60), default=0.5, help="simulation time step")
+    parser.add_argument("--limit-requests", type=COUNT, default=0, help="replay only the first N requests")
+    parser.add_argument("--warmup-s", type=NON_NEGATIVE, default=300.0, help="unscored replay of the trace's start before it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--plot", help="output PNG path")
@@ -81,6 +112,14 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except InputError as error:
+        print(f"fleetserve simulate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     requests = load_requests(args.trace)
     if args.limit_requests:

@@ -55,7 +55,8 @@ def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> 
     ttfts = sorted(r.ttft_s for r in done)
     within_ttft = sum(t <= setup.slo_ttft_s for t in ttfts)
     within_itl = sum(r.itl_s <= setup.slo_itl_s for r in done)
-    unfinished = total - len(done)
+    rejected = sum(1 for r in cluster.rejected if r.scored)
+    unfinished = total - len(done) - rejected
     retried = sum(1 for r in done if r.retries) + sum(1 for r in cluster.queue if r.retries and r.scored)
     hours_spot = cluster.gpu_hours(SPOT, 0.0, end_s)
     hours_on_demand = cluster.gpu_hours(ON_DEMAND, 0.0, end_s)
@@ -72,6 +73,7 @@ def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> 
         "lost_requests": unfinished + retried,
         "retried_requests": retried,
         "unfinished_requests": unfinished,
+        "rejected_requests": rejected,
         "preemptions": cluster.preemptions,
         "gpu_hours_spot": hours_spot,
         "gpu_hours_ondemand": hours_on_demand,
@@ -111,7 +113,7 @@ def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Tim
             next_sample = t + 60.0
         cluster.step(t, setup.step_s)
         t += setup.step_s
-        if next_request == len(arrivals) and len(cluster.finished) == len(arrivals):
+        if next_request == len(arrivals) and len(cluster.finished) + len(cluster.rejected) == len(arrivals):
             break
     log.info("%s: simulated %.0f s, %d preemptions", policy.name, t, cluster.preemptions)
     return score(policy.name, setup, cluster, t), timeline

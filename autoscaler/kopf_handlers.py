@@ -226,14 +226,18 @@ async def stop_loop(**_):
         _memories.clear()
 
 
-def _count_preemption(pod: dict) -> None:
-    uid = pod["metadata"].get("uid")
+def _count_preemption(pod: dict, signal: str) -> None:
+    """Counts a spot replica's reclaim once, and tells its LLMDeployment's story with an Event."""
+    meta = pod["metadata"]
     instance = preemption.owner_instance(pod)
     with _lock:
-        if not preemption.is_spot(pod) or instance is None or uid in _counted_pods:
+        if not preemption.is_spot(pod) or instance is None or meta.get("uid") in _counted_pods:
             return
-        _counted_pods.append(uid)
-        _new_preemptions[(pod["metadata"].get("namespace"), instance)] += 1
+        _counted_pods.append(meta.get("uid"))
+        _new_preemptions[(meta.get("namespace"), instance)] += 1
+    owner = kube().get(API_VERSION, KIND, meta.get("namespace"), instance)
+    if owner is not None:
+        _post_event(owner, "Warning", "SpotPreempted", f"spot pod {meta['name']} stopped serving: {signal}")
 
 
 @kopf.on.event("", "v1", "pods", labels={SERVING_LABEL: "true"})
@@ -244,7 +248,7 @@ def stop_serving_doomed_pod(body, meta, patch, logger, **_):
         return
     patch.metadata.labels[SERVING_LABEL] = None
     if signal:
-        _count_preemption(body)
+        _count_preemption(body, signal)
     logger.info(f"removed from the Service: {signal or 'pod is being deleted'}")
 
 
@@ -258,5 +262,5 @@ def stop_serving_on_reclaimed_node(name, body, logger, **_):
             continue
         meta = pod["metadata"]
         kube().merge_patch("v1", "Pod", meta["namespace"], meta["name"], preemption.stop_serving_patch())
-        _count_preemption(pod)
+        _count_preemption(pod, signal)
         logger.info(f"pod {meta['namespace']}/{meta['name']} removed from its Service: {signal}")

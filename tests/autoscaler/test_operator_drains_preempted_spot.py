@@ -63,3 +63,5 @@ async def test_reclaimed_spot_node_stops_receiving_requests(cluster, start_opera
     assert pod_b["metadata"]["name"] in preempted["message"]
     assert body["status"]["spotPreemptions"]["ratePerReplicaHour"] > 0
     assert all(serving(p) for p in engine_pods(cluster, NAME, "on-demand"))  # replicas elsewhere keep serving
+    told = await cluster.wait_for("an Event per reclaimed replica", lambda: len(e := cluster.events("SpotPreempted")) == 2 and e)
+    assert all(e["type"] == "Warning" and e["involvedObject"]["kind"] == "LLMDeployment" for e in told)

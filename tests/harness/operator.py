@@ -32,14 +32,15 @@ def helm(kubeconfig: Kubeconfig, *args: str) -> str:
     return run_sync([tool("helm"), "--kubeconfig", str(kubeconfig.path), *args], env=env)
 
 
-def install_chart(admin: Kubeconfig, *sets: str) -> Kubeconfig:
-    """`helm upgrade --install` the chart (CRDs, RBAC, ServiceAccount, operator Deployment); returns a kubeconfig
-    holding the operator ServiceAccount's token."""
+def install_chart(admin: Kubeconfig, *sets: str, values_file: Path | None = None) -> Kubeconfig:
+    """`helm upgrade --install` the chart (CRDs, RBAC, ServiceAccount, operator Deployment) with the chart's
+    defaults plus `sets` and `values_file`; returns a kubeconfig holding the operator ServiceAccount's token."""
     # helm installs crds/ only once and never upgrades them; users apply them first, and so do the tests.
     run_sync([tool("kubectl"), "--kubeconfig", str(admin.path), "apply", "--server-side", "--force-conflicts",
               "-f", str(REPO / "helm" / "crds")])
     helm(admin, "upgrade", "--install", RELEASE, str(REPO / "helm"), "--namespace", RELEASE_NAMESPACE,
-         "--create-namespace", *[a for s in sets for a in ("--set", s)])
+         "--create-namespace", "--reset-values", *(["-f", str(values_file)] if values_file else []),
+         *[a for s in sets for a in ("--set", s)])
     token = run_sync([tool("kubectl"), "--kubeconfig", str(admin.path), "-n", RELEASE_NAMESPACE, "create", "token",
                       SERVICE_ACCOUNT, "--duration", TOKEN_DURATION]).strip()
     user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}"

@@ -119,7 +119,7 @@ def prometheus_token(api: Api, folder: Path) -> Path:
     return path
 
 
-def start_prometheus(workdir: Path, jobs: list[dict], scrape_interval: str = "1s") -> PrometheusServer:
+def start_prometheus(workdir: Path, jobs: list[dict], scrape_interval: str = "1s", port: int | None = None) -> PrometheusServer:
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed: run `bash scripts/setup.sh --test`")
@@ -127,7 +127,7 @@ def start_prometheus(workdir: Path, jobs: list[dict], scrape_interval: str = "1s
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": jobs}))
-    port = free_port()
+    port = port or free_port()
     log_path = workdir / "prometheus.log"
     process = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
@@ -149,9 +149,9 @@ def start_prometheus(workdir: Path, jobs: list[dict], scrape_interval: str = "1s
 
 
 def start_cluster_prometheus(admin: Kubeconfig, workdir: Path, pod_monitors: list[dict],
-                             scrape_interval: str = "2s") -> PrometheusServer:
+                             scrape_interval: str = "2s", port: int | None = None) -> PrometheusServer:
     """Prometheus discovering pods through the apiserver, one job per PodMonitor (read from the cluster)."""
     api = Api(admin)
     token = prometheus_token(api, workdir)
     jobs = [{**pod_monitor_job(m, api, token), "scrape_interval": scrape_interval} for m in pod_monitors]
-    return start_prometheus(workdir, jobs, scrape_interval)
+    return start_prometheus(workdir, jobs, scrape_interval, port)

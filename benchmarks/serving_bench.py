@@ -1,0 +1,236 @@
+"""Issue 14's whole table in one command on one GPU, every number and its baseline from the same run:
+
+    python benchmarks/serving_bench.py --out benchmarks/results --tag h100
+
+1. ceilings: device-to-device copy bandwidth;
+2. Llama-3-8B shape (random weights), batch-1 decode at context 1024, as a share of that bandwidth (target >= 85%);
+3. Qwen3-0.6B shape (random weights) in-process `generate`: the 256-request offline workload in --runs runs, each
+   on fresh prompts (target >= 21,000 output tok/s in every run), and 1,024 requests (no lower than 256);
+4. the same engine config behind `fleetserve serve`, the same requests sent at once over HTTP, streaming
+   (target >= 90% of in-process at 256 and at 1,024);
+5. `fleetserve serve` with its defaults on the 256 requests (target within 10% of the best config), then the Azure
+   conversation trace: its saturation rate (all requests at once), then replayed at 80% of it (target TTFT p99 < 1 s).
+
+Writes serving-<tag>.json (GPU, torch, commit, every number) and prints the markdown table.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import workloads  # noqa: E402
+
+log = logging.getLogger("serving_bench")
+SHAPE = "qwen3-0.6b"
+# the in-process benchmark's engine config, given to the server as flags so both run the same engine
+BEST = {"max_model_len": 4096, "max_num_batched_tokens": 8192, "max_num_seqs": 256}
+BEST_FLAGS = ["--max-model-len", "4096", "--max-num-batched-tokens", "8192", "--max-num-seqs", "256",
+              "--max-waiting", "4096"]
+
+
+def in_process(results: dict, runs: int) -> None:
+    import fleet
+    import offline_bench
+    from fleetserve.engine.llm_engine import LLMEngine
+
+    vocab = fleet.shape_config(SHAPE)["vocab_size"]
+    engine = LLMEngine(fleet.engine_config(model=f"random://{SHAPE}", **BEST))
+    entry = results.setdefault("in_process", {})
+    entry["256"] = [offline_bench.fleetserve_throughput(engine, workloads.offline_requests(vocab, seed=run))
+                    for run in range(runs)]
+    entry["1024"] = offline_bench.fleetserve_throughput(engine, workloads.offline_requests(vocab, count=1024,
+                                                                                           seed=100))
+    log.info("in-process: %s", json.dumps(entry))
+    del engine
+    fleet.free_gpu_memory()
+
+
+def llama_decode(results: dict) -> None:
+    import decode_bench
+    import fleet
+    import kernel_bench
+    from fleetserve.engine.llm_engine import LLMEngine
+
+    copy_gbps = kernel_bench.copy_bandwidth_gbps()
+    results["ceilings"] = {"copy_gbps": copy_gbps}
+    engine = LLMEngine(fleet.engine_config(model="random://llama-3-8b"))
+    results["llama_decode_batch1"] = decode_bench.decode_bench(engine, 1, 1024, copy_gbps)
+    log.info("llama decode: %s", json.dumps(results["llama_decode_batch1"]))
+    del engine
+    fleet.free_gpu_memory()
+
+
+async def burst(base: str, requests: list, model: str = "bench") -> dict:
+    """Every request at once, streaming; output tok/s from the requested lengths (ignore_eos makes them exact)."""
+    import aiohttp
+
+    async def one(session, r):
+        body = {"model": model, "prompt": r.prompt_ids, "max_tokens": r.output_len, "temperature": 0.0,
+                "ignore_eos": True, "stream": True}
+        sent, first = time.perf_counter(), None
+        async with session.post(f"{base}/v1/completions", json=body) as resp:
+            if resp.status != 200:
+                return {"error": resp.status}
+            async for line in resp.content:
+                if first is None and line.startswith(b"data: {"):
+                    first = time.perf_counter()
+                if b'"error"' in line:
+                    return {"error": line.decode()[:200]}
+        return {"ttft": first - sent, "done": time.perf_counter()}
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=900)) as session:
+        start = time.perf_counter()
+        out = await asyncio.gather(*(one(session, r) for r in requests))
+    ok = [(r, x) for r, x in zip(requests, out) if "error" not in x]
+    elapsed = max(x["done"] for _, x in ok) - start
+    return {"requests": len(requests), "completed": len(ok), "errors": sorted({str(x["error"]) for x in out
+                                                                                 if "error" in x})[:5],
+            "seconds": elapsed, "output_tokens_per_s": sum(r.output_len for r, _ in ok) / elapsed,
+            "requests_per_s": len(ok) / elapsed}
+
+
+def served(results: dict, key: str, flags: list[str], work) -> None:
+    import online_bench
+    from fleetserve.engine.bench import wait_healthy
+
+    port = 8123
+    proc = online_bench.start_server(f"random://{SHAPE}", port, os.path.join(OUT_DIR, f"server-{key}.log"),
+                                     ["--served-model-name", "bench", *flags])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_healthy(base, proc, timeout=400))
+        work(base, results.setdefault(key, {"flags": flags}))
+    finally:
+        online_bench.stop_server(proc)
+
+
+def http_best(base: str, entry: dict) -> None:
+    import fleet
+
+    vocab = fleet.shape_config(SHAPE)["vocab_size"]
+    warm = workloads.offline_requests(vocab, count=4, seed=999)
+    asyncio.run(burst(base, warm))  # first-request kernel compiles outside the timed runs
+    entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+    entry["1024"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100)))
+    log.info("http best: %s", json.dumps(entry))
+
+
+def http_defaults(args):
+    def work(base: str, entry: dict) -> None:
+        import fleet
+        import online_bench
+
+        vocab = fleet.shape_config(SHAPE)["vocab_size"]
+        asyncio.run(burst(base, workloads.offline_requests(vocab, count=4, seed=999)))
+        entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+        trace = workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests)
+        natural_rate = len(trace) / max(r.arrival_s for r in trace)
+        saturation = asyncio.run(burst(base, workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests,
+                                                                  seed=1)))
+        entry["trace_saturation"] = saturation
+        scale = 0.8 * saturation["requests_per_s"] / natural_rate
+        entry["trace_at_80pct"] = asyncio.run(online_bench.replay(
+            base, "bench", workloads.azure_trace(args.trace, vocab, scale, args.trace_requests, seed=2)))
+        entry["trace_at_80pct"]["rate_scale"] = scale
+        log.info("http defaults: %s", json.dumps(entry))
+    return work
+
+
+def table(r: dict) -> str:
+    def get(*keys):
+        node = r
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    def fmt(x, spec=",.0f"):
+        return "n/a" if x is None else format(x, spec)
+
+    runs = [x["output_tokens_per_s"] for x in get("in_process", "256") or []]
+    ip256, ip1024 = (runs[0] if runs else None), get("in_process", "1024", "output_tokens_per_s")
+    h256, h1024 = get("http_best", "256", "output_tokens_per_s"), get("http_best", "1024", "output_tokens_per_s")
+    d256 = get("http_defaults", "256", "output_tokens_per_s")
+    p99 = get("http_defaults", "trace_at_80pct", "ttft_p99_ms")
+    share = get("llama_decode_batch1", "bandwidth_fraction")
+
+    def ratio(a, b):
+        return None if a is None or b is None else a / b
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("met" if ok else "missed")
+
+    rows = [
+        ("HTTP / in-process, 256 requests", ">= 90%", f"{fmt(h256)} / {fmt(ip256)} = {fmt(ratio(h256, ip256), '.1%')}",
+         verdict(None if ratio(h256, ip256) is None else ratio(h256, ip256) >= 0.9)),
+        ("HTTP / in-process, 1,024 requests", ">= 90%",
+         f"{fmt(h1024)} / {fmt(ip1024)} = {fmt(ratio(h1024, ip1024), '.1%')}",
+         verdict(None if ratio(h1024, ip1024) is None else ratio(h1024, ip1024) >= 0.9)),
+        ("in-process 1,024 vs 256", ">= 100%", f"{fmt(ip1024)} / {fmt(ip256)} = {fmt(ratio(ip1024, ip256), '.1%')}",
+         verdict(None if ratio(ip1024, ip256) is None else ratio(ip1024, ip256) >= 1.0)),
+        ("`serve` defaults / best config (HTTP, 256)", ">= 90%",
+         f"{fmt(d256)} / {fmt(h256)} = {fmt(ratio(d256, h256), '.1%')}",
+         verdict(None if ratio(d256, h256) is None else ratio(d256, h256) >= 0.9)),
+        ("Azure conv trace at 80% of saturation, TTFT p99", "< 1 s", f"{fmt(p99, ',.0f')} ms",
+         verdict(None if p99 is None else p99 < 1000)),
+        ("Qwen3-0.6B offline, every run", ">= 21,000 tok/s", ", ".join(fmt(x) for x in runs) or "n/a",
+         verdict(None if not runs else min(runs) >= 21000)),
+        ("Llama-3-8B batch-1 decode, of copy bandwidth", ">= 85%", fmt(share, ".1%"),
+         verdict(None if share is None else share >= 0.85)),
+    ]
+    env = r.get("environment", {})
+    head = f"One {env.get('gpu')}, torch {env.get('torch')}, commit {env.get('commit')}, {env.get('date')}\n\n"
+    lines = ["| target | wanted | measured (ours / baseline) | |", "|---|---:|---:|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+OUT_DIR = "."
+
+
+def main() -> int:
+    global OUT_DIR
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--tag", default="gpu")
+    parser.add_argument("--runs", type=int, default=3, help="in-process runs of the 256-request workload")
+    parser.add_argument("--trace", default=os.path.join("..", "shared", "data", "azure-llm-2023", "conv.csv"))
+    parser.add_argument("--trace-requests", type=int, default=400)
+    parser.add_argument("--sections", default="in_process,http_best,http_defaults,decode")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    OUT_DIR = args.out
+    os.makedirs(args.out, exist_ok=True)
+    import gpu_bench
+
+    results = {"environment": gpu_bench.environment(), "engine_config": BEST}
+    path = os.path.join(args.out, f"serving-{args.tag}.json")
+    steps = {"decode": lambda: llama_decode(results),
+             "in_process": lambda: in_process(results, args.runs),
+             "http_best": lambda: served(results, "http_best", BEST_FLAGS, http_best),
+             "http_defaults": lambda: served(results, "http_defaults", [], http_defaults(args))}
+    for name in args.sections.split(","):
+        try:
+            steps[name]()
+        except Exception as e:  # keep what the other sections measured
+            log.exception("section %s failed", name)
+            results.setdefault("failures", {})[name] = repr(e)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+    text = table(results)
+    with open(os.path.join(args.out, f"serving-{args.tag}.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

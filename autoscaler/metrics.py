@@ -37,6 +37,11 @@ class MetricsSnapshot:
     queue_time_mean_s: float | None
     e2e_mean_s: float | None
     ttft_quantile_s: float | None  # observed TTFT at the SLO percentile
+    # Prompt length at the SLO percentile: vLLM's vllm:request_prompt_tokens histogram (None where the engine
+    # does not export it; the policy then plans with the mean prompt).
+    prompt_tokens_quantile: float | None = None
+    # Highest prompt-token rate over any rate window within the last 5 min: the bursts a 60 s mean smooths away.
+    prompt_tokens_burst_rate: float | None = None
 
 
 def deployment_selector(namespace: str, instance: str, model_name: str) -> str:
@@ -86,6 +91,10 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
             f"histogram_quantile({quantile}, sum by (le) "
             f"(rate(vllm:time_to_first_token_seconds_bucket{{{s}}}[{w}])))"
         ),
+        "prompt_tokens_quantile": (
+            f"histogram_quantile({quantile}, sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}[{w}])))"
+        ),
+        "prompt_tokens_burst_rate": f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))[5m:15s])",
     }
 
 
@@ -119,6 +128,8 @@ def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: floa
         queue_time_mean_s=values.get("queue_time_mean_s"),
         e2e_mean_s=values.get("e2e_mean_s"),
         ttft_quantile_s=values.get("ttft_quantile_s"),
+        prompt_tokens_quantile=values.get("prompt_tokens_quantile"),
+        prompt_tokens_burst_rate=values.get("prompt_tokens_burst_rate"),
     )
 
 

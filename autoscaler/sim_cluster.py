@@ -1,27 +1,44 @@
-"""The simulated world: continuous-batching replicas, one request queue, spot pools that reclaim capacity, and
-the bill. Policies only see it through `snapshot`/`counts` (what Prometheus and the operator would report) and
-act on it through `set_target`.
+"""The simulated world: replicas that schedule like our engine, a router in front of them, spot pools that
+reclaim capacity, Prometheus scraping them, and the bill. Policies only see it through `snapshot`/`counts` (what
+Prometheus and the operator would report) and act on it through `set_target`.
 
-Model (documented in docs/autoscaler.md): an ideal load balancer admits queued requests FIFO to the serving
-replica with the least prefill work outstanding (then the fewest running) among those with a batch slot and KV room. A replica runs prefills one after another (each delays
-decoding on that replica) and decodes all admitted sequences together, one token per `decode_step_s(batch)`.
-Spot replicas wait (Pending, unbilled) until their pool has room; when a pool's capacity drops, the excess
-replicas get a preemption notice and die `notice_s` later; requests still running on a dead replica are retried
-from the front of the queue (their progress is lost).
+A replica follows engine_image/scheduler.py: each engine step decodes one token for every running sequence and
+fills the rest of the token budget (`max_num_batched_tokens`) with prompt chunks, first come first served, so
+prefills share steps with decodes (chunked prefill). A step costs the decode step at that batch and context plus
+the chunk at the prefill speed. A request is admitted while the batch has a slot and the KV cache has room for its
+prompt and output (the engine allocates blocks as it goes and preempts by recompute when they run out; reserving
+up front keeps the same capacity without modelling recompute). A prompt of max_model_len or more is rejected at
+arrival, as the engine's server does; an output is cut at max_model_len. Within one simulation step a replica's
+work is advanced in segments that each end when a prompt finishes, so the step length bounds no TTFT.
+
+Routing: `round_robin` (a Kubernetes Service, the default), `least_loaded` (fewest requests in the replica) or
+`ideal` (one global queue; a request goes to the replica with the least prefill outstanding among those with a
+free slot, when it has one). Requests no replica accepts wait at the router.
+
+Spot pools hold the trace's count of instances at offset + t, absolute. When a pool shrinks, the excess replicas
+get a notice and die `notice_s` later; everything on a dead replica goes back through the router and is prefilled
+again on another replica (the client's retry). Cold start is drawn per replica from the profile's distribution.
 """
 
 import collections
 import dataclasses
 import heapq
 import itertools
+import math
 import random
+
+import numpy as np
 
 from fleetserve.autoscaler.metrics import MetricsSnapshot
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
 
 ON_DEMAND, SPOT = "on_demand", "spot"
-METRICS_KEPT_S = 120.0
+ROUTING = ("round_robin", "least_loaded", "ideal")
+METRICS_KEPT_S = 360.0  # longest look-back of any query: the 5 min burst horizon plus one window
+SCRAPE_INTERVAL_S = 15.0  # the PodMonitor's scrape interval: policies see the cluster as of the last scrape
+BURST_WINDOW_S = 60.0  # short rate window of the burst query (4 scrapes, as Prometheus needs)
+BURST_HORIZON_S = 300.0  # the burst query's look-back: the highest short-window rate in the last 5 minutes
 
 
 @dataclasses.dataclass
@@ -32,6 +49,8 @@ class SimRequest:
     first_token_s: float | None = None
     finish_s: float | None = None
     retries: int = 0
+    prefill_left: float = 0.0
+    decode_from: float = 0.0  # the replica's decode clock when this request started decoding
 
     @property
     def ttft_s(self) -> float:
@@ -42,19 +61,20 @@ class SimRequest:
         tokens = self.trace.output_tokens
         return 0.0 if tokens <= 1 else (self.finish_s - self.first_token_s) / (tokens - 1)
 
+    @property
+    def kv_tokens(self) -> int:
+        return self.trace.prompt_tokens + self.trace.output_tokens
+
 
 @dataclasses.dataclass(frozen=True)
 class SpotPool:
-    """One zone/instance pool: capacity(t) = trace count at offset + t, scaled so the trace maximum is `size`."""
+    """One zone/instance pool: capacity(t) = the trace's instance count at offset + t (absolute, 0 is valid)."""
 
     trace: SpotTrace
     offset_s: float
-    size: int
 
     def capacity(self, t: float) -> int:
-        if self.trace.max_count == 0:  # a zone that never had capacity
-            return 0
-        return round(self.trace.count_at(self.offset_s + t) / self.trace.max_count * self.size)
+        return self.trace.count_at(self.offset_s + t)
 
 
 class Replica:
@@ -65,12 +85,15 @@ class Replica:
         self.ready_s: float | None = None
         self.noticed_s: float | None = None  # preemption notice received
         self.dies_s: float | None = None
-        self.removing = False  # scale-down: finish running requests, take no new ones
+        self.removing = False  # scale-down: finish what it holds, take nothing new
         self.ended_s: float | None = None
         self.requested_s = requested_s
-        self.clock = 0.0  # virtual decode clock, in tokens per sequence
-        self.prefill_debt_s = 0.0
-        self.running: list = []  # heap of (clock at which the request finishes, tiebreak, request)
+        self.waiting: collections.deque[SimRequest] = collections.deque()  # routed here, not yet admitted
+        self.prefilling: collections.deque[SimRequest] = collections.deque()
+        self.prefill_tokens = 0.0  # prompt tokens still to prefill, over `prefilling`
+        self.running: list = []  # decoding: heap of (clock at which it finishes, tiebreak, request)
+        self.clock = 0.0  # decode clock: tokens each decoding sequence has produced since the replica started
+        self.context_base = 0.0  # context tokens of the decoding sequences = context_base + len(running) * clock
         self.kv_tokens = 0
 
     def is_ready(self, t: float) -> bool:
@@ -82,6 +105,12 @@ class Replica:
     def is_pending(self) -> bool:
         return self.ended_s is None and self.placed_s is None
 
+    def in_engine(self) -> int:
+        return len(self.prefilling) + len(self.running)
+
+    def load(self) -> int:
+        return len(self.waiting) + self.in_engine()
+
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
@@ -91,20 +120,25 @@ class Counts:
 
 
 class Cluster:
-    def __init__(self, profile: ReplicaProfile, pools: list[SpotPool], notice_s: float, drain_on_notice: bool, seed: int):
+    def __init__(self, profile: ReplicaProfile, pools: list[SpotPool], notice_s: float, drain_on_notice: bool,
+                 seed: int, routing: str = "round_robin", quantile: float = 0.99):
         self.profile = profile
         self.pools = pools
         self.notice_s = notice_s
         self.drain_on_notice = drain_on_notice
+        self.routing = routing
+        self.quantile = quantile
         self.random = random.Random(seed)
         self.replicas: list[Replica] = []
-        self.queue: collections.deque[SimRequest] = collections.deque()
+        self.queue: collections.deque[SimRequest] = collections.deque()  # at the router: no replica took them yet
         self.finished: list[SimRequest] = []
-        self.rejected: list[SimRequest] = []  # never fit one replica's KV cache: refused, as the engine does
+        self.rejected: list[SimRequest] = []  # prompt of max_model_len or more: refused, as the engine does
         self.preemptions = 0
-        self._arrivals: collections.deque[float] = collections.deque()
+        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, prompt tokens)
         self._recent: collections.deque[SimRequest] = collections.deque()  # finished within METRICS_KEPT_S
         self._tiebreak = itertools.count()
+        self._next_replica = 0
+        self._scraped: tuple[float, float, MetricsSnapshot] | None = None  # (scrape time, window, snapshot)
 
     # --- what policies see -------------------------------------------------------------------------
     def alive(self, kind: str) -> list[Replica]:
@@ -118,28 +152,51 @@ class Cluster:
             pending=sum(r.is_pending() for r in alive),
         )
 
+    def waiting(self) -> int:
+        """Requests not yet in an engine batch: at the router and in the replicas' waiting queues."""
+        return len(self.queue) + sum(len(r.waiting) for r in self.replicas if r.ended_s is None)
+
     def in_system(self) -> int:
-        return len(self.queue) + sum(len(r.running) for r in self.replicas if r.ended_s is None)
+        return len(self.queue) + sum(r.load() for r in self.replicas if r.ended_s is None)
 
     def arrival_rate(self, t: float, window_s: float) -> float:
-        return sum(1 for a in self._arrivals if a > t - window_s) / window_s
+        return sum(1 for a, _ in self._arrivals if a > t - window_s) / window_s
 
     def snapshot(self, t: float, window_s: float) -> MetricsSnapshot:
-        """What the Prometheus queries of metrics.py would return for this cluster."""
+        """What the Prometheus queries of metrics.py return: computed at each scrape, stale in between."""
+        scrape_t = math.floor(t / SCRAPE_INTERVAL_S) * SCRAPE_INTERVAL_S
+        if self._scraped is None or self._scraped[:2] != (scrape_t, window_s):
+            self._scraped = (scrape_t, window_s, self._measure(t, window_s))
+        return self._scraped[2]
+
+    def _measure(self, t: float, window_s: float) -> MetricsSnapshot:
         serving = [r for r in self.replicas if r.is_ready(t)]
         done = [q for q in self._recent if q.finish_s > t - window_s]
         ttfts = sorted(q.ttft_s for q in done)
+        prompts = sorted(q.trace.prompt_tokens for q in done)
 
         def mean(values):
             values = list(values)
             return sum(values) / len(values) if values else None
 
+        def at_quantile(values):
+            return values[int(self.quantile * (len(values) - 1))] if values else None
+
+        # Highest prompt-token rate over any BURST_WINDOW_S in the last BURST_HORIZON_S, at scrape resolution.
+        burst = 0.0
+        if self._arrivals:
+            times, tokens = np.array(self._arrivals).T
+            cumulative = np.concatenate(([0.0], np.cumsum(tokens)))
+            ends = t - SCRAPE_INTERVAL_S * np.arange(int((BURST_HORIZON_S - BURST_WINDOW_S) / SCRAPE_INTERVAL_S) + 1)
+            in_window = (cumulative[np.searchsorted(times, ends, side="right")]
+                         - cumulative[np.searchsorted(times, ends - BURST_WINDOW_S, side="right")])
+            burst = float(in_window.max()) / BURST_WINDOW_S
         multi_token = [q for q in done if q.trace.output_tokens > 1]
         return MetricsSnapshot(
             replicas_reporting=len(serving),
             arrival_rate=self.arrival_rate(t, window_s),
-            waiting=len(self.queue),
-            running=sum(len(r.running) for r in serving),
+            waiting=len(self.queue) + sum(len(r.waiting) for r in serving),
+            running=sum(r.in_engine() for r in serving),
             kv_cache_usage=mean(r.kv_tokens / self.profile.kv_cache_tokens for r in serving),
             prompt_tokens_rate=sum(q.trace.prompt_tokens for q in done) / window_s,
             generation_tokens_rate=sum(q.trace.output_tokens for q in done) / window_s,
@@ -148,7 +205,9 @@ class Cluster:
             itl_mean_s=mean(q.itl_s for q in multi_token),
             queue_time_mean_s=mean(q.admitted_s - q.trace.arrival_s for q in done),
             e2e_mean_s=mean(q.finish_s - q.trace.arrival_s for q in done),
-            ttft_quantile_s=ttfts[int(0.95 * (len(ttfts) - 1))] if ttfts else None,
+            ttft_quantile_s=at_quantile(ttfts),
+            prompt_tokens_quantile=at_quantile(prompts),
+            prompt_tokens_burst_rate=burst,
         )
 
     # --- what policies do --------------------------------------------------------------------------
@@ -158,7 +217,7 @@ class Cluster:
             self._add(kind, t)
         surplus = len(alive) - target
         # Cheapest to give up first: never-placed, then still starting, then the least busy serving ones.
-        for replica in sorted(alive, key=lambda r: (r.placed_s is not None, r.is_ready(t), len(r.running)))[:max(0, surplus)]:
+        for replica in sorted(alive, key=lambda r: (r.placed_s is not None, r.is_ready(t), r.load()))[:max(0, surplus)]:
             if replica.is_ready(t):
                 replica.removing = True
             else:
@@ -171,25 +230,34 @@ class Cluster:
         self.replicas.append(replica)
 
     def _place(self, replica: Replica, pool: int | None, t: float) -> None:
-        replica.pool, replica.placed_s, replica.ready_s = pool, t, t + self.profile.cold_start_s
+        replica.pool, replica.placed_s = pool, t
+        replica.ready_s = t + self.profile.draw_cold_start(self.random)
 
     # --- the world moving on -----------------------------------------------------------------------
     def arrive(self, request: TraceRequest, scored: bool = True) -> None:
-        if request.prompt_tokens + request.output_tokens > self.profile.kv_cache_tokens:
+        longest = self.profile.longest_request
+        if request.prompt_tokens >= longest:
             self.rejected.append(SimRequest(request, scored))
             return
-        self.queue.append(SimRequest(request, scored))
-        self._arrivals.append(request.arrival_s)
+        if request.prompt_tokens + request.output_tokens > longest:
+            request = dataclasses.replace(request, output_tokens=longest - request.prompt_tokens)
+        self.queue.append(SimRequest(request, scored, prefill_left=request.prompt_tokens))
+        self._arrivals.append((request.arrival_s, request.prompt_tokens))
 
     def step(self, t: float, dt: float) -> None:
         self._reclaim_spot(t)
         self._place_pending_spot(t)
-        self._admit(t)
+        if self.routing == "ideal":
+            self._admit_global(t)
+        else:
+            self._route(t)
         for replica in self.replicas:
             if replica.is_ready(t):
-                self._decode(replica, t, dt)
+                if self.routing != "ideal":
+                    self._admit_local(replica, t)
+                self._run(replica, t, dt)
         for replica in self.replicas:
-            if replica.removing and replica.ended_s is None and not replica.running:
+            if replica.removing and replica.ended_s is None and not replica.load():
                 replica.ended_s = t + dt
         self._forget_old(t + dt)
 
@@ -209,12 +277,16 @@ class Cluster:
                 self._kill(replica, t)
 
     def _kill(self, replica: Replica, t: float) -> None:
-        lost = sorted((entry[2] for entry in replica.running), key=lambda q: q.trace.arrival_s, reverse=True)
-        for request in lost:  # retried by the client: back to the front, progress lost
+        """Everything the replica held goes back through the router and is prefilled again elsewhere."""
+        held = [*replica.waiting, *replica.prefilling, *(entry[2] for entry in replica.running)]
+        for request in sorted(held, key=lambda q: q.trace.arrival_s):
             request.retries += 1
             request.admitted_s = request.first_token_s = None
-            self.queue.appendleft(request)
-        replica.running, replica.kv_tokens, replica.ended_s = [], 0, t
+            request.prefill_left = request.trace.prompt_tokens
+            self.queue.append(request)
+        replica.waiting.clear()
+        replica.prefilling.clear()
+        replica.running, replica.kv_tokens, replica.prefill_tokens, replica.ended_s = [], 0, 0.0, t
 
     def _place_pending_spot(self, t: float) -> None:
         """Spread: each Pending spot replica goes to the pool with the most free room, if any has room."""
@@ -226,58 +298,105 @@ class Cluster:
             if room > 0:
                 self._place(replica, index, t)
 
-    def _decode(self, replica: Replica, t: float, dt: float) -> None:
-        budget = dt - replica.prefill_debt_s
-        replica.prefill_debt_s = max(0.0, -budget)
-        if budget <= 0 or not replica.running:
-            return
-        step_s = self.profile.decode_step_s(len(replica.running))
-        start_clock = replica.clock
-        replica.clock += budget / step_s
-        busy_before = dt - budget
-        while replica.running and replica.running[0][0] <= replica.clock:
-            finish_clock, _, request = heapq.heappop(replica.running)
-            request.finish_s = t + busy_before + max(0.0, finish_clock - start_clock) * step_s
-            replica.kv_tokens -= request.trace.prompt_tokens + request.trace.output_tokens
-            self.finished.append(request)
-            self._recent.append(request)
-
     def _accepting(self, t: float) -> list[Replica]:
         return [
             r for r in self.replicas
             if r.is_ready(t) and not r.removing and (r.noticed_s is None or not self.drain_on_notice)
         ]
 
-    def _admit(self, t: float) -> None:
-        """Admit queued requests (those arriving before t + step included) at the start of step t."""
+    def _route(self, t: float) -> None:
         accepting = self._accepting(t)
-        profile = self.profile
+        if not accepting:
+            return
+        while self.queue:
+            request = self.queue.popleft()
+            if self.routing == "least_loaded":
+                replica = min(accepting, key=Replica.load)
+            else:
+                self._next_replica = (self._next_replica + 1) % len(accepting)
+                replica = accepting[self._next_replica]
+            replica.waiting.append(request)
+
+    def _fits(self, replica: Replica, request: SimRequest) -> bool:
+        return replica.in_engine() < self.profile.max_batch and replica.kv_tokens + request.kv_tokens <= self.profile.kv_cache_tokens
+
+    def _start(self, replica: Replica, request: SimRequest, t: float) -> None:
+        request.admitted_s = max(t, request.trace.arrival_s)
+        replica.prefilling.append(request)
+        replica.prefill_tokens += request.prefill_left
+        replica.kv_tokens += request.kv_tokens
+
+    def _admit_local(self, replica: Replica, t: float) -> None:
+        """The engine's admission: waiting requests in order, while a slot and KV room remain."""
+        while replica.waiting and self._fits(replica, replica.waiting[0]):
+            self._start(replica, replica.waiting.popleft(), t)
+
+    def _admit_global(self, t: float) -> None:
+        accepting = self._accepting(t)
         while self.queue and accepting:
-            request = self.queue[0]
-            tokens = request.trace.prompt_tokens + request.trace.output_tokens
-            fits = [r for r in accepting if len(r.running) < profile.max_batch and r.kv_tokens + tokens <= profile.kv_cache_tokens]
+            fits = [r for r in accepting if self._fits(r, self.queue[0])]
             if not fits:
                 return
-            replica = min(fits, key=lambda r: (r.prefill_debt_s, len(r.running)))
-            self.queue.popleft()
-            # Arrivals within this step are admitted when they arrive; prefills on one replica run in turn. Only
-            # the prefill itself is debt (time taken from decoding), not the idle gap before the arrival.
-            request.admitted_s = max(t, request.trace.arrival_s)
-            prefill_s = profile.prefill_s(request.trace.prompt_tokens)
-            request.first_token_s = max(request.admitted_s, t + replica.prefill_debt_s) + prefill_s
-            replica.prefill_debt_s += prefill_s
-            replica.kv_tokens += tokens
+            replica = min(fits, key=lambda r: (r.prefill_tokens, len(r.running)))
+            self._start(replica, self.queue.popleft(), t)
+
+    def _run(self, replica: Replica, t: float, dt: float) -> None:
+        """Advance the replica's engine steps over [t, t + dt), in segments that end when a prompt completes."""
+        profile, elapsed = self.profile, 0.0
+        while elapsed < dt:
+            batch = len(replica.running)
+            decode_s = profile.decode_step_s(batch, replica.context_base + batch * replica.clock) if batch else 0.0
+            chunk = min(max(0, profile.max_num_batched_tokens - batch), replica.prefill_tokens)
+            if chunk <= 0 or not replica.prefilling:
+                if batch:
+                    self._decode(replica, t + elapsed, (dt - elapsed) / decode_s, decode_s)
+                return
+            step_s = decode_s + chunk / profile.prefill_tokens_per_s
+            # All outstanding prompt tokens fit one step, or the head prompt completes after its share of steps.
+            head = replica.prefilling[0].prefill_left
+            steps = 1.0 if replica.prefill_tokens <= chunk else head / chunk
+            steps = min(steps, (dt - elapsed) / step_s)
+            if batch:
+                self._decode(replica, t + elapsed, steps, step_s)
+            elapsed += steps * step_s
+            self._prefill(replica, t + elapsed, steps * chunk)
+
+    def _prefill(self, replica: Replica, now: float, tokens: float) -> None:
+        replica.prefill_tokens = max(0.0, replica.prefill_tokens - tokens)
+        while replica.prefilling and tokens >= replica.prefilling[0].prefill_left - 1e-6:
+            request = replica.prefilling.popleft()
+            tokens -= request.prefill_left
+            request.prefill_left = 0.0
+            # Arrivals within a simulation step are admitted at its start: never before its own prefill is done.
+            request.first_token_s = max(now, request.admitted_s + self.profile.prefill_s(request.trace.prompt_tokens))
             if request.trace.output_tokens <= 1:
                 request.finish_s = request.first_token_s
-                replica.kv_tokens -= tokens
-                self.finished.append(request)
-                self._recent.append(request)
+                self._done(replica, request)
                 continue
-            finish_clock = replica.clock + request.trace.output_tokens - 1
-            heapq.heappush(replica.running, (finish_clock, next(self._tiebreak), request))
+            request.decode_from = replica.clock
+            replica.context_base += request.trace.prompt_tokens + 1 - replica.clock
+            heapq.heappush(replica.running, (replica.clock + request.trace.output_tokens - 1, next(self._tiebreak), request))
+        if replica.prefilling:
+            replica.prefilling[0].prefill_left -= tokens
+        else:
+            replica.prefill_tokens = 0.0  # float residue of the fluid steps
+
+    def _decode(self, replica: Replica, start_s: float, steps: float, step_s: float) -> None:
+        start_clock = replica.clock
+        replica.clock += steps
+        while replica.running and replica.running[0][0] <= replica.clock:
+            finish_clock, _, request = heapq.heappop(replica.running)
+            request.finish_s = max(request.first_token_s, start_s + (finish_clock - start_clock) * step_s)
+            replica.context_base -= request.trace.prompt_tokens + 1 - request.decode_from
+            self._done(replica, request)
+
+    def _done(self, replica: Replica, request: SimRequest) -> None:
+        replica.kv_tokens -= request.kv_tokens
+        self.finished.append(request)
+        self._recent.append(request)
 
     def _forget_old(self, t: float) -> None:
-        while self._arrivals and self._arrivals[0] <= t - METRICS_KEPT_S:
+        while self._arrivals and self._arrivals[0][0] <= t - METRICS_KEPT_S:
             self._arrivals.popleft()
         while self._recent and self._recent[0].finish_s <= t - METRICS_KEPT_S:
             self._recent.popleft()

@@ -24,7 +24,7 @@ from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SPOT, Cluster
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import TraceRequest
 
-METRICS_WINDOW_S = 30.0
+METRICS_WINDOW_S = 60.0  # the live loop's default rate window (FLEETSERVE_METRICS_WINDOW_S)
 
 
 def profile_capacity(profile: ReplicaProfile, requests: list[TraceRequest], itl_slo_s: float) -> CapacityEstimate:
@@ -87,7 +87,7 @@ class Hpa:
         counts = cluster.counts(ON_DEMAND, t)
         self._current = self._current or counts.ready + counts.starting or self.min_replicas
         ready = max(1, counts.ready)
-        ratio = (len(cluster.queue) / ready) / self.target_waiting_per_pod
+        ratio = (cluster.waiting() / ready) / self.target_waiting_per_pod
         wanted = self._current if abs(ratio - 1) <= self.tolerance else math.ceil(ready * ratio)
         wanted = max(self.min_replicas, min(self.max_replicas, wanted, max(self._current + 4, 2 * self._current)))
         self._history = [(s, n) for s, n in self._history if s > t - self.down_window_s] + [(t, wanted)]
@@ -181,7 +181,7 @@ class FleetServe:
         on_demand, spot = cluster.counts(ON_DEMAND, t), cluster.counts(SPOT, t)
         observed = Observed(
             ready=on_demand.ready + spot.ready, spot_ready=spot.ready,
-            on_demand_up=on_demand.ready + on_demand.starting,
+            on_demand_up=on_demand.ready + on_demand.starting, spot_starting=spot.starting,
         )
         snapshot = cluster.snapshot(t, METRICS_WINDOW_S)
         if snapshot.replicas_reporting == 0:

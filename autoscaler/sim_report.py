@@ -4,13 +4,16 @@ import math
 
 COLUMNS = [
     ("policy", "policy", "{}"),
-    ("ttft_slo_attainment", "TTFT SLO met", "{:.2%}"),
+    ("ttft_slo_attainment_feasible", "TTFT SLO met (feasible)", "{:.2%}"),
+    ("ttft_slo_attainment", "TTFT SLO met (all)", "{:.2%}"),
     ("itl_slo_attainment", "ITL SLO met", "{:.2%}"),
     ("ttft_p50_s", "TTFT p50 (s)", "{:.2f}"),
     ("ttft_p99_s", "TTFT p99 (s)", "{:.2f}"),
     ("cost_usd", "cost (USD)", "{:.2f}"),
-    ("cost_vs_static_ondemand", "cost vs static", "{:.1%}"),
+    ("cost_vs_static_ondemand_min", "cost vs static min", "{:.1%}"),
+    ("cost_vs_static_ondemand", "cost vs static peak", "{:.1%}"),
     ("lost_requests", "lost/retried", "{}"),
+    ("rejected_requests", "rejected", "{}"),
     ("gpu_hours_ondemand", "GPU-h on-demand", "{:.2f}"),
     ("gpu_hours_spot", "GPU-h spot", "{:.2f}"),
 ]
@@ -23,13 +26,33 @@ def _cell(template: str, value) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(fmt, row[key]) for key, _, fmt in COLUMNS) + " |" for row in rows]
+    return _table(COLUMNS, rows)
+
+
+SUMMARY = [
+    ("policy", "policy", "{}"),
+    ("runs", "runs", "{}"),
+    ("ttft_slo_attainment_feasible_mean", "TTFT met (feasible), mean", "{:.2%}"),
+    ("ttft_slo_attainment_feasible_worst", "worst", "{:.2%}"),
+    ("cost_vs_static_ondemand_min_mean", "cost vs static min, mean", "{:.1%}"),
+    ("cost_vs_static_ondemand_min_worst", "worst", "{:.1%}"),
+    ("lost_requests_worst", "lost/retried, worst", "{}"),
+    ("preemptions_mean", "preemptions, mean", "{:.1f}"),
+]
+
+
+def _table(columns, rows: list[dict]) -> str:
+    header = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_cell(fmt, row[key]) for key, _, fmt in columns) + " |" for row in rows]
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def plot(rows: list[dict], timelines: dict, title: str, path: str) -> None:
+def summary_table(summary: list[dict]) -> str:
+    return _table(SUMMARY, summary)
+
+
+def plot(runs: list[list[dict]], timelines: dict, title: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,14 +73,18 @@ def plot(rows: list[dict], timelines: dict, title: str, path: str) -> None:
     top.set_title(title)
     top.legend(fontsize=7, ncol=2, loc="upper left")
 
-    for row in rows:
-        bottom.scatter(row["cost_vs_static_ondemand"], row["ttft_slo_attainment"], s=60)
-        bottom.annotate(row["policy"], (row["cost_vs_static_ondemand"], row["ttft_slo_attainment"]), fontsize=8,
-                        xytext=(5, 3), textcoords="offset points")
+    colours = {}
+    for rows in runs:  # one point per policy and repeat: the spread over spot offsets and seeds
+        for row in rows:
+            point = (row["cost_vs_static_ondemand_min"], row["ttft_slo_attainment_feasible"])
+            dot = bottom.scatter(*point, s=30, color=colours.get(row["policy"]), alpha=0.7,
+                                 label=None if row["policy"] in colours else row["policy"])
+            colours.setdefault(row["policy"], dot.get_facecolor()[0])
     bottom.axhline(0.99, color="green", linestyle="--", linewidth=1)
-    bottom.axvline(0.5, color="green", linestyle="--", linewidth=1)
-    bottom.set_xlabel("cost relative to static on-demand peak (target <= 0.5)")
-    bottom.set_ylabel("TTFT SLO attainment (target >= 0.99)")
+    bottom.axvline(0.4, color="green", linestyle="--", linewidth=1)
+    bottom.set_xlabel("cost relative to static_ondemand_min (target <= 0.4)")
+    bottom.set_ylabel("TTFT SLO attainment, feasible requests (target >= 0.99)")
+    bottom.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -12,16 +12,21 @@ from tqdm import tqdm
 from fleetserve.autoscaler import sim_policies, sim_report
 from fleetserve.autoscaler.control import LoopSettings
 from fleetserve.autoscaler.policy import Load, SloTarget, recommend, service_time_at
-from fleetserve.autoscaler.sim_cluster import SpotPool
+from fleetserve.autoscaler.sim_cluster import ROUTING, SpotPool
 from fleetserve.autoscaler.sim_profile import load_prices, load_profile
 from fleetserve.autoscaler.sim_traces import InputError, busiest_offset, load_requests, load_spot_trace, superpose
-from fleetserve.autoscaler.simulator import SimSetup, simulate
+from fleetserve.autoscaler.simulator import SimSetup, simulate, smallest_static_fleet
 from fleetserve.autoscaler.spot import SpotSettings
 
 
 POLICIES = ["static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
+STATICS = ("static_ondemand_min", "static_ondemand_peak")  # on-demand only: run once, not per spot offset
 DEFAULT_PRICES = "../shared/data/gpu-prices-skypilot-aws/aws_gpu_prices_us.csv"
 DEFAULT_PROFILE = "benchmarks/results/simulation_profile.json"
+# The attainment static_ondemand_min must reach: the issue's target, on feasible requests.
+STATIC_MIN_TARGET = 0.99
+# Default replicas.max: a budget cap set by the user, not a model's output; high enough that it never binds here.
+DEFAULT_MAX_REPLICAS = 100
 
 
 def _number(low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True, kind=float):
@@ -59,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spot-trace", action="append", default=[], help="spot capacity trace, one per pool (repeatable)")
     parser.add_argument("--spot-offset", type=_offset, default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
     parser.add_argument("--spot-x-unit-s", type=POSITIVE, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
-    parser.add_argument("--spot-pool-size", type=COUNT, default=0, help="replicas a pool holds at its trace maximum (0: static peak)")
     parser.add_argument("--policy", default="all", choices=[*POLICIES, "all"])
     parser.add_argument("--slo-ttft", type=POSITIVE, required=True, help="TTFT SLO in seconds")
     parser.add_argument("--slo-itl", type=POSITIVE, default=0.2, help="inter-token latency SLO in seconds (per-request mean)")
@@ -68,7 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prices", default=DEFAULT_PRICES, help="GPU price CSV (SkyPilot catalog schema)")
     parser.add_argument("--instance-type", default="g6.16xlarge", help="instance type priced from --prices")
     parser.add_argument("--min-replicas", type=COUNT, default=1)
-    parser.add_argument("--max-replicas", type=COUNT, default=0, help="0: twice the static peak count")
+    parser.add_argument("--max-replicas", type=_number(0, low_open=False, kind=int), default=DEFAULT_MAX_REPLICAS,
+                        help="replicas.max of every autoscaling policy (a budget cap)")
+    parser.add_argument("--routing", choices=ROUTING, default="round_robin", help="how requests reach replicas")
+    parser.add_argument("--repeats", type=_number(1, low_open=False, kind=int), default=1,
+                        help="runs over different spot offsets and seeds; mean and worst case per policy")
     parser.add_argument("--on-demand-min", type=COUNT, default=1, help="our policy's on-demand floor")
     parser.add_argument("--spot-max-share", type=_number(0, 1, low_open=False, high_open=False), default=0.9, help="our policy's largest spot share")
     parser.add_argument("--scale-down-delay", type=NON_NEGATIVE, default=300.0, help="our policy's scale-down delay, s (the CRD default)")
@@ -82,11 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", help="output markdown table path")
 
 
-def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: int, max_replicas: int) -> list:
+def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: int) -> dict:
     capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
     ours = LoopSettings(
         min_replicas=args.min_replicas,
-        max_replicas=max_replicas,
+        max_replicas=args.max_replicas,
         slo=slo,
         itl_slo_s=args.slo_itl,
         max_num_seqs=profile.max_batch,
@@ -99,16 +107,45 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
     replica_rate = capacity.slots_per_replica / service_time_at(peak, capacity, static_replicas)
     every = {
         "static_ondemand_peak": lambda: sim_policies.Static(static_replicas),
-        "hpa_queue": lambda: sim_policies.Hpa(args.min_replicas, max_replicas),
-        "knative_kpa": lambda: sim_policies.Kpa(args.min_replicas, max_replicas, target_concurrency=0.7 * capacity.slots_per_replica),
-        "skyserve_spothedge": lambda: sim_policies.SkyServe(args.min_replicas, max_replicas, target_qps_per_replica=0.7 * replica_rate),
+        "hpa_queue": lambda: sim_policies.Hpa(args.min_replicas, args.max_replicas),
+        "knative_kpa": lambda: sim_policies.Kpa(args.min_replicas, args.max_replicas, target_concurrency=0.7 * capacity.slots_per_replica),
+        "skyserve_spothedge": lambda: sim_policies.SkyServe(args.min_replicas, args.max_replicas, target_qps_per_replica=0.7 * replica_rate),
         "fleetserve": lambda: sim_policies.FleetServe(ours),
     }
-    # Static peak provisioning always runs: it is the cost reference.
+    # Static peak provisioning always runs beside static_ondemand_min: together they are the cost references.
     names = POLICIES if args.policy == "all" else ["static_ondemand_peak", args.policy]
     if not args.spot_trace:
         names = [n for n in names if n != "skyserve_spothedge"]
-    return [every[name]() for name in names]
+    return {name: every[name] for name in names}
+
+
+def _offsets(traces, duration: float, spot_offset: str, repeat: int, repeats: int) -> list[float]:
+    """Repeat 0 starts each trace at its window with the most instances lost (adversarial); the others spread
+    evenly over the rest of the trace. A number given with --spot-offset holds for every repeat."""
+    if spot_offset != "auto":
+        return [float(spot_offset)] * len(traces)
+    if repeat == 0:
+        return [busiest_offset(trace, duration) for trace in traces]
+    return [repeat / repeats * max(0.0, trace.duration_s - duration) for trace in traces]
+
+
+def summarise(runs: list[list[dict]]) -> list[dict]:
+    """Per policy over repeats: the mean, and the worst case (lowest attainment, highest cost, most lost)."""
+    by_policy: dict[str, list[dict]] = {}
+    for rows in runs:
+        for row in rows:
+            by_policy.setdefault(row["policy"], []).append(row)
+    summary = []
+    for name, rows in by_policy.items():
+        entry = {"policy": name, "runs": len(rows)}
+        for key in ("ttft_slo_attainment_feasible", "ttft_slo_attainment", "cost_vs_static_ondemand_min",
+                    "cost_vs_static_ondemand", "lost_requests", "rejected_requests", "preemptions"):
+            values = [r[key] for r in rows]
+            entry[f"{key}_mean"] = sum(values) / len(values)
+            worst = min if key.startswith("ttft") else max
+            entry[f"{key}_worst"] = worst(values)
+        summary.append(entry)
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.min_replicas > args.max_replicas:
+        raise InputError(f"--min-replicas {args.min_replicas} is above --max-replicas {args.max_replicas}")
     requests = load_requests(args.trace)
     if args.limit_requests:
         requests = requests[: args.limit_requests]
@@ -130,52 +169,68 @@ def _run(args: argparse.Namespace) -> int:
     slo = SloTarget(ttft_s=args.slo_ttft, quantile=args.slo_percentile / 100)
     capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
     static_replicas = sim_policies.static_peak_replicas(capacity, requests, slo, max_replicas=1000)
-    max_replicas = args.max_replicas or 2 * static_replicas
     first_minute = [r for r in requests if r.arrival_s < 60]
-    initial = recommend(Load(len(first_minute) / 60, 0, 1), capacity, slo, 1000, 0, max_replicas).replicas
-
+    initial = recommend(Load(len(first_minute) / 60, 0, 1), capacity, slo, 1000, 0, args.max_replicas).replicas
     duration = requests[-1].arrival_s
     traces = [load_spot_trace(path, args.spot_x_unit_s) for path in args.spot_trace]
-    pool_size = args.spot_pool_size or static_replicas
-    pools = []
-    for trace in traces:
-        offset = busiest_offset(trace, duration) if args.spot_offset == "auto" else float(args.spot_offset)
-        pools.append(SpotPool(trace, offset, pool_size))
-    setup = SimSetup(
-        requests, profile, prices, pools, args.slo_ttft, args.slo_itl, initial,
-        notice_s=args.notice_s, warmup_s=args.warmup_s, step_s=args.step_s, seed=args.seed,
-    )
-    rows, timelines = [], {}
-    for policy in tqdm(_build_policies(args, profile, requests, slo, static_replicas, max_replicas), desc="policies"):
-        start = static_replicas if isinstance(policy, sim_policies.Static) else initial
-        row, timeline = simulate(policy, setup, start)
-        rows.append(row)
-        timelines[policy.name] = timeline
-    reference = next(r["cost_usd"] for r in rows if r["policy"] == "static_ondemand_peak")
-    for row in rows:
-        row["cost_vs_static_ondemand"] = row["cost_usd"] / reference
+    policies = _build_policies(args, profile, requests, slo, static_replicas)
+
+    def setup_for(repeat: int) -> SimSetup:
+        offsets = _offsets(traces, duration, args.spot_offset, repeat, args.repeats)
+        return SimSetup(
+            requests, profile, prices, [SpotPool(t, o) for t, o in zip(traces, offsets)], args.slo_ttft, args.slo_itl,
+            initial, notice_s=args.notice_s, warmup_s=args.warmup_s, step_s=args.step_s, seed=args.seed + repeat,
+            routing=args.routing, quantile=slo.quantile,
+        )
+
+    base = setup_for(0)
+    minimum, minimum_row, minimum_timeline = smallest_static_fleet(base, STATIC_MIN_TARGET, static_replicas, 10 * static_replicas)
+    statics = {"static_ondemand_min": (minimum_row, minimum_timeline)}
+    if "static_ondemand_peak" in policies:
+        statics["static_ondemand_peak"] = simulate(policies["static_ondemand_peak"](), base, static_replicas)
+    runs, timelines = [], {}
+    jobs = [(repeat, name) for repeat in range(args.repeats) for name in policies if name not in STATICS]
+    results: dict[int, list[dict]] = {repeat: [statics[n][0] for n in statics] for repeat in range(args.repeats)}
+    for repeat, name in tqdm(jobs, desc="policy runs", disable=len(jobs) < 2):
+        row, timeline = simulate(policies[name](), setup_for(repeat), initial)
+        results[repeat].append(dict(row, repeat=repeat))
+        if repeat == 0:
+            timelines[name] = timeline
+    timelines = {**{n: statics[n][1] for n in statics}, **timelines}
+    for rows in results.values():
+        for row in rows:
+            row["cost_vs_static_ondemand_min"] = row["cost_usd"] / minimum_row["cost_usd"]
+            row["cost_vs_static_ondemand"] = row["cost_usd"] / statics.get("static_ondemand_peak", statics["static_ondemand_min"])[0]["cost_usd"]
+        runs.append(rows)
+    summary = summarise(runs)
 
     report = {
         "setup": {
             "trace": args.trace, "rate_scale": args.rate_scale, "requests": len(requests), "duration_s": duration,
-            "spot_traces": [{"path": p, "offset_s": pool.offset_s, "pool_size": pool.size} for p, pool in zip(args.spot_trace, pools)],
+            "feasible_requests": sum(1 for r in requests if base.feasible(r)),
+            "spot_traces": [{"path": p, "offsets_s": [setup_for(i).pools[k].offset_s for i in range(args.repeats)]}
+                            for k, p in enumerate(args.spot_trace)],
             "slo_ttft_s": args.slo_ttft, "slo_itl_s": args.slo_itl, "slo_percentile": args.slo_percentile,
             "profile": {"path": args.profile, "name": profile.name, "source": profile.source},
             "prices": {"instance_type": prices.instance_type, "on_demand_per_gpu_hour": prices.on_demand_per_gpu_hour,
                        "spot_per_gpu_hour": prices.spot_per_gpu_hour, "source": prices.source},
-            "static_peak_replicas": static_replicas, "initial_replicas": initial, "max_replicas": max_replicas,
+            "static_peak_replicas": static_replicas, "static_ondemand_min_replicas": minimum,
+            "static_ondemand_min_target": STATIC_MIN_TARGET, "initial_replicas": initial,
+            "max_replicas": args.max_replicas, "routing": args.routing, "repeats": args.repeats,
             "notice_s": args.notice_s, "warmup_s": args.warmup_s, "step_s": args.step_s, "seed": args.seed,
             "fleetserve": {"on_demand_min": args.on_demand_min, "spot_max_share": args.spot_max_share,
                            "scale_down_delay_s": args.scale_down_delay, "min_replicas": args.min_replicas},
         },
-        "results": rows,
+        "results": runs[0],
+        "summary": summary,
+        "repeats": runs,
     }
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    table = sim_report.markdown_table(rows)
+    table = sim_report.markdown_table(runs[0]) + "\n" + sim_report.summary_table(summary)
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.plot:
-        title = f"{Path(args.trace).name}: TTFT SLO {args.slo_ttft}s, {len(pools)} spot pool(s)"
-        sim_report.plot(rows, timelines, title, args.plot)
+        title = f"{Path(args.trace).name} on {profile.name}: TTFT SLO {args.slo_ttft}s, {len(traces)} spot pool(s)"
+        sim_report.plot(runs, timelines, title, args.plot)
     print(table)
     return 0

@@ -6,6 +6,7 @@ import math
 import statistics
 
 from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SPOT, Cluster, SpotPool
+from fleetserve.autoscaler.sim_policies import Static
 from fleetserve.autoscaler.sim_profile import GpuPrices, ReplicaProfile
 from fleetserve.autoscaler.sim_traces import TraceRequest
 
@@ -30,6 +31,13 @@ class SimSetup:
     warmup_s: float = 300.0
     step_s: float = 0.5
     seed: int = 0
+    routing: str = "round_robin"  # what a Kubernetes Service does
+    quantile: float = 0.99  # the SLO percentile the metrics report TTFT and prompt length at
+
+    def feasible(self, request: TraceRequest) -> bool:
+        """Can this request meet the TTFT SLO at all on this profile: it fits, and its prompt alone prefills in time."""
+        return (request.prompt_tokens < self.profile.longest_request
+                and self.profile.prefill_s(request.prompt_tokens) <= self.slo_ttft_s)
 
 
 @dataclasses.dataclass
@@ -54,6 +62,8 @@ def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> 
     total = len(setup.requests)
     ttfts = sorted(r.ttft_s for r in done)
     within_ttft = sum(t <= setup.slo_ttft_s for t in ttfts)
+    feasible = sum(1 for r in setup.requests if setup.feasible(r))
+    within_feasible = sum(1 for r in done if r.ttft_s <= setup.slo_ttft_s and setup.feasible(r.trace))
     within_itl = sum(r.itl_s <= setup.slo_itl_s for r in done)
     rejected = sum(1 for r in cluster.rejected if r.scored)
     unfinished = total - len(done) - rejected
@@ -64,6 +74,8 @@ def score(policy_name: str, setup: SimSetup, cluster: Cluster, end_s: float) -> 
         "policy": policy_name,
         "requests": total,
         "ttft_slo_attainment": within_ttft / total,
+        "feasible_requests": feasible,
+        "ttft_slo_attainment_feasible": within_feasible / feasible if feasible else math.nan,
         "itl_slo_attainment": within_itl / total,
         "ttft_p50_s": _quantile(ttfts, 0.50),
         "ttft_p99_s": _quantile(ttfts, 0.99),
@@ -87,10 +99,11 @@ def warmup_replay(requests: list[TraceRequest], warmup_s: float) -> list[TraceRe
 
 def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Timeline]:
     """Runs `policy` over the whole trace; returns its result row and its per-minute timeline."""
-    cluster = Cluster(setup.profile, setup.pools, setup.notice_s, policy.drains_on_notice, setup.seed)
+    cluster = Cluster(setup.profile, setup.pools, setup.notice_s, policy.drains_on_notice, setup.seed,
+                      setup.routing, setup.quantile)
     start = -setup.warmup_s
-    # The fleet at the start began one cold start earlier, so it is serving from the first request.
-    cluster.set_target(start - setup.profile.cold_start_s, ON_DEMAND, initial_on_demand)
+    # The fleet at the start began well before it, so it is serving from the first request.
+    cluster.set_target(start - 10 * setup.profile.cold_start_s, ON_DEMAND, initial_on_demand)
     timeline = Timeline()
     warmup = warmup_replay(setup.requests, setup.warmup_s)
     arrivals = [(r, False) for r in warmup] + [(r, True) for r in setup.requests]
@@ -117,3 +130,25 @@ def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Tim
             break
     log.info("%s: simulated %.0f s, %d preemptions", policy.name, t, cluster.preemptions)
     return score(policy.name, setup, cluster, t), timeline
+
+
+def smallest_static_fleet(setup: SimSetup, target: float, start: int, upper: int) -> tuple[int, dict, Timeline]:
+    """`static_ondemand_min`: the fewest on-demand replicas whose fixed fleet keeps `target` of the feasible
+    requests within the TTFT SLO, by doubling from `start` then bisecting (attainment grows with the fleet)."""
+    runs: dict[int, tuple[dict, Timeline]] = {}
+
+    def meets(replicas: int) -> bool:
+        if replicas not in runs:
+            runs[replicas] = simulate(Static(replicas, name="static_ondemand_min"), setup, replicas)
+        return runs[replicas][0]["ttft_slo_attainment_feasible"] >= target
+
+    low, high = 0, max(1, start)
+    while not meets(high) and high < upper:
+        low, high = high, min(upper, 2 * high)
+    while high - low > 1:  # meets(high) or high == upper; the answer lies in (low, high]
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high, *runs[high]

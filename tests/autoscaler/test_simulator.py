@@ -23,7 +23,7 @@ PROFILE = ReplicaProfile(
 )
 PRICES = GpuPrices("test", on_demand_per_gpu_hour=2.0, spot_per_gpu_hour=0.6, source="test")
 REQUIRED_KEYS = {
-    "policy", "requests", "ttft_slo_attainment", "itl_slo_attainment", "ttft_p50_s", "ttft_p99_s", "cost_usd",
+    "policy", "requests", "ttft_slo_attainment", "feasible_requests", "ttft_slo_attainment_feasible", "itl_slo_attainment", "ttft_p50_s", "ttft_p99_s", "cost_usd",
     "cost_vs_static_ondemand", "lost_requests", "gpu_hours_spot", "gpu_hours_ondemand",
 }
 
@@ -139,7 +139,7 @@ def test_warmup_replay_is_unscored_and_unbilled():
 def test_the_simulation_is_reproducible_for_a_seed_and_preemptions_cost_requests(tmp_path):
     requests = step_trace(4.0, 8.0, 600)
     dropping = SpotTrace("drops", [0, 200, 260, 400, 460], [4, 1, 4, 0, 4])
-    pools = [SpotPool(dropping, 0, 6)]
+    pools = [SpotPool(dropping, 0)]
     settings = LoopSettings(
         min_replicas=1, max_replicas=10, slo=SloTarget(2.0, 0.99), itl_slo_s=0.1, max_num_seqs=16,
         scale_up_stabilization_s=0, scale_down_delay_s=60, spot=SpotSettings(enabled=True, max_share=0.9, on_demand_min=1),
@@ -179,10 +179,11 @@ def test_cli_writes_json_markdown_and_plot(tmp_path):
     assert [r["policy"] for r in first["results"]] == sim_policies_names()
     for row in first["results"]:
         assert REQUIRED_KEYS <= row.keys()
-    assert first["results"][0]["cost_vs_static_ondemand"] == 1.0
+    assert first["results"][0]["cost_vs_static_ondemand_min"] == 1.0
+    assert first["results"][1]["cost_vs_static_ondemand"] == 1.0
     assert (tmp_path / "plot.png").stat().st_size > 10_000
     assert "| fleetserve |" in (tmp_path / "table.md").read_text()
 
 
 def sim_policies_names() -> list[str]:
-    return ["static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
+    return ["static_ondemand_min", "static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]

@@ -1,0 +1,144 @@
+"""The simulated replica follows our engine, and the world around it is not an oracle: chunked prefill, decode
+cost growing with context, KV limits, routing, absolute spot pools, drawn cold starts, scraped metrics,
+re-prefilled retries, and the honest baselines (static_ondemand_min, feasible requests, repeats)."""
+
+import dataclasses
+import json
+import random
+
+import pytest
+
+from fleetserve import cli
+from fleetserve.autoscaler import sim_policies
+from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SCRAPE_INTERVAL_S, Cluster, SpotPool
+from fleetserve.autoscaler.sim_profile import GpuPrices, ReplicaProfile
+from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
+from fleetserve.autoscaler.simulator import SimSetup, simulate, smallest_static_fleet
+
+PROFILE = ReplicaProfile(
+    name="synthetic", source="test", gpus_per_replica=1, max_batch=16, kv_cache_tokens=20_000,
+    prefill_tokens_per_s=4000.0, decode_batches=(1, 16), decode_seconds=(0.02, 0.04), cold_start_s=30.0,
+    max_num_batched_tokens=512, decode_context_tokens=500, decode_s_per_context_token=1e-6,
+)
+PRICES = GpuPrices("test", on_demand_per_gpu_hour=2.0, spot_per_gpu_hour=0.6, source="test")
+
+
+def run_one(requests, replicas=1, routing="round_robin", profile=PROFILE, dt=0.5):
+    cluster = Cluster(profile, [], notice_s=30, drain_on_notice=True, seed=0, routing=routing)
+    cluster.set_target(-100, ON_DEMAND, replicas)
+    queue, t = sorted(requests, key=lambda r: r.arrival_s), 0.0
+    while t < 600 and len(cluster.finished) + len(cluster.rejected) < len(requests):
+        while queue and queue[0].arrival_s < t + dt:
+            cluster.arrive(queue.pop(0))
+        cluster.step(t, dt)
+        t += dt
+    return cluster
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_beside_running_decodes():
+    decoding = TraceRequest(0.0, 100, 200)
+    long_prompt = TraceRequest(1.0, 8000, 2)  # 2 s of prefill at 4000 tokens/s
+    cluster = run_one([decoding, long_prompt])
+    done = {r.trace: r for r in cluster.finished}
+    # Every step carries the running decode (511 of the 512-token budget left) plus a 511-token prompt chunk.
+    assert done[long_prompt].ttft_s == pytest.approx(8000 / 511 * (0.02 + 511 / 4000), rel=0.05)
+    # It made 50 tokens before the prompt came and one per chunk step while it was prefilled.
+    remaining = 199 - 1.0 / 0.02 - 8000 / 511
+    assert done[decoding].finish_s == pytest.approx(done[long_prompt].first_token_s + remaining * 0.02, rel=0.02)
+
+
+def test_decode_steps_cost_more_with_longer_contexts():
+    short, long = run_one([TraceRequest(0, 100, 100)]), run_one([TraceRequest(0, 5000, 100)])
+    assert long.finished[0].itl_s > short.finished[0].itl_s + 0.004  # 4900 more context tokens x 1 us
+
+
+def test_kv_room_bounds_the_batch_and_a_never_fitting_prompt_is_rejected():
+    requests = [TraceRequest(0, 4000, 50) for _ in range(6)] + [TraceRequest(0, 20_000, 5)]
+    cluster = run_one(requests)
+    assert len(cluster.rejected) == 1 and len(cluster.finished) == 6
+    starts = sorted(r.admitted_s for r in cluster.finished)
+    assert starts[4] > starts[3]  # four of 4050 tokens fill 20 000: the fifth waits for room
+
+
+def test_round_robin_ignores_load_where_least_loaded_and_ideal_do_not():
+    rng = random.Random(0)
+    requests = [TraceRequest(i * 0.3, 200, rng.choice([5, 400])) for i in range(200)]
+    p99 = {}
+    for routing in ("round_robin", "least_loaded", "ideal"):
+        ttfts = sorted(r.ttft_s for r in run_one(requests, replicas=2, routing=routing).finished)
+        p99[routing] = ttfts[int(0.99 * len(ttfts))]
+    assert p99["ideal"] <= p99["least_loaded"] <= p99["round_robin"] + 1e-9
+
+
+def test_spot_pools_are_absolute_and_a_zero_capacity_zone_holds_nothing():
+    zero, four = SpotTrace("zero", [0.0], [0]), SpotTrace("four", [0.0, 100.0], [4, 1])
+    pools = [SpotPool(zero, 0.0), SpotPool(four, 0.0)]
+    assert [p.capacity(50) for p in pools] == [0, 4] and pools[1].capacity(150) == 1
+
+
+def test_cold_starts_are_drawn_from_the_profile_distribution():
+    profile = dataclasses.replace(PROFILE, cold_start_cached_s=(10.0, 20.0), cold_start_uncached_s=(100.0, 200.0),
+                                  cold_start_cached_share=0.5)
+    draws = [profile.draw_cold_start(random.Random(seed)) for seed in range(200)]
+    assert all(10 <= d <= 20 or 100 <= d <= 200 for d in draws)
+    assert 60 < sum(d < 50 for d in draws) < 140
+
+
+def test_policies_see_metrics_as_of_the_last_scrape():
+    cluster = run_one([TraceRequest(0, 100, 10)])
+    first = cluster.snapshot(SCRAPE_INTERVAL_S, 60)
+    cluster.arrive(TraceRequest(SCRAPE_INTERVAL_S + 1, 100, 10))
+    assert cluster.snapshot(SCRAPE_INTERVAL_S + 5, 60) is first  # same scrape: nothing new is visible
+    assert cluster.snapshot(2 * SCRAPE_INTERVAL_S, 60).waiting == 1
+
+
+def test_a_preempted_request_is_prefilled_again_on_another_replica():
+    requests = [TraceRequest(0, 2000, 400)]
+    cluster = Cluster(PROFILE, [], notice_s=0, drain_on_notice=True, seed=0)
+    cluster.set_target(-100, ON_DEMAND, 2)
+    cluster.arrive(requests[0])
+    cluster.step(0, 1.0)
+    holder = next(r for r in cluster.replicas if r.load())
+    cluster._kill(holder, 1.0)
+    assert cluster.queue[0].prefill_left == 2000 and cluster.queue[0].retries == 1
+    cluster.step(1.0, 1.0)
+    assert next(r for r in cluster.replicas if r.load()) is not holder
+
+
+def setup(requests, pools=(), seed=0):
+    return SimSetup(requests, PROFILE, PRICES, list(pools), slo_ttft_s=1.0, slo_itl_s=0.1, initial_replicas=1,
+                    seed=seed, warmup_s=0.0)
+
+
+def test_static_min_is_the_smallest_fleet_meeting_the_target_and_infeasible_requests_are_named():
+    rng = random.Random(1)
+    requests = [TraceRequest(i * 0.25, rng.randint(100, 600), rng.randint(20, 200)) for i in range(1200)]
+    requests.append(TraceRequest(300.1, 6000, 5))  # 1.5 s of prefill: can never meet a 1 s SLO
+    replicas, row, _ = smallest_static_fleet(setup(requests), 0.99, start=1, upper=16)
+    assert row["feasible_requests"] == len(requests) - 1 and row["ttft_slo_attainment_feasible"] >= 0.99
+    fewer, _ = simulate(sim_policies.Static(replicas - 1), setup(requests), replicas - 1)
+    assert fewer["ttft_slo_attainment_feasible"] < 0.99
+
+
+def test_repeats_report_mean_and_worst_per_policy(tmp_path):
+    trace = tmp_path / "trace.csv"
+    rng = random.Random(2)
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
+        f"{i * 0.4},{rng.randint(100, 500)},{rng.randint(10, 60)}\n" for i in range(600)))
+    spot = tmp_path / "spot.json"
+    spot.write_text(json.dumps({"metadata": {"gap_seconds": 60}, "data": [3, 3, 0, 3, 1, 3] * 10}))
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"name": "p", "source": "t", "max_batch": 16, "prefill_tokens_per_s": 4000,
+                                   "decode_step_s": {"batch": [1, 16], "seconds": [0.02, 0.04]},
+                                   "cold_start": {"cached_s": [10, 20], "uncached_s": [40, 60], "cached_share": 0.5}}))
+    prices = tmp_path / "prices.csv"
+    prices.write_text("instance_type,ondemand_usd_per_gpu_hr,spot_usd_per_gpu_hr\ngpu.x,2.0,0.6\n")
+    out = tmp_path / "out.json"
+    assert cli.main(["simulate", "--trace", str(trace), "--spot-trace", str(spot), "--profile", str(profile),
+                     "--prices", str(prices), "--instance-type", "gpu.x", "--slo-ttft", "2", "--repeats", "3",
+                     "--policy", "fleetserve", "--warmup-s", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    ours = next(s for s in report["summary"] if s["policy"] == "fleetserve")
+    assert ours["runs"] == 3 and len(report["repeats"]) == 3
+    assert ours["ttft_slo_attainment_feasible_worst"] <= ours["ttft_slo_attainment_feasible_mean"]
+    assert len(set(report["setup"]["spot_traces"][0]["offsets_s"])) == 3

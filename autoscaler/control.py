@@ -17,6 +17,12 @@ ITL_SAMPLES_KEPT = 120
 # Spot replicas Pending longer than this are covered by on-demand ones ("within seconds" of the shortfall).
 SPOT_FALLBACK_AFTER_S = 10.0
 COLD_START_PRIOR_S = 120.0
+# Observed-TTFT feedback: while the observed TTFT at the SLO percentile is above the SLO, the load the model plans
+# for grows by FEEDBACK_STEP per tick (5 s ticks: doubling in about 40 s, well within one cold start); while it is
+# under half the SLO, it shrinks back by the same factor. FEEDBACK_MAX bounds what a wrong model or a signal
+# polluted by requests no replica count can help may add: at most a quarter more than the model's own load.
+FEEDBACK_STEP = 1.1
+FEEDBACK_MAX = 1.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Observed:
     ready: int
     spot_ready: int
     on_demand_up: int = 0  # on-demand replicas running or starting (kept while spot replacements start)
+    spot_starting: int = 0  # spot replicas on a node, starting: coming, so no on-demand cover for them
 
 
 @dataclasses.dataclass
@@ -54,6 +61,7 @@ class LoopMemory:
     scale_up_started: tuple[float, int] | None = None  # (time, target) of an unfinished scale-up, to time cold starts
     last_tick: float | None = None
     last_wake: str | None = None  # the wake annotation value already acted on
+    feedback: float = 1.0  # multiplier on the planned load from the observed TTFT quantile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +87,33 @@ def _track_cold_start(memory: LoopMemory, observed: Observed, now: float) -> Non
         memory.scale_up_started = None
 
 
+def _burst_factor(snapshot: MetricsSnapshot) -> float:
+    """How much the busiest rate window of the last minutes exceeds the current one, in prompt tokens: plan for
+    the burst, since a scale-up started when it comes back arrives one cold start late."""
+    if not snapshot.prompt_tokens_burst_rate or snapshot.prompt_tokens_rate <= 0:
+        return 1.0
+    return max(1.0, snapshot.prompt_tokens_burst_rate / snapshot.prompt_tokens_rate)
+
+
+def _feedback(current: float, snapshot: MetricsSnapshot, slo: SloTarget, capacity: CapacityEstimate) -> float:
+    """Integral feedback on the observed TTFT quantile. Not while the prompt tail alone breaks the SLO: those
+    requests stay slow whatever the replica count, and chasing them only buys replicas."""
+    observed = snapshot.ttft_quantile_s
+    if observed is None or capacity.prefill_tail_s >= slo.ttft_s * (1 - slo.headroom):
+        return current
+    if observed > slo.ttft_s and snapshot.waiting > 0:  # a slow tail with nothing queued is prefill, not capacity
+        return min(FEEDBACK_MAX, current * FEEDBACK_STEP)
+    if observed < slo.ttft_s / 2:
+        return max(1.0, current / FEEDBACK_STEP)
+    return current
+
+
 def _spot_not_serving(memory: LoopMemory, settings: LoopSettings, serving: int, observed: Observed, now: float) -> int:
     """Spot replicas of the plan that don't serve: covered by on-demand ones at once if those already run
     (make before break), by new on-demand ones once the shortfall outlasts the fallback delay."""
     spot = spot_share(serving, settings.spot)
-    shortfall = max(0, spot - observed.spot_ready)
+    # Spot that is starting on a node will serve within a cold start: only Pending or preempted spot is short.
+    shortfall = max(0, spot - observed.spot_ready - observed.spot_starting)
     if shortfall == 0:
         memory.spot_short_since = None
         return 0
@@ -132,7 +162,8 @@ def tick(
     memory.capacity = estimate_capacity(
         snapshot, memory.capacity, list(memory.itl_samples), settings.itl_slo_s, settings.max_num_seqs
     )
-    load = Load(snapshot.arrival_rate, snapshot.waiting, snapshot.running)
+    memory.feedback = _feedback(memory.feedback, snapshot, settings.slo, memory.capacity)
+    load = Load(snapshot.arrival_rate * _burst_factor(snapshot) * memory.feedback, snapshot.waiting, snapshot.running)
     recommendation = recommend(
         load, memory.capacity, settings.slo, observed.ready, memory.cold_start_s, settings.max_replicas
     )

@@ -51,10 +51,12 @@ def observed_from_status(status: LLMDeploymentStatus, spot_serving: int | None =
     only while they serve (`spot_serving`, from the pods: preemption.serving_replicas), so the fallback covers a
     reclaimed replica from the notice on, not from when its node is gone.
     """
-    on_demand, spot_ready = status.replicas.on_demand, status.replicas.spot.ready
+    on_demand, spot = status.replicas.on_demand, status.replicas.spot
     return Observed(
-        ready=status.replicas.ready, spot_ready=spot_ready if spot_serving is None else min(spot_ready, spot_serving),
+        ready=status.replicas.ready, spot_ready=spot.ready if spot_serving is None else min(spot.ready, spot_serving),
         on_demand_up=max(on_demand.ready, on_demand.desired - on_demand.pending),
+        # Scheduled but not yet ready: starting, so not short. Pending (unschedulable) and reclaimed ones are.
+        spot_starting=max(0, spot.desired - spot.ready - spot.pending),
     )
 
 

@@ -29,10 +29,19 @@ class CapacityEstimate:
     # the service time stretches by 1 / (1 - share) and changes when the same load meets more or fewer replicas.
     prefill_share: float = 0.0
     service_cv2: float = 1.0  # squared coefficient of variation of service times (1 = exponential)
+    # Prefill of the prompt at the SLO percentile: what the tail of TTFT pays on top of queueing.
+    prefill_tail_s: float = 0.0
+    # Fastest prefill seen (prompt tokens per second of TTFT beyond queueing): TTFT - queue also holds the time a
+    # prompt waits for its chunks among other prefills, so the best observation is the least polluted one.
+    prefill_tokens_per_s: float = 0.0
+    # Largest batch per replica ever measured. The trust bound on the ITL fit grows from it and never shrinks with
+    # the window: with a shrinking bound, more replicas mean smaller batches, fewer trusted slots and yet more
+    # replicas, a loop that ends at max.
+    largest_batch_seen: float = 0.0
 
 
 # Used only until the first request has been measured; replaced by measurements on the first busy tick.
-PRIOR = CapacityEstimate(slots_per_replica=8, service_time_s=10.0, prefill_s=0.5)
+PRIOR = CapacityEstimate(slots_per_replica=8, service_time_s=10.0, prefill_s=0.5, prefill_tail_s=0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +102,19 @@ def estimate_capacity(
         kv_slots = int(running_per_replica / snapshot.kv_cache_usage)
     itl_line = fit_itl_line(itl_samples)
     itl_slots = itl_line.largest_batch_within(itl_slo_s, max_num_seqs) if itl_line else max_num_seqs
-    trusted = math.ceil(BATCH_TRUST_FACTOR * max(b for b, _ in itl_samples)) if itl_samples else max_num_seqs
+    largest_batch = max([previous.largest_batch_seen, *(b for b, _ in itl_samples)])
+    trusted = math.ceil(BATCH_TRUST_FACTOR * largest_batch) if largest_batch else max_num_seqs
     slots = max(1, min(kv_slots, itl_slots, trusted, max_num_seqs))
 
     queue_s = snapshot.queue_time_mean_s or 0.0
-    prefill_s = max(0.0, (snapshot.ttft_mean_s or queue_s) - queue_s)
+    measured_prefill_s = max(0.0, (snapshot.ttft_mean_s or queue_s) - queue_s)
+    prompt_mean = snapshot.prompt_tokens_rate / snapshot.completion_rate
+    speed = previous.prefill_tokens_per_s
+    if measured_prefill_s > 0 and prompt_mean > 0:
+        speed = max(speed, prompt_mean / measured_prefill_s)
+    prefill_s = prompt_mean / speed if speed > 0 else measured_prefill_s
+    prompt_tail = snapshot.prompt_tokens_quantile or prompt_mean  # the mean where the engine has no histogram
+    prefill_tail_s = prompt_tail / speed if speed > 0 else measured_prefill_s
     in_engine_s = max(prefill_s, snapshot.e2e_mean_s - queue_s)
     output_tokens = snapshot.generation_tokens_rate / snapshot.completion_rate
     if itl_line and output_tokens > 0:
@@ -107,4 +124,6 @@ def estimate_capacity(
     else:
         service_time_s = in_engine_s
     prefill_share = min(0.95, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
-    return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share)
+    return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share,
+                            prefill_tail_s=max(prefill_s, prefill_tail_s), prefill_tokens_per_s=speed,
+                            largest_batch_seen=largest_batch)

@@ -6,6 +6,7 @@ turns the stream of recommendations into a scale that rises fast and falls only 
 """
 
 import dataclasses
+import math
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, waiting_time_quantile
@@ -47,14 +48,20 @@ def service_time_at(load: Load, capacity: CapacityEstimate, replicas: int) -> fl
     return capacity.prefill_s + decode_s * (1 - capacity.prefill_share) / (1 - share)
 
 
-def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float) -> float:
-    """TTFT at `quantile` with `replicas` ready: queueing wait for a slot plus the measured prefill time."""
+# A prompt whose own prefill takes more than this share of the SLO target leaves too little time for any queueing:
+# no replica count helps it, so the plan reserves at least the other half of the target for the wait.
+MAX_PREFILL_SHARE_OF_TARGET = 0.5
+
+
+def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float, target_s: float = math.inf) -> float:
+    """TTFT at `quantile` with `replicas` ready: queueing wait for a slot plus the prefill of the prompt at that
+    quantile (the tail, not the mean), the latter capped at MAX_PREFILL_SHARE_OF_TARGET of `target_s`."""
     service_s = service_time_at(load, capacity, replicas)
     if service_s == UNSTABLE:
         return UNSTABLE
     servers = replicas * capacity.slots_per_replica
     wait = waiting_time_quantile(load.arrival_rate, service_s, servers, quantile, capacity.service_cv2)
-    return wait + capacity.prefill_s
+    return wait + min(max(capacity.prefill_s, capacity.prefill_tail_s), MAX_PREFILL_SHARE_OF_TARGET * target_s)
 
 
 def recommend(
@@ -79,7 +86,7 @@ def recommend(
         service_s = service_time_at(load, capacity, replicas)
         if service_s == UNSTABLE:
             continue
-        ttft = predicted_ttft(load, capacity, replicas, slo.quantile)
+        ttft = predicted_ttft(load, capacity, replicas, slo.quantile, target)
         drain = backlog_drain_time(backlog, load.arrival_rate, service_s, replicas * capacity.slots_per_replica)
         utilisation = load.arrival_rate * service_s / (replicas * capacity.slots_per_replica)
         if ttft <= target and drain <= drain_within_s and utilisation <= slo.max_utilization:
@@ -89,7 +96,7 @@ def recommend(
                 f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
                 f" ({capacity.slots_per_replica} slots x {service_s:.1f}s per replica){queued}",
             )
-    ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile)
+    ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile, target)
     shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"
     return Recommendation(max_replicas, ttft, f"SLO not reachable within max={max_replicas}: predicted TTFT {shown}")
 

@@ -1,9 +1,13 @@
 """One control tick end to end (pure): gaps hold the scale, spot falls back and returns, status and events."""
 
+import dataclasses
+
+import pytest
+
 from fleetserve.api.placement import GroupShape, ReplicaSplit
 from fleetserve.api.spec import LLMDeploymentStatus, parse_spec
 from fleetserve.autoscaler import deployment_io, preemption
-from fleetserve.autoscaler.control import SPOT_FALLBACK_AFTER_S, LoopMemory, LoopSettings, Observed, tick
+from fleetserve.autoscaler.control import FEEDBACK_MAX, SPOT_FALLBACK_AFTER_S, LoopMemory, LoopSettings, Observed, tick
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
 from fleetserve.autoscaler.spot import SpotSettings
@@ -66,6 +70,32 @@ def test_pending_spot_falls_back_to_on_demand_within_seconds_and_moves_back():
     assert later.plan.spot >= spot  # spot is still asked for, so its capacity coming back is noticed
     back = tick(SETTINGS, memory, load(6.0, 6), Observed(6 + later.plan.on_demand, spot, later.plan.on_demand), 0, now=30)
     assert back.plan.on_demand == steady.plan.on_demand
+
+
+def test_spot_that_is_starting_gets_no_on_demand_twin_but_pending_spot_does():
+    memory = LoopMemory()
+    steady = tick(SETTINGS, memory, load(6.0, 6), Observed(6, 5, 1), 0, now=0)
+    spot = steady.plan.spot
+    # The spot replicas were placed on nodes and are loading the model: they come within a cold start.
+    starting = Observed(ready=1, spot_ready=0, on_demand_up=1, spot_starting=spot)
+    later = tick(SETTINGS, memory, load(6.0, 1), starting, 0, now=5 + SPOT_FALLBACK_AFTER_S)
+    assert later.plan.on_demand == steady.plan.on_demand
+    pending = Observed(ready=1, spot_ready=0, on_demand_up=1, spot_starting=0)
+    tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=30)
+    covered = tick(SETTINGS, memory, load(6.0, 1), pending, 0, now=30 + SPOT_FALLBACK_AFTER_S)
+    assert covered.plan.on_demand > steady.plan.on_demand
+
+
+def test_an_observed_ttft_over_the_slo_raises_the_planned_load_and_a_quiet_one_lowers_it_back():
+    memory = LoopMemory()
+    slow = dataclasses.replace(load(6.0, 6), ttft_quantile_s=1.5, waiting=3)
+    first = tick(SETTINGS, memory, slow, Observed(6, 5, 1), 0, now=0).serving
+    for now in range(5, 60, 5):
+        raised = tick(SETTINGS, memory, slow, Observed(6, 5, 1), 0, now=now).serving
+    assert raised >= first and memory.feedback == pytest.approx(FEEDBACK_MAX)
+    for now in range(60, 400, 5):
+        tick(SETTINGS, memory, dataclasses.replace(load(6.0, 6), ttft_quantile_s=0.1), Observed(6, 5, 1), 0, now=now)
+    assert memory.feedback == 1.0
 
 
 def test_on_demand_replicas_stay_until_their_spot_replacements_serve():

@@ -1,5 +1,7 @@
 """The pure policy: queueing prediction, recommendation, damping, floors/ceilings and tensor-parallel groups."""
 
+import dataclasses
+
 import pytest
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
@@ -87,10 +89,20 @@ def test_ceiling_caps_and_says_the_slo_is_out_of_reach():
     assert clamp(9, 1, 4) == 4
 
 
-def test_prefill_longer_than_the_slo_cannot_be_fixed_by_replicas():
-    slow_prefill = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=2.0)
+def test_prefill_longer_than_the_slo_cannot_be_fixed_by_replicas_so_it_does_not_drive_the_fleet_to_max():
+    slow_prefill = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=2.0, prefill_tail_s=2.0)
     result = recommend(Load(1.0, 0, 5), slow_prefill, SLO, ready_replicas=1, cold_start_s=60, max_replicas=6)
-    assert result.replicas == 6 and "not reachable" in result.reason
+    # The queueing and the backlog still size the fleet; the prompt's own prefill does not.
+    assert result.replicas < 6 and "not reachable" not in result.reason
+
+
+def test_the_prompt_tail_not_the_mean_sets_the_prefill_in_the_ttft():
+    mean_only = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=0.1, prefill_tail_s=0.1)
+    long_tail = dataclasses.replace(mean_only, prefill_tail_s=0.35)
+    load = Load(3.0, 0, 5)
+    light = recommend(load, mean_only, SLO, ready_replicas=4, cold_start_s=0, max_replicas=20)
+    heavy = recommend(load, long_tail, SLO, ready_replicas=4, cold_start_s=0, max_replicas=20)
+    assert heavy.predicted_ttft_s > light.predicted_ttft_s and heavy.replicas >= light.replicas
 
 
 def test_stabilize_scales_up_at_once_and_down_only_after_the_delay():

@@ -58,6 +58,21 @@ def drain_seconds(spec: LLMDeploymentSpec, capacity: str) -> int:
     return spec.capacity.spot.drain_seconds if capacity == SPOT else spec.engine.drain_seconds
 
 
+def engine_image(spec: LLMDeploymentSpec) -> str:
+    return spec.engine.image or DEFAULT_ENGINE_IMAGE
+
+
+def api_key_file(spec: LLMDeploymentSpec) -> str:
+    return f"{API_KEY_DIR}/{spec.serving.api_key_secret_ref.key}"
+
+
+def api_key_volume(spec: LLMDeploymentSpec) -> tuple[dict, dict]:
+    """The volume and mount of serving.apiKeySecretRef (only its key), at API_KEY_DIR."""
+    ref = spec.serving.api_key_secret_ref
+    return ({"name": "api-key", "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": ref.key}]}},
+            {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+
+
 def engine_args(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod: int) -> list[str]:
     """Every flag here is in spec.OPERATOR_FLAGS, which extraArgs may not set."""
     engine = spec.engine
@@ -79,7 +94,7 @@ def engine_args(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod:
     if engine.gpu_memory_utilization is not None:
         args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
     if spec.serving.api_key_secret_ref:
-        args += ["--api-key-file", f"{API_KEY_DIR}/{spec.serving.api_key_secret_ref.key}"]
+        args += ["--api-key-file", api_key_file(spec)]
     return args + list(engine.extra_args)
 
 
@@ -111,9 +126,9 @@ def _volumes(spec: LLMDeploymentSpec, gpus_per_pod: int) -> tuple[list[dict], li
         volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": "model-pvc", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": True})
     if spec.serving.api_key_secret_ref:
-        ref = spec.serving.api_key_secret_ref
-        volumes.append({"name": "api-key", "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
-        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+        volume, mount = api_key_volume(spec)
+        volumes.append(volume)
+        mounts.append(mount)
     return volumes, mounts
 
 
@@ -219,13 +234,33 @@ def _pod_settings(spec: LLMDeploymentSpec) -> dict:
     return {key: value for key, value in settings.items() if value}
 
 
+def container_security_context() -> dict:
+    """Restricted (Pod Security Standards), for every container the operator renders."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict:
+    return {
+        "runAsNonRoot": True, "runAsUser": ENGINE_UID, "runAsGroup": ENGINE_UID, "fsGroup": ENGINE_UID,
+        # Only a volume whose root isn't ours yet is chowned: never a recursive walk of a model PVC.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod: int,
                  group: GroupMember | None = None) -> dict:
     """`group` is set for members of a multi-node tensor-parallel group."""
     volumes, mounts = _volumes(spec, gpus_per_pod)
     container = {
         "name": "engine",
-        "image": spec.engine.image or DEFAULT_ENGINE_IMAGE,
+        "image": engine_image(spec),
         "imagePullPolicy": "IfNotPresent",
         "command": ["fleetserve"],
         "args": engine_args(name, spec, capacity, gpus_per_pod),
@@ -234,13 +269,7 @@ def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod
         "resources": _resources(spec, gpus_per_pod),
         **_probes(),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
     if spec.env_from:
@@ -258,12 +287,7 @@ def pod_template(name: str, spec: LLMDeploymentSpec, capacity: str, gpus_per_pod
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": grace_period_seconds(spec, capacity),
-            "securityContext": {
-                "runAsNonRoot": True, "runAsUser": ENGINE_UID, "runAsGroup": ENGINE_UID, "fsGroup": ENGINE_UID,
-                # Only a volume whose root isn't ours yet is chowned: never a recursive walk of a model PVC.
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": pod_security_context(),
             **_pod_settings(spec),
             "containers": [container],
             "volumes": volumes,

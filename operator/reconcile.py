@@ -10,7 +10,7 @@ from fleetserve.api.conditions import merge_conditions, now_rfc3339
 from fleetserve.api.labels import ENGINE_NAME, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
 from fleetserve.api.placement import ImpossibleShape, ReplicaSplit, desired_split, group_shape
 from fleetserve.api.spec import (
-    InvalidSpec, LLMDeploymentSpec, LLMDeploymentStatus, parse_resource, parse_status, status_fields,
+    API_VERSION, KIND, InvalidSpec, LLMDeploymentSpec, LLMDeploymentStatus, parse_resource, parse_status, status_fields,
 )
 from fleetserve.kube import Kube, update_status
 from fleetserve.operator import render, status
@@ -18,7 +18,9 @@ from fleetserve.operator.apply_plan import plan_changes
 
 WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"))
 CHILD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"),
-               ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"))
+               ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+               ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
+               ("rbac.authorization.k8s.io/v1", "RoleBinding"))
 # Optional kinds: (apiVersion, kind, the CRD whose presence turns them on).
 POD_MONITOR = ("monitoring.coreos.com/v1", "PodMonitor", "podmonitors.monitoring.coreos.com")
 LEADER_WORKER_SET = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets.leaderworkerset.x-k8s.io")
@@ -169,13 +171,21 @@ def being_deleted(body: dict) -> bool:
     return bool(body["metadata"].get("deletionTimestamp"))
 
 
+def deleted_since(kube: Kube, body: dict) -> bool:
+    """Kopf may still hand over queued events of an object deleted since (in the background: gone at once, with no
+    deletionTimestamp first). Children created for it would only be removed again by the garbage collector."""
+    meta = body["metadata"]
+    current = kube.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+    return current is None or current["metadata"].get("uid") != meta.get("uid")
+
+
 def reconcile(kube: Kube, body: dict, logger: logging.Logger, post_event) -> None:
     """Render, apply and report. Bad specs and refused child writes become conditions and Events.
 
     `post_event(body, type, reason, message)` posts a Kubernetes Event about the LLMDeployment. A refused child
     write is raised again after it is reported, so the handler retries it later (a quota may be raised).
     """
-    if being_deleted(body):
+    if being_deleted(body) or deleted_since(kube, body):
         return
     generation = body["metadata"].get("generation")
     features = cluster_features(kube)

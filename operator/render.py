@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from fleetserve.api import group_env
 from fleetserve.api.labels import (
-    CAPACITY_LABEL, ENGINE_NAME, GROUP_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ON_DEMAND,
-    PART_OF, PART_OF_LABEL, SERVING_LABEL, SPOT,
+    CAPACITY_LABEL, ENGINE_NAME, GROUP_LABEL, INSTANCE_LABEL, NAME_LABEL, ON_DEMAND, ROUTER_NAME, SERVING_LABEL, SPOT,
 )
 from fleetserve.api.placement import GroupShape, ReplicaSplit, group_shape
-from fleetserve.api.spec import API_VERSION, KIND, LLMDeploymentSpec
+from fleetserve.api.routing import engine_service_name, router_name
+from fleetserve.api.spec import LLMDeploymentSpec
 from fleetserve.operator import pod_template as pods
+from fleetserve.operator.owned import child_labels, child_meta
+from fleetserve.operator.router_render import router_children, router_selector
 
 
 @dataclass(frozen=True)
@@ -23,38 +25,21 @@ class ClusterFeatures:
     leader_worker_set: bool = False
 
 
-def child_labels(name: str) -> dict:
-    return {
-        NAME_LABEL: ENGINE_NAME,
-        INSTANCE_LABEL: name,
-        MANAGED_BY_LABEL: MANAGED_BY,
-        PART_OF_LABEL: PART_OF,
-    }
-
-
 def serving_selector(name: str) -> str:
     return f"{NAME_LABEL}={ENGINE_NAME},{INSTANCE_LABEL}={name},{SERVING_LABEL}=true"
 
 
 def endpoint_url(name: str, namespace: str, spec: LLMDeploymentSpec) -> str:
-    # `<svc>.<ns>.svc` resolves through every pod's DNS search path, whatever the cluster domain is.
+    """The Service `name`: the router's, or the engines' with the router off. `<svc>.<ns>.svc` resolves through
+    every pod's DNS search path, whatever the cluster domain is."""
     return f"http://{name}.{namespace}.svc:{spec.serving.port}/v1"
 
 
-def owner_reference(body: dict) -> dict:
-    meta = body["metadata"]
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
 def _meta(body: dict, name: str, capacity: str | None = None) -> dict:
-    labels = child_labels(body["metadata"]["name"])
+    labels = child_labels(body["metadata"]["name"], ENGINE_NAME)
     if capacity:
         labels[CAPACITY_LABEL] = capacity  # on workloads, so status can tell the pools apart
-    meta = {"name": name, "namespace": body["metadata"]["namespace"], "labels": labels}
-    if body["metadata"].get("uid"):
-        meta["ownerReferences"] = [owner_reference(body)]
-    return meta
+    return child_meta(body, name, labels)
 
 
 def _deployment(body: dict, spec: LLMDeploymentSpec, capacity: str, replicas: int, shape: GroupShape) -> dict:
@@ -157,18 +142,28 @@ def _leaders(labels: dict, shape: GroupShape, features: ClusterFeatures) -> dict
     return {**labels, rank_label: "0"}
 
 
-def _service(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
-    name = body["metadata"]["name"]
-    selector = _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, SERVING_LABEL: "true"}, shape, features)
+def _service(body: dict, spec: LLMDeploymentSpec, name: str, selector: dict, app: str) -> dict:
+    """Port serving.port onto the selected pods' port `http` (the router watches this port name too); `app`: whose
+    pods they are."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": _meta(body, name),
+        "metadata": child_meta(body, name, child_labels(body["metadata"]["name"], app)),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
             "ports": [{"name": "http", "port": spec.serving.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def _services(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> list[dict]:
+    """The Service `name` is what clients use: the router's when it is on, the engines' otherwise."""
+    name = body["metadata"]["name"]
+    engines = _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name, SERVING_LABEL: "true"}, shape, features)
+    if not spec.router.enabled:
+        return [_service(body, spec, name, engines, ENGINE_NAME)]
+    return [_service(body, spec, engine_service_name(name), engines, ENGINE_NAME),
+            _service(body, spec, name, router_selector(name), ROUTER_NAME)]
 
 
 def _engine_pod_selector(name: str) -> dict:
@@ -200,7 +195,7 @@ def _network_policy(body: dict, spec: LLMDeploymentSpec) -> dict:
             "podSelector": _engine_pod_selector(name),
             "policyTypes": ["Ingress"],
             "ingress": [
-                # Clients (and Prometheus) reach only the HTTP port...
+                # Clients (or the router) and Prometheus reach only the HTTP port...
                 {"ports": [{"port": "http", "protocol": "TCP"}]},
                 # ...while members of one deployment talk freely (rendezvous and NCCL use dynamic ports).
                 {"from": [{"podSelector": _engine_pod_selector(name)}]},
@@ -209,9 +204,9 @@ def _network_policy(body: dict, spec: LLMDeploymentSpec) -> dict:
     }
 
 
-def _pod_monitor(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, features: ClusterFeatures) -> dict:
-    name = body["metadata"]["name"]
-    meta = _meta(body, name)
+def _pod_monitor(body: dict, spec: LLMDeploymentSpec, name: str, selector: dict, app: str) -> dict:
+    """Scrapes port `http` of the pods `selector` picks (engines or routers; `app` is theirs)."""
+    meta = child_meta(body, name, child_labels(body["metadata"]["name"], app))
     # The user's labels (e.g. `release` for kube-prometheus-stack's podMonitorSelector); ours win, the operator
     # finds its children by them.
     meta["labels"] = {**spec.monitoring.pod_monitor_labels, **meta["labels"]}
@@ -219,7 +214,7 @@ def _pod_monitor(body: dict, spec: LLMDeploymentSpec, shape: GroupShape, feature
         "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
         "metadata": meta,
         "spec": {
-            "selector": {"matchLabels": _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}, shape, features)},
+            "selector": {"matchLabels": selector},
             # The autoscaler's queries select one deployment by this label (as app_kubernetes_io_instance).
             "podTargetLabels": [INSTANCE_LABEL],
             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
@@ -245,7 +240,13 @@ def render_children(body: dict, spec: LLMDeploymentSpec, split: ReplicaSplit, fe
         else:
             workloads.append(_deployment(body, spec, capacity, counts[capacity], shape))
     budgets = [_pod_disruption_budget(body, capacity) for capacity in capacity_types(spec)]
-    children = [*workloads, _service(body, spec, shape, features), *budgets, _network_policy(body, spec)]
+    children = [*workloads, *_services(body, spec, shape, features), *budgets, _network_policy(body, spec)]
+    name = body["metadata"]["name"]
     if features.pod_monitor:
-        children.append(_pod_monitor(body, spec, shape, features))
+        engines = _leaders({NAME_LABEL: ENGINE_NAME, INSTANCE_LABEL: name}, shape, features)
+        children.append(_pod_monitor(body, spec, name, engines, ENGINE_NAME))
+    if spec.router.enabled:
+        children += router_children(body, spec)
+        if features.pod_monitor:
+            children.append(_pod_monitor(body, spec, router_name(name), router_selector(name), ROUTER_NAME))
     return children

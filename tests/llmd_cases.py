@@ -78,4 +78,7 @@ INVALID = [
     ("spec.podAnnotations", {"-bad": "x"}, "spec.podAnnotations", False),
     ("spec.capacity.spot.drainSeconds", -1, "spec.capacity.spot.drainSeconds", True),
     ("spec.model", {"source": "pvc://weights/llama", "revision": "main"}, "spec.model.revision", False),
+    ("spec.router.policy", "random", "spec.router.policy", True),
+    ("spec.router.replicas", 0, "spec.router.replicas", True),
+    ("spec.router.resources.memory", "lots", "spec.router.resources.memory", True),
 ]

@@ -11,13 +11,16 @@ from harness.kube import REPO
 from harness.llmd import LLMD, condition, llmd
 
 EXAMPLES = REPO / "examples"
-# What each example must produce: workloads, Services, and the node family its pods land on.
+# What each example must produce: workloads, Services, and the node family its engine pods land on. Each has its
+# router: the Service NAME (what clients use) selects it, NAME-engines the engines.
 EXPECTED = {
-    "tiny": ({"Deployment/tiny-on-demand"}, {"tiny"}, "kwok-cpu-"),
-    "qwen-7b": ({"Deployment/qwen-7b-on-demand"}, {"qwen-7b"}, "kwok-gfd-l4-"),
-    "chat": ({"Deployment/chat-on-demand"}, {"chat"}, "kwok-gfd-h100-"),
-    "big": ({"StatefulSet/big-on-demand-0"}, {"big", "big-on-demand-group"}, "kwok-gfd-h100-"),
-    "mix": ({"Deployment/mix-on-demand", "Deployment/mix-spot"}, {"mix"}, "kwok-gke-l4-"),
+    "tiny": ({"Deployment/tiny-on-demand", "Deployment/tiny-router"}, {"tiny", "tiny-engines"}, "kwok-cpu-"),
+    "qwen-7b": ({"Deployment/qwen-7b-on-demand", "Deployment/qwen-7b-router"}, {"qwen-7b", "qwen-7b-engines"}, "kwok-gfd-l4-"),
+    "chat": ({"Deployment/chat-on-demand", "Deployment/chat-router"}, {"chat", "chat-engines"}, "kwok-gfd-h100-"),
+    "big": ({"StatefulSet/big-on-demand-0", "Deployment/big-router"}, {"big", "big-engines", "big-on-demand-group"},
+            "kwok-gfd-h100-"),
+    "mix": ({"Deployment/mix-on-demand", "Deployment/mix-spot", "Deployment/mix-router"}, {"mix", "mix-engines"},
+            "kwok-gke-l4-"),
 }
 READY_TIMEOUT = 120
 
@@ -61,8 +64,8 @@ async def test_kubectl_apply_examples_then_get_describe_scale_and_delete(cluster
         for kind_name in workloads:
             kind, child = kind_name.split("/")
             assert cluster.get("apps/v1", kind, child)["metadata"]["ownerReferences"][0]["uid"] == uid
-        pods = json.loads((await cluster.kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={name}",
-                                                 "-o", "json")).stdout)["items"]
+        engines = f"app.kubernetes.io/name=fleetserve-engine,app.kubernetes.io/instance={name}"
+        pods = json.loads((await cluster.kubectl("get", "pods", "-l", engines, "-o", "json")).stdout)["items"]
         assert pods and all(p["spec"]["nodeName"].startswith(node_prefix) for p in pods), name
 
     spot_nodes = {p["spec"]["nodeName"] for p in json.loads((await cluster.kubectl(

@@ -2,7 +2,7 @@
 the real Deployment and StatefulSet controllers, scheduler and garbage collector act on what it creates, and KWOK
 reports scheduled pods Running and Ready."""
 
-from harness.llmd import LLMD, condition, example, llmd, workload
+from harness.llmd import LLMD, condition, engine_pods, example, llmd, workload
 
 
 async def test_apply_creates_owned_children_and_becomes_ready(cluster, operator):
@@ -20,7 +20,7 @@ async def test_apply_creates_owned_children_and_becomes_ready(cluster, operator)
     # The Deployment controller makes the pod, the scheduler places it on a CPU node, KWOK runs it.
     await cluster.wait_for("Ready=True for the applied generation", lambda: (b := llmd(cluster, "tiny")) and condition(
         b, "Ready").get("status") == "True" and b["status"].get("observedGeneration") == b["metadata"]["generation"])
-    pod = cluster.objects("v1", "Pod", labels="app.kubernetes.io/instance=tiny")[0]
+    pod = engine_pods(cluster, "tiny")[0]
     assert pod["spec"]["nodeName"].startswith("kwok-cpu-")
     body = llmd(cluster, "tiny")
     assert body["status"]["endpoint"] == f"http://tiny.{cluster.namespace}.svc:8000/v1"
@@ -51,7 +51,7 @@ async def test_spec_change_updates_the_workloads(cluster, operator):
         b := llmd(cluster, "tiny"))["status"].get("observedGeneration") == 2
         and b["status"]["replicas"]["ready"] == 2 and b)
     assert body["status"]["replicas"]["desired"] == 2
-    assert len(cluster.objects("apps/v1", "Deployment")) == 1
+    assert {d["metadata"]["name"] for d in cluster.objects("apps/v1", "Deployment")} == {"tiny-on-demand", "tiny-router"}
 
 
 async def test_kubectl_scale_sets_the_floor_and_reports_desired_replicas(cluster, operator):
@@ -85,6 +85,7 @@ async def test_operator_restart_converges_without_duplicates_or_orphans(cluster,
         ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
         ("networking.k8s.io/v1", "NetworkPolicy")] for o in cluster.objects(api_version, kind))
     replica_sets = [n for n in names if n.startswith("ReplicaSet/")]
-    assert len(replica_sets) == 1 and replica_sets[0].startswith("ReplicaSet/mix-on-demand-")
+    assert [n.rsplit("-", 1)[0] for n in replica_sets] == ["ReplicaSet/mix-on-demand", "ReplicaSet/mix-router"]
     assert [n for n in names if not n.startswith("ReplicaSet/")] == [
-        "Deployment/mix-on-demand", "NetworkPolicy/mix", "PodDisruptionBudget/mix-on-demand", "Service/mix"]
+        "Deployment/mix-on-demand", "Deployment/mix-router", "NetworkPolicy/mix", "NetworkPolicy/mix-router",
+        "PodDisruptionBudget/mix-on-demand", "Service/mix", "Service/mix-engines"]

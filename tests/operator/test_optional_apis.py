@@ -50,6 +50,9 @@ async def test_pod_monitor_follows_its_crd_with_the_users_labels(cluster, operat
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/instance"]
     assert monitor["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+    router = await cluster.wait_for("the router's PodMonitor", lambda: cluster.get(
+        "monitoring.coreos.com/v1", "PodMonitor", "tiny-router"))
+    assert router["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 async def test_installing_leader_worker_set_later_keeps_running_statefulset_groups(cluster, operator):

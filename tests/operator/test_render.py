@@ -62,8 +62,10 @@ def test_every_rendered_manifest_is_valid_kubernetes(path):
 
 def test_cpu_example_renders_one_hardened_pod_without_gpus():
     children = render(load("cpu-tiny.yaml"))
-    assert set(children) == {("Deployment", "tiny-on-demand"), ("Service", "tiny"), ("PodDisruptionBudget", "tiny-on-demand"),
-                             ("NetworkPolicy", "tiny")}
+    assert set(children) == {("Deployment", "tiny-on-demand"), ("Service", "tiny-engines"), ("Service", "tiny"),
+                             ("PodDisruptionBudget", "tiny-on-demand"), ("NetworkPolicy", "tiny"),
+                             *((kind, "tiny-router") for kind in ("ServiceAccount", "Role", "RoleBinding", "Deployment",
+                                                                  "NetworkPolicy"))}
     deployment = children[("Deployment", "tiny-on-demand")]
     pod = deployment["spec"]["template"]["spec"]
     container = engine(deployment)
@@ -107,7 +109,7 @@ def test_labels_and_selectors_follow_the_autoscaler_contract():
         assert labels["app.kubernetes.io/name"] == "fleetserve-engine" and labels["app.kubernetes.io/instance"] == "mix"
         assert labels["fleetserve.io/capacity"] == capacity and labels["fleetserve.io/serving"] == "true"
         assert "fleetserve.io/serving" not in deployment["spec"]["selector"]["matchLabels"]
-    service = children[("Service", "mix")]
+    service = children[("Service", "mix-engines")]
     assert service["spec"]["selector"]["fleetserve.io/serving"] == "true"
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["name"] == "http"
 
@@ -166,7 +168,7 @@ def test_tp16_group_env_contract_is_pinned():
     assert engine(group)["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert flag(engine(group), "--model") == "/models/model-weights/llama-3.1-405b-instruct"
     # Only group leaders are behind the Service; a disruption may take one whole group.
-    assert children[("Service", "big")]["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
+    assert children[("Service", "big-engines")]["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
     assert ("Service", "big-on-demand-group") in children
 
 
@@ -188,7 +190,7 @@ def test_tp16_group_as_leader_worker_set_where_installed():
         {"name": "FLEETSERVE_LEADER_ADDR", "value": "big-on-demand-$(FLEETSERVE_GROUP_INDEX).big-on-demand.default.svc"},
         {"name": "FLEETSERVE_LEADER_PORT", "value": "29500"},
     ]
-    assert children[("Service", "big")]["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    assert children[("Service", "big-engines")]["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     for version in KUBERNETES_VERSIONS:  # the pod template inside is a core PodTemplateSpec
         kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
                                       "template": lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]}, version, strict=True)
@@ -373,7 +375,9 @@ def test_addresses_work_with_any_cluster_domain():
 def test_render_cli_renders_the_llm_deployment_beside_an_examples_secret():
     result = run_cli("-f", str(REPO / "examples" / "tp4.yaml"))
     assert result.returncode == 0, result.stderr
-    assert [m["kind"] for m in yaml.safe_load_all(result.stdout)] == ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"]
+    assert [m["kind"] for m in yaml.safe_load_all(result.stdout)] == [
+        "Deployment", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy",
+        "ServiceAccount", "Role", "RoleBinding", "Deployment", "NetworkPolicy"]
     secret = yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
     result = run_cli("-f", "-", stdin=secret)
     assert result.returncode == 2 and "holds no LLMDeployment" in result.stderr

@@ -18,6 +18,8 @@ INSTANCE_TARGET_LABEL = "app_kubernetes_io_instance"
 
 ENGINE_NAME = "fleetserve-engine"
 ENGINE_COMPONENT = "engine"
+ROUTER_NAME = "fleetserve-router"  # NAME_LABEL of the router's pods and children
+ROUTER_COMPONENT = "router"
 PART_OF = "fleetserve"
 MANAGED_BY = "fleetserve-operator"
 ON_DEMAND, SPOT = "on-demand", "spot"  # CAPACITY_LABEL values

@@ -276,6 +276,24 @@ class Monitoring(_Model):
                     "(kube-prometheus-stack selects `release: <its Helm release>`).")
 
 
+class RouterResources(_Model):
+    cpu: str = Field(default="500m", pattern=QUANTITY_PATTERN, description="CPU request per router pod.")
+    memory: str = Field(default="1Gi", pattern=QUANTITY_PATTERN, description="Memory request and limit per router pod.")
+
+
+class RouterSpec(_Model):
+    enabled: bool = Field(
+        default=True, description="Put the router (`fleetserve router`) in front of the engines: the Service clients "
+                                  "use selects it, and it routes each request to a ready engine replica.")
+    # The values of fleetserve.router.policy.POLICIES (a test keeps them equal; the API never imports the router).
+    policy: Literal["prefix", "least-loaded", "round-robin"] = Field(
+        default="prefix", description="prefix: to the replica most likely holding the prompt's cached prefix, under "
+                                      "a load bound; least-loaded; round-robin.")
+    replicas: int = Field(default=1, ge=1, le=100,
+                          description="Router pods. Each learns prefix affinity only from the requests it routes.")
+    resources: RouterResources = RouterResources()
+
+
 class EnvKeyRef(SecretKeyRef):
     optional: bool | None = None
 
@@ -362,6 +380,7 @@ class LLMDeploymentSpec(_Model):
     capacity: Capacity = Capacity()
     serving: Serving = Serving()
     monitoring: Monitoring = Monitoring()
+    router: RouterSpec = RouterSpec()
     env: list[EnvVar] = Field(default=[], max_length=MAX_LIST_ITEMS, description="Extra engine environment (NCCL_*, proxies, ...).")
     env_from: list[EnvFromSource] = Field(default=[], max_length=16, description="ConfigMaps and Secrets whose keys become engine environment.")
     runtime_class_name: ObjectName | None = Field(

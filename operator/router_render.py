@@ -5,7 +5,7 @@ The Services and PodMonitors, which select either engines or routers, are render
 """
 
 from fleetserve.api.labels import (
-    COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ROUTER_COMPONENT, ROUTER_NAME,
+    COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ON_DEMAND, ROUTER_COMPONENT, ROUTER_NAME,
 )
 from fleetserve.api.routing import ROUTER_PORT, router_name
 from fleetserve.api.spec import GROUP, PLURAL, LLMDeploymentSpec
@@ -29,6 +29,16 @@ def router_args(name: str, namespace: str, spec: LLMDeploymentSpec) -> list[str]
         # For the router's own reads of each replica's /v1/tokenizer and /metrics; clients' headers pass as-is.
         args += ["--api-key-file", pods.api_key_file(spec)]
     return args
+
+
+def _placement(name: str, spec: LLMDeploymentSpec) -> dict:
+    """Where on-demand engines may run (the pool's selectors and tolerations, off spot nodes, whose reclaim would
+    cut every client off), without asking for their GPUs."""
+    placement = pods.placement(spec, ON_DEMAND, name, 0, None)
+    del placement["affinity"]["podAntiAffinity"]  # spreading is for engine replicas
+    if not placement["affinity"]:
+        del placement["affinity"]
+    return placement
 
 
 def _deployment(body: dict, spec: LLMDeploymentSpec) -> dict:
@@ -65,6 +75,7 @@ def _deployment(body: dict, spec: LLMDeploymentSpec) -> dict:
         "securityContext": pods.pod_security_context(),
         "containers": [container],
         "volumes": volumes,
+        **_placement(name, spec),
     }
     if spec.image_pull_secrets:  # the same image as the engines, from the same registry
         pod["imagePullSecrets"] = [s.model_dump() for s in spec.image_pull_secrets]

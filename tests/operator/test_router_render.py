@@ -139,3 +139,15 @@ def test_render_cli_shows_the_router():
     assert result.returncode == 0, result.stderr
     printed = {(m["kind"], m["metadata"]["name"]) for m in yaml.safe_load_all(result.stdout)}
     assert {("Service", "tiny"), ("Service", "tiny-engines"), *((k, "tiny-router") for k in ROUTER_KINDS)} <= printed
+
+
+def test_the_router_runs_where_on_demand_engines_may_and_never_on_spot():
+    spot_mix = render(load("spot-mix.yaml"))
+    pod = spot_mix[("Deployment", "mix-router")]["spec"]["template"]["spec"]
+    engine = spot_mix[("Deployment", "mix-on-demand")]["spec"]["template"]["spec"]
+    assert pod["affinity"] == {"nodeAffinity": engine["affinity"]["nodeAffinity"]}  # off the spot nodes
+    assert "nvidia.com/gpu" not in str(pod.get("tolerations")) and "resources" not in pod
+    pinned = load("cpu-tiny.yaml", capacity={"onDemand": {"nodeSelector": {"pool": "system"},
+                                                          "tolerations": [{"key": "dedicated", "operator": "Exists"}]}})
+    pod = render(pinned)[("Deployment", "tiny-router")]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "system"} and {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]

@@ -121,12 +121,14 @@ up() {
     --service-cluster-ip-range 10.96.0.0/16 --cert-dir "$pki" --enable-priority-and-fairness=false --v 1
   wait_until kube-apiserver 90 "$kubectl" --kubeconfig "$state/kubeconfig" get --raw /readyz
 
+  # A loaded CI machine can delay KWOK's and the node agents' heartbeats; a longer grace than the default 40 s
+  # keeps nodes from flapping NotReady (and their pods unready) under load.
   start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig "$state/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$state/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$state/controller-manager.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false \
     --use-service-account-credentials --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --cluster-name fleetserve-local --v 1
+    --cluster-name fleetserve-local --node-monitor-grace-period 120s --v 1
   start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$state/scheduler.kubeconfig" \
     --authentication-kubeconfig "$state/scheduler.kubeconfig" --authorization-kubeconfig "$state/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false --v 1

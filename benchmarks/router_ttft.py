@@ -11,8 +11,8 @@ sampling conversations keeps each one's turns and their order while the window s
 Each 512-token block id becomes a block of BLOCK_TOKENS words drawn by an RNG seeded with the id, every word one
 token of the engines' tokenizer (so a trace block is exactly BLOCK_TOKENS / 16 of the engine's cache blocks, and
 equal ids are equal cache blocks). A prompt keeps its first --max-blocks ids, so this CPU prefills it in well
-under a second. Arrivals keep the trace's gaps, scaled so the window arrives at --rate requests/s. Completions stream with --max-tokens tokens (ignore_eos), so
-TTFT is queueing plus prefill.
+under a second. Arrivals keep the trace's gaps, scaled so the window arrives at --rate requests/s. Completions
+stream with --max-tokens tokens (ignore_eos), so TTFT is queueing plus prefill.
 
 Reported per policy: client TTFT percentiles, ok/failed requests, the engines' own prefix-cache hit ratio
 (vllm:prefix_cache_hits / queries, in tokens, summed over replicas, from before to after the replay), the

@@ -23,6 +23,7 @@ class AttentionMetadata:
     context_lens: torch.Tensor  # [num_seqs] tokens in the cache after this step (cached prefix + new)
     query_lens: list[int]  # new tokens per sequence, in batch order
     context_lens_list: list[int]  # same as context_lens, host side so the CPU path needs no syncs
+    num_decodes: int = 0  # leading sequences with one new token each: a mixed step attends to them as one batch
 
     @property
     def all_decode(self) -> bool:
@@ -49,18 +50,22 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: t
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                     scale: float) -> torch.Tensor:
-    """q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads, head_dim]. Plain PyTorch: decodes are
-    batched in one call (padded to the longest context), prefill chunks run one sequence at a time. On CUDA: the
-    Triton kernels."""
+    """q: [num_tokens, num_heads, head_dim] -> [num_tokens, num_heads, head_dim]. Plain PyTorch: decodes (the whole
+    batch, or a mixed step's `num_decodes` leading rows) are batched in one call, padded to the longest context;
+    prefill chunks run one sequence at a time. On CUDA: the Triton kernels."""
     if q.is_cuda:
         return _triton()[1](q, k_cache, v_cache, meta, scale)
     if meta.all_decode:
         return _decode_batch(q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale)
     out = torch.empty_like(q)
-    start = 0
-    for i, (q_len, ctx_len) in enumerate(zip(meta.query_lens, meta.context_lens_list)):
+    d = meta.num_decodes
+    if d:
+        out[:d] = _decode_batch(q[:d], k_cache, v_cache, meta.block_tables[:d], meta.context_lens[:d], scale)
+    start = d
+    for i in range(d, len(meta.query_lens)):
+        q_len = meta.query_lens[i]
         out[start:start + q_len] = _prefill_one(q[start:start + q_len], k_cache, v_cache, meta.block_tables[i],
-                                                ctx_len, scale)
+                                                meta.context_lens_list[i], scale)
         start += q_len
     return out
 

@@ -20,6 +20,7 @@ from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
 from fleetserve.engine.model_runner import (
     bind_kv_cache,
+    decodes_first,
     ensure_kv_cache_bound,
     fill_pending,
     kv_bytes_per_block,
@@ -116,13 +117,17 @@ class GPUModelRunner:
     def _to_device(self, values, dtype=torch.int32) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values), dtype=dtype).pin_memory().to(self.device, non_blocking=True)
 
-    def _prefill_metadata(self, slots, tables: np.ndarray, query_lens: list[int], context_lens: list[int]):
+    def _prefill_metadata(self, slots, tables: np.ndarray, query_lens: list[int], context_lens: list[int],
+                          num_decodes: int = 0):
         cu = np.zeros(len(query_lens) + 1, dtype=np.int32)
         np.cumsum(query_lens, out=cu[1:])
+        splits = decode_splits(num_decodes, self.num_kv_heads, max(context_lens[:num_decodes]),
+                               self.num_sms) if num_decodes else 1
         return GpuAttentionMetadata(
             slot_mapping=self._to_device(slots, torch.long), block_tables=self._to_device(tables),
             context_lens=self._to_device(context_lens), query_lens=query_lens, context_lens_list=context_lens,
-            cu_seqlens_q=self._to_device(cu), max_query_len=max(query_lens))
+            num_decodes=num_decodes, cu_seqlens_q=self._to_device(cu), max_query_len=max(query_lens),
+            decode_splits=splits)
 
     # --- CUDA graphs for decode ---------------------------------------------------------------------------------
 
@@ -197,23 +202,24 @@ class GPUModelRunner:
         return self._run_eager(seqs, pending_tokens)
 
     def _run_eager(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        input_ids, positions, slots, query_lens, sample_rows = [], [], [], [], []
+        batch, num_decodes = decodes_first(seqs)
+        input_ids, positions, slots, query_lens, last_row = [], [], [], [], {}
         bsz = self.block_size
-        context_lens = [seq.num_computed_tokens + seq.num_new_tokens for seq in seqs]
-        tables = np.empty((len(seqs), -(-max(context_lens) // bsz)), np.int32)
-        self.block_tables.gather(seqs, tables.shape[1], tables)
-        for seq, table, end in zip(seqs, tables, context_lens):
+        context_lens = [seq.num_computed_tokens + seq.num_new_tokens for seq in batch]
+        tables = np.empty((len(batch), -(-max(context_lens) // bsz)), np.int32)
+        self.block_tables.gather(batch, tables.shape[1], tables)
+        for seq, table, end in zip(batch, tables, context_lens):
             start = seq.num_computed_tokens
             input_ids.extend(seq.token_ids[start:end])
             pos = np.arange(start, end)
             positions.append(pos)
             slots.append(table[pos // bsz].astype(np.int64) * bsz + pos % bsz)
             query_lens.append(end - start)
-            if seq.samples_after_step():
-                sample_rows.append(len(input_ids) - 1)
-        meta = self._prefill_metadata(np.concatenate(slots), tables, query_lens, context_lens)
+            last_row[seq.request_id] = len(input_ids) - 1
+        sample_rows = [last_row[seq.request_id] for seq in seqs if seq.samples_after_step()]
+        meta = self._prefill_metadata(np.concatenate(slots), tables, query_lens, context_lens, num_decodes)
         ids = self._to_device(input_ids, torch.long)
-        fill_pending(ids, *pending_inputs(seqs), pending_tokens, lambda v: self._to_device(v, torch.long))
+        fill_pending(ids, *pending_inputs(batch), pending_tokens, lambda v: self._to_device(v, torch.long))
         hidden = self.model(ids, self._to_device(np.concatenate(positions), torch.long), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)

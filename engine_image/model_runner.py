@@ -48,6 +48,15 @@ def pending_inputs(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
     return places, rows
 
 
+def decodes_first(seqs: list[Sequence]) -> tuple[list[Sequence], int]:
+    """A step's sequences in the order its inputs are laid out: those computing one token first (stable), so
+    attention runs them as one decode batch and only the rest one prefill at a time (a mixed step of 255 decodes and
+    one new prompt is the common step behind a long queue); and how many lead. The engine's order is the scheduler's:
+    a runner returns logits in that order whatever the layout."""
+    batch = sorted(seqs, key=lambda seq: seq.num_new_tokens != 1)
+    return batch, sum(1 for seq in batch if seq.num_new_tokens == 1)
+
+
 def require_pending_tokens(pending_tokens: torch.Tensor | None) -> torch.Tensor:
     """The previous step's sampled tokens, which a step with pending inputs cannot run without."""
     if pending_tokens is None:
@@ -94,8 +103,9 @@ class ModelRunner:
         step reaches its last token. `pending_tokens`: the previous step's sampled tokens, for inputs still
         pending."""
         ensure_kv_cache_bound(self.model, self.kv_cache)
-        input_ids, positions, slots, query_lens, context_lens, sample_rows = [], [], [], [], [], []
-        for seq in seqs:
+        batch, num_decodes = decodes_first(seqs)
+        input_ids, positions, slots, query_lens, context_lens, last_row = [], [], [], [], [], {}
+        for seq in batch:
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + seq.num_new_tokens
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
@@ -103,16 +113,16 @@ class ModelRunner:
                          for p in range(start, end))
             query_lens.append(end - start)
             context_lens.append(end)
-            if seq.samples_after_step():
-                sample_rows.append(len(input_ids) - 1)
+            last_row[seq.request_id] = len(input_ids) - 1
+        sample_rows = [last_row[seq.request_id] for seq in seqs if seq.samples_after_step()]
         width = max(-(-n // self.block_size) for n in context_lens)
-        tables = [seq.block_table[:width] + [0] * (width - min(width, len(seq.block_table))) for seq in seqs]
+        tables = [seq.block_table[:width] + [0] * (width - min(width, len(seq.block_table))) for seq in batch]
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
         meta = AttentionMetadata(slot_mapping=as_tensor(slots), block_tables=as_tensor(tables),
                                  context_lens=as_tensor(context_lens), query_lens=query_lens,
-                                 context_lens_list=context_lens)
+                                 context_lens_list=context_lens, num_decodes=num_decodes)
         ids = as_tensor(input_ids)
-        fill_pending(ids, *pending_inputs(seqs), pending_tokens, as_tensor)
+        fill_pending(ids, *pending_inputs(batch), pending_tokens, as_tensor)
         hidden = self.model(ids, as_tensor(positions), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)

@@ -110,12 +110,15 @@ def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> 
 def paged_decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     context_lens: torch.Tensor, scale: float, num_splits: int = 1, block_n: int = 64, num_warps: int = 4,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q: [batch, heads, head_dim] -> [batch, heads, head_dim]. Each sequence attends to its first context_len slots."""
+    """q: [batch, heads, head_dim] -> [batch, heads, head_dim]. Each sequence attends to its first context_len slots.
+    `out` (contiguous, q's shape): written in place, e.g. the decode rows' share of a mixed step's output."""
     batch, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    out = torch.empty(batch, heads, head_dim, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(batch, heads, head_dim, dtype=q.dtype, device=q.device)
     single = num_splits == 1
     partial = out if single else torch.empty(batch, num_splits, heads, head_dim, dtype=torch.float32,
                                              device=q.device)
@@ -208,16 +211,19 @@ def _prefill_kernel(
 def paged_prefill_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     cu_seqlens_q: torch.Tensor, context_lens: torch.Tensor, max_q_len: int, scale: float,
-    block_m: int = 64, block_n: int = 64,
+    block_m: int = 64, block_n: int = 64, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q: [total_q_tokens, heads, head_dim], sequences packed back to back (cu_seqlens_q: [batch + 1]).
 
-    context_lens counts the cached prefix plus the new tokens, whose K/V must already be in the cache.
+    context_lens counts the cached prefix plus the new tokens, whose K/V must already be in the cache. Rows of q
+    that no sequence's [cu_seqlens_q[i], cu_seqlens_q[i + 1]) covers are neither read nor written (a mixed step
+    passes only its prefill sequences); `out` (contiguous, q's shape) is written in place.
     """
     total, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     batch = context_lens.shape[0]
-    out = torch.empty(total, heads, head_dim, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(total, heads, head_dim, dtype=q.dtype, device=q.device)
     grid = (triton.cdiv(max_q_len, block_m), batch, heads)
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, out,

@@ -31,4 +31,14 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if cu is None:  # plain metadata: build per call
         cu = torch.tensor([0, *meta.query_lens], device=q.device).cumsum(0).to(torch.int32)
         max_q = max(meta.query_lens)
-    return paged_prefill_attention(q, k_cache, v_cache, meta.block_tables, cu, meta.context_lens, max_q, scale)
+    d = meta.num_decodes
+    if not d:
+        return paged_prefill_attention(q, k_cache, v_cache, meta.block_tables, cu, meta.context_lens, max_q, scale)
+    # A mixed step: its leading one-token rows go through the decode kernel, which reads each KV head's K/V once for
+    # all its query heads; the prefill kernel would read them once per query head, with 63 of its 64 rows idle.
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    paged_decode_attention(q[:d], k_cache, v_cache, meta.block_tables[:d], meta.context_lens[:d], scale,
+                           getattr(meta, "decode_splits", 1), out=out[:d])
+    paged_prefill_attention(q, k_cache, v_cache, meta.block_tables[d:], cu[d:], meta.context_lens[d:], max_q, scale,
+                            out=out)
+    return out

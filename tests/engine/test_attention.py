@@ -18,7 +18,7 @@ def dense(q, k, v):
     return out.transpose(0, 1)
 
 
-def run_step(caches, seqs, q_lens):
+def run_step(caches, seqs, q_lens, num_decodes=0):
     """seqs: (k, v, block_table) with k/v the sequence's whole context; the last q_len tokens are new this step."""
     k_cache, v_cache = caches
     qs, ks, vs, slots, tables, ctx = [], [], [], [], [], []
@@ -34,7 +34,8 @@ def run_step(caches, seqs, q_lens):
         slots += [table[p // BLOCK] * BLOCK + p % BLOCK for p in range(length - q_len, length)]
         tables.append(table + [0] * (width - len(table)))
         ctx.append(length)
-    meta = AttentionMetadata(torch.tensor(slots), torch.tensor(tables), torch.tensor(ctx), list(q_lens), ctx)
+    meta = AttentionMetadata(torch.tensor(slots), torch.tensor(tables), torch.tensor(ctx), list(q_lens), ctx,
+                             num_decodes)
     write_kv(k_cache, v_cache, torch.cat(ks), torch.cat(vs), meta.slot_mapping)
     out = paged_attention(torch.cat(qs), k_cache, v_cache, meta, DIM ** -0.5)
     return qs, out
@@ -50,11 +51,11 @@ def make_seqs(lengths, generator):
     return seqs
 
 
-def check(lengths, q_lens):
+def check(lengths, q_lens, num_decodes=0):
     torch.manual_seed(0)
     caches = (torch.zeros(64, BLOCK, KV_HEADS, DIM), torch.zeros(64, BLOCK, KV_HEADS, DIM))
     seqs = make_seqs(lengths, torch.Generator().manual_seed(1))
-    qs, out = run_step(caches, seqs, q_lens)
+    qs, out = run_step(caches, seqs, q_lens, num_decodes)
     expected = torch.cat([dense(q, k, v) for q, (k, v, _) in zip(qs, seqs)])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
@@ -65,3 +66,7 @@ def test_prefill_fresh_and_over_a_cached_prefix():
 
 def test_batched_decode_of_different_context_lengths():
     check(lengths=[1, 7, 16, 30], q_lens=[1, 1, 1, 1])
+
+
+def test_mixed_step_attends_to_its_leading_decodes_as_one_batch():
+    check(lengths=[7, 30, 9, 13, 2], q_lens=[1, 1, 9, 5, 1], num_decodes=2)

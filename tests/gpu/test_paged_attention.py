@@ -115,6 +115,30 @@ def test_prefill_matches_reference(q_lens, prefixes, heads, kv_heads, head_dim, 
     assert relative_error(out.cpu(), ref) < BOUND
 
 
+@pytest.mark.parametrize("splits", [1, 4])
+def test_mixed_step_runs_leading_decodes_through_the_decode_kernel(splits):
+    """The backend's mixed step: the decode kernel for the leading one-token rows, the prefill kernel for the
+    rest, both writing one output."""
+    from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata, paged_attention
+
+    q_lens, prefixes = [1, 1, 70, 5], [16, 299, 0, 32]
+    context_lens = [p + n for p, n in zip(prefixes, q_lens)]
+    k_cache, v_cache, tables, dense = random_paged_cache(context_lens, 2, 64, 16, seed=splits)
+    q = torch.randn(sum(q_lens), 8, 64).to(DTYPE)
+    cu = torch.tensor([0] + q_lens).cumsum(0).to(torch.int32)
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=DEVICE)
+    meta = GpuAttentionMetadata(slot_mapping=torch.empty(0), block_tables=tables, context_lens=lens,
+                                query_lens=q_lens, context_lens_list=context_lens, num_decodes=2,
+                                cu_seqlens_q=cu.to(DEVICE), max_query_len=max(q_lens), decode_splits=splits)
+    scale = default_scale(64)
+    out = paged_attention(q.to(DEVICE), k_cache, v_cache, meta, scale)
+    ref = torch.cat([
+        reference_attention(q[cu[i] : cu[i + 1]], k, v, torch.arange(prefixes[i], context_lens[i]), scale)
+        for i, (k, v) in enumerate(dense)
+    ])
+    assert relative_error(out.cpu(), ref) < BOUND
+
+
 @pytest.mark.parametrize("kv_heads,head_dim", [(2, 64), (3, 64)])  # 3 x 64: rows that are no power of two
 def test_store_kv_writes_slots_and_skips_padding(kv_heads, head_dim):
     k_cache = torch.full((4, 16, kv_heads, head_dim), 7.0, dtype=DTYPE, device=DEVICE)

@@ -59,7 +59,7 @@ class _LaunchedStep:
 class LLMEngine:
     def __init__(self, config: EngineConfig, loaded: loader.LoadedModel | None = None):
         """`loaded` lets several engines (tests, benchmarks) share one set of weights."""
-        self.config = config
+        self.config = config = config.with_device_defaults()
         self.loaded = loaded or loader.load(config)
         self.tokenizer = self.loaded.tokenizer
         token_text(self.tokenizer)  # per-token texts built now, not in the first request's time to first token

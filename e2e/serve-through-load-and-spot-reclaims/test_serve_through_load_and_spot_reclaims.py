@@ -24,7 +24,7 @@ import yaml
 from harness.fixtures import PROCESS_NODE_TOLERATION
 from harness.kube import control_plane_bin
 from harness.llmd import condition, engine_pods, llmd
-from harness.operator import RELEASE_NAMESPACE, install_chart
+from harness.operator_process import RELEASE_NAMESPACE, install_chart
 from harness.ports import free_port
 from harness.prometheus import start_cluster_prometheus
 from harness.timeline import Timeline, write_report

@@ -15,7 +15,8 @@ import pytest
 
 from harness.kube import Api, Cluster, local_cluster, new_namespace
 from harness.node_agent import NodeAgent
-from harness.operator import install_chart, running_operator
+from harness.pod_network import PodNetwork
+from harness.operator_process import install_chart, running_operator
 from harness.ports import free_port
 
 
@@ -56,18 +57,28 @@ async def operator(start_operator):
 
 PROCESS_NODE_TAINT = {"key": "fleetserve.test/process-node", "value": "true", "effect": "NoSchedule"}
 PROCESS_NODE_TOLERATION = {"key": "fleetserve.test/process-node", "operator": "Exists", "effect": "NoSchedule"}
-_node_indices = itertools.count(1)  # each agent's pods get addresses 127.<index>.x.y, unique in the test run
+_node_indices = itertools.count(1)  # each agent's pods get addresses 10.250.<index>.x, unique in the test run
+
+
+@pytest.fixture(scope="session")
+def pod_network(admin_kubeconfig, tmp_path_factory):
+    """The process-node pods' network namespace, with the apiserver bridged into it (pod_network.py)."""
+    network = PodNetwork(tmp_path_factory.mktemp("pod-network"))
+    network.create()
+    network.bridge(int(admin_kubeconfig.server.rsplit(":", 1)[1]))
+    yield network
+    network.destroy()
 
 
 @pytest.fixture
-def process_node(admin_kubeconfig, cluster, tmp_path):
+def process_node(admin_kubeconfig, pod_network, cluster, tmp_path):
     """process_node(**labels) -> a started NodeAgent. Its taint keeps every other test's pods off it: a pod that
     should run for real tolerates PROCESS_NODE_TOLERATION and selects fleetserve.test/process-node=true."""
     agents: list[NodeAgent] = []
 
     def start(name: str = "proc", taints: list | None = None, **options) -> NodeAgent:
-        agent = NodeAgent(admin_kubeconfig, f"{cluster.namespace}-{name}", next(_node_indices), tmp_path / "nodes",
-                          taints=[PROCESS_NODE_TAINT, *(taints or [])], **options)
+        agent = NodeAgent(admin_kubeconfig, pod_network, f"{cluster.namespace}-{name}", next(_node_indices),
+                          tmp_path / "nodes", taints=[PROCESS_NODE_TAINT, *(taints or [])], **options)
         agent.start()
         agents.append(agent)
         return agent

@@ -2,7 +2,7 @@
 and helm, each test in a namespace of its own.
 
 It talks to the real kube-apiserver with the admin token, the way a user at a terminal would; the operator under
-test runs separately with the chart's ServiceAccount token (harness.operator).
+test runs separately with the chart's ServiceAccount token (harness.operator_process).
 """
 
 import asyncio

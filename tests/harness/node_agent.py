@@ -7,8 +7,9 @@ Per node it:
 - runs each pod bound to it as local processes, one per container: the container's command (or the image's
   entrypoint: FleetServe images run `fleetserve`) and args, with env resolved (values, `valueFrom` field and
   Secret/ConfigMap keys, `envFrom`, `$(VAR)` expansion);
-- gives each pod a loopback address of its own (127.N.x.y) as its pod IP and binds the pod there: with no network
-  namespace, the agent rewrites the `0.0.0.0` a container listens on to that address;
+- gives each pod an address of its own in the pods' network namespace (pod_network.py: 10.250.N.M) and runs its
+  processes there; pods share that namespace, so the agent rewrites the `0.0.0.0` a container listens on to the
+  pod's address;
 - maps each volume mount under the pod's own folder (there is no mount namespace) and rewrites references to the
   mount path in args and env; Secret volumes are written there; a pod with a ServiceAccount token gets a
   kubeconfig holding a token of that ServiceAccount (the projected-token stand-in), so it has exactly its RBAC;
@@ -38,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from harness.kube import REPO, Api, ApiError, Kubeconfig
+from harness.pod_network import SUBNET, PodNetwork
 
 log = logging.getLogger("node-agent")
 HEARTBEAT_SECONDS = 5
@@ -76,10 +78,11 @@ class PodRun:
 
 
 class NodeAgent:
-    def __init__(self, admin: Kubeconfig, name: str, index: int, workdir: Path, labels: dict | None = None,
-                 cpu: str = "8", memory: str = "32Gi", gpus: int = 0, taints: list | None = None) -> None:
+    def __init__(self, admin: Kubeconfig, network: PodNetwork, name: str, index: int, workdir: Path,
+                 labels: dict | None = None, cpu: str = "8", memory: str = "32Gi", gpus: int = 0,
+                 taints: list | None = None) -> None:
         assert 1 <= index <= 250
-        self.admin, self.name, self.index, self.workdir = admin, name, index, workdir / name
+        self.admin, self.network, self.name, self.index, self.workdir = admin, network, name, index, workdir / name
         self.labels, self.cpu, self.memory, self.gpus, self.taints = labels or {}, cpu, memory, gpus, taints or []
         self.api = Api(admin)
         self.pods: dict[str, PodRun] = {}
@@ -101,7 +104,7 @@ class NodeAgent:
             "spec": {"taints": self.taints}})
         self.api.request("PATCH", f"/api/v1/nodes/{self.name}/status", {"status": {
             "capacity": capacity, "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": f"127.{self.index}.0.1"}, {"type": "Hostname", "address": self.name}],
+            "addresses": [{"type": "InternalIP", "address": f"{SUBNET}.{self.index}.1"}, {"type": "Hostname", "address": self.name}],
             "nodeInfo": {"kubeletVersion": "v1.34.4-fleetserve-node-agent", "architecture": "amd64", "operatingSystem": "linux",
                          "containerRuntimeVersion": "processes://local", "kernelVersion": "", "osImage": "", "machineID": "",
                          "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}}}, "application/merge-patch+json")
@@ -191,6 +194,7 @@ class NodeAgent:
                 if run:
                     self._kill(run)
                     self.pods.pop(meta["uid"], None)
+                    self.network.remove_address(run.ip)
                 return
             if pod["status"].get("phase") in ("Succeeded", "Failed"):
                 return
@@ -203,8 +207,9 @@ class NodeAgent:
 
     def _admit(self, pod: dict) -> PodRun:
         meta = pod["metadata"]
-        ip = f"127.{self.index}.{self._next_ip // 250}.{self._next_ip % 250 + 2}"
-        self._next_ip += 1
+        ip = f"{SUBNET}.{self.index}.{self._next_ip}"
+        self._next_ip = self._next_ip + 1 if self._next_ip < 250 else 2
+        self.network.add_address(ip)
         run = PodRun(meta["uid"], meta["namespace"], meta["name"], ip, self.workdir / f"{meta['namespace']}_{meta['name']}", pod["spec"])
         run.folder.mkdir(parents=True, exist_ok=True)
         self.pods[run.uid] = run
@@ -306,7 +311,7 @@ class NodeAgent:
         for folder in ("home", "tmp"):
             (run.folder / folder).mkdir(exist_ok=True)
         log_file = open(run.folder / f"{container.spec['name']}.log", "a")
-        container.process = subprocess.Popen(self._command(run, container, env), env=process_env, stdout=log_file,
+        container.process = subprocess.Popen(self.network.run_inside(self._command(run, container, env)), env=process_env, stdout=log_file,
                                              stderr=subprocess.STDOUT, cwd=run.folder, start_new_session=True)
         container.started_at, container.started, container.ready = now(), "startupProbe" not in container.spec, False
         log.info("%s: started %s/%s %s as pid %d at %s", self.name, run.namespace, run.name, container.spec["name"],
@@ -380,7 +385,7 @@ class NodeAgent:
                      "restartCount": c.restarts, "containerID": f"process://{c.process.pid if c.process else 0}",
                      "state": {"running": {"startedAt": c.started_at}}} for name, c in run.containers.items()]
         self._patch_status(run, {
-            "phase": "Running", "hostIP": f"127.{self.index}.0.1", "podIP": run.ip, "podIPs": [{"ip": run.ip}],
+            "phase": "Running", "hostIP": f"{SUBNET}.{self.index}.1", "podIP": run.ip, "podIPs": [{"ip": run.ip}],
             "startTime": statuses[0]["state"]["running"]["startedAt"], "containerStatuses": statuses,
             "conditions": [{"type": t, "status": s, "lastTransitionTime": stamp} for t, s in (
                 ("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", "True" if ready else "False"),
@@ -425,6 +430,7 @@ class NodeAgent:
                 raise
         with self._lock:
             self.pods.pop(run.uid, None)
+        self.network.remove_address(run.ip)
         shutil.rmtree(run.folder / "tmp", ignore_errors=True)
 
     def _kill(self, run: PodRun) -> None:

@@ -131,6 +131,8 @@ def replay(requests: list[TraceRequest], replicas: int, policy: str, balance: fl
         start = time.perf_counter_ns()
         replica = pick.choice(names) if router is None else router.choose(request.hashes, loads)
         decision_ns.append(time.perf_counter_ns() - start)
+        if router is not None:
+            router.sent(replica, request.hashes)
         hit = caches.cached_prefix(replica, request.hashes)
         caches.record(replica, request.hashes)
         hit_blocks += hit

@@ -8,7 +8,7 @@ Three policies, selectable for comparison:
   nobody has cached goes to the least loaded replica.
 
 The router cannot see the engines' caches, so `PrefixIndex` keeps its own estimate: the blocks of every prompt it
-sent to a replica, in LRU order, up to that replica's cache size.
+sent to a replica (`Router.sent`), in LRU order, up to that replica's cache size.
 """
 
 import math
@@ -79,9 +79,15 @@ class Router:
         bound = math.ceil(self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates))
         allowed = [r for r in candidates if loads[r] < bound]
         best = max(allowed, key=lambda r: (self.index.cached_prefix(r, hashes), -loads[r], -self._rotation(r, allowed)))
-        self.index.record(best, hashes)
         self._turn += 1
         return best
+
+    def sent(self, replica: str, hashes: Sequence[int]) -> int:
+        """Records that the replica got the request (its blocks are cached there from now on); returns how many of
+        them it was estimated to hold already."""
+        cached = self.index.cached_prefix(replica, hashes)
+        self.index.record(replica, hashes)
+        return cached
 
     def _rotation(self, replica: str, candidates: list[str]) -> int:
         """Ties go round the replicas instead of always to the first name."""

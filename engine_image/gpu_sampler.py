@@ -9,6 +9,7 @@ import random
 import torch
 
 from fleetserve.engine.kernels.sampling import gumbel_argmax
+from fleetserve.engine.logits_processing import LogitsProcessors
 from fleetserve.engine.sampler import SampledBatch, SampledToken
 from fleetserve.engine.sampling_params import SamplingParams
 
@@ -48,14 +49,17 @@ class GpuSampler:
         self.device = device
         self.seeds: dict[str, int] = {}
         self.draws: dict[str, int] = {}
+        self.processors = LogitsProcessors(device)
 
-    def add(self, request_id: str, seed: int | None) -> None:
-        self.seeds[request_id] = random.getrandbits(63) if seed is None else seed & _MASK63
+    def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
+        self.seeds[request_id] = random.getrandbits(63) if params.seed is None else params.seed & _MASK63
         self.draws[request_id] = 0
+        self.processors.add(request_id, params, prompt_token_ids)
 
     def remove(self, request_id: str) -> None:
         self.seeds.pop(request_id, None)
         self.draws.pop(request_id, None)
+        self.processors.remove(request_id)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
         return self.sample_async(logits, request_ids, params).result()
@@ -66,15 +70,18 @@ class GpuSampler:
         the work is queued; the host copy lands in pinned memory and `result()` waits for it."""
         if not request_ids:
             return SampledBatch(torch.empty(0, dtype=torch.long, device=self.device), list)
+        raw = logits  # logprobs stay those of the model's raw distribution (vLLM's default)
+        logits = self.processors.apply(logits, request_ids, lambda values, dtype: upload(values, dtype, self.device))
         tokens = logits.argmax(-1)
         sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
         if sampled_rows:
             tokens = self._draw(logits, tokens, request_ids, params, sampled_rows)
+        self.processors.record(tokens, request_ids)
         k = max((p.logprobs or 0) for p in params)
         packed = [tokens.float()[:, None]]  # ids < 2**24 are exact in float32
         want_logprobs = any(p.logprobs is not None for p in params)
         if want_logprobs:
-            logprobs = torch.log_softmax(logits, -1)
+            logprobs = torch.log_softmax(raw, -1)
             packed.append(logprobs.gather(-1, tokens[:, None]))
             if k:
                 values, ids = logprobs.topk(k, -1)

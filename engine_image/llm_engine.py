@@ -96,7 +96,7 @@ class LLMEngine:
         self.validate(prompt_token_ids, params)
         seq = Sequence(request_id, prompt_token_ids, params, arrival)
         request = _Request(seq, IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop))
-        self.sampler.add(request_id, params.seed)  # the last step that may raise: nothing is half-added
+        self.sampler.add(request_id, params, prompt_token_ids)  # the last step that may raise: nothing is half-added
         self.requests[request_id] = request
         self.scheduler.add(seq)
 

@@ -19,6 +19,8 @@ MAX_LOGPROBS = 20
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_CHARS = 256
 MAX_STOP_TOKEN_IDS = 64
+MAX_CHOICES = 128  # n times the prompts of a batch: OpenAI's bound on n
+MAX_LOGIT_BIAS = 300
 
 
 class ApiError(Exception):
@@ -55,16 +57,17 @@ class _SamplingRequest(_Strict):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: StrictInt | None = Field(None, ge=-1)  # extension (vLLM): 0 or -1 means off
-    n: StrictInt | None = None
+    n: StrictInt | None = Field(None, ge=1, le=MAX_CHOICES)
     seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**64)  # what torch's generator accepts
     stop: list[str] | None = Field(None, max_length=MAX_STOP_STRINGS)
     stop_token_ids: list[StrictInt] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)  # extension (vLLM)
     ignore_eos: bool = False  # extension (vLLM): benchmarks force an exact output length with it
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, allow_inf_nan=False)  # extension (vLLM)
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
     user: str | None = None
 
     @field_validator("stop", mode="before")
@@ -86,25 +89,14 @@ class _SamplingRequest(_Strict):
             raise ValueError("must be greater than 0 in float32 (at least about 1e-45)")
         return value
 
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("only n=1 is supported")
-        return value
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalties(cls, value: float | None) -> float | None:
-        if value not in (None, 0.0):
-            raise ValueError("only 0 is supported")
-        return value
-
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, value: dict | None) -> dict | None:
-        if value:
-            raise ValueError("logit_bias is not supported")
+    def _bias_by_token_id(cls, value: dict | None) -> dict | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids, got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases must be in [-100, 100], got {bias} for token {token}")
         return value
 
     @model_validator(mode="after")
@@ -117,6 +109,10 @@ class _SamplingRequest(_Strict):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def num_choices_per_prompt(self) -> int:
+        return self.n or 1
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
@@ -145,11 +141,15 @@ class _SamplingRequest(_Strict):
             stop_token_ids=self.stop_token_ids or [],
             ignore_eos=self.ignore_eos,
             logprobs=self.requested_logprobs(),
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            logit_bias={int(token): bias for token, bias in (self.logit_bias or {}).items()},
         )
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[StrictInt]
+    prompt: list[str | list[StrictInt]]  # a batch of prompts (one prompt is a batch of one)
     logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool | None = False
     best_of: StrictInt | None = None
@@ -160,21 +160,25 @@ class CompletionRequest(_SamplingRequest):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
-            value = value[0]  # a batch of one is still one prompt
-        is_text = isinstance(value, str) and value != ""
-        is_token_ids = isinstance(value, list) and value != [] and all(type(item) is int for item in value)
-        if not (is_text or is_token_ids):
-            raise ValueError("must be a non-empty string or a non-empty list of token ids (one prompt per request)")
+    def _prompts(cls, value: Any) -> Any:
+        is_prompt = lambda item: ((isinstance(item, str) and item != "")  # noqa: E731
+                                  or (isinstance(item, list) and item != [] and all(type(i) is int for i in item)))
+        if is_prompt(value):
+            return [value]
+        if not (isinstance(value, list) and value and all(is_prompt(item) for item in value)):
+            raise ValueError("must be a non-empty string, a non-empty list of token ids, or a non-empty list of "
+                             "either (a batch)")
         return value
 
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("echo is not supported")
-        return value
+    @model_validator(mode="after")
+    def _bounded_choices(self):
+        if len(self.prompt) * self.num_choices_per_prompt > MAX_CHOICES:
+            raise ApiError(400, f"A request may ask for at most {MAX_CHOICES} choices (prompts times n).", "n",
+                           "invalid_value")
+        if self.echo and self.logprobs is not None:
+            raise ApiError(400, "echo with logprobs is not supported (it needs the prompt's logprobs).", "echo",
+                           "invalid_value")
+        return self
 
     @field_validator("best_of")
     @classmethod
@@ -187,7 +191,7 @@ class CompletionRequest(_SamplingRequest):
     @classmethod
     def _no_suffix(cls, value: str | None) -> str | None:
         if value:
-            raise ValueError("suffix is not supported")
+            raise ValueError("suffix is not supported (it needs a fill-in-the-middle model)")
         return value
 
     def default_max_tokens(self, room: int) -> int:
@@ -369,30 +373,34 @@ def public_finish_reason(reason: str | None) -> str | None:
     return "stop" if reason == "abort" else reason
 
 
-def completion_response(request_id: str, model: str, text: str, finish_reason: str | None,
-                        logprobs: dict | None, prompt_tokens: int, completion_tokens: int) -> dict:
+def completion_response(request_id: str, model: str, choices: list[tuple[str, str | None, dict | None]],
+                        prompt_tokens: int, completion_tokens: int) -> dict:
+    """choices: (text, finish reason, logprobs) in index order."""
     return {
         "id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": logprobs,
-                     "finish_reason": public_finish_reason(finish_reason)}],
+        "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                     "finish_reason": public_finish_reason(finish_reason)}
+                    for index, (text, finish_reason, logprobs) in enumerate(choices)],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
-def chat_response(request_id: str, model: str, text: str, finish_reason: str | None, logprobs: dict | None,
+def chat_response(request_id: str, model: str, choices: list[tuple[str, str | None, dict | None]],
                   prompt_tokens: int, completion_tokens: int) -> dict:
+    """choices: (text, finish reason, logprobs) in index order."""
     return {
         "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                     "finish_reason": public_finish_reason(finish_reason)}],
+        "choices": [{"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                     "finish_reason": public_finish_reason(finish_reason)}
+                    for index, (text, finish_reason, logprobs) in enumerate(choices)],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
 def completion_chunk(request_id: str, model: str, created: int, text: str, finish_reason: str | None,
-                     logprobs: dict | None, include_usage: bool) -> dict:
+                     logprobs: dict | None, include_usage: bool, index: int = 0) -> dict:
     chunk = {"id": request_id, "object": "text_completion", "created": created, "model": model,
-             "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+             "choices": [{"index": index, "text": text, "logprobs": logprobs,
                           "finish_reason": public_finish_reason(finish_reason)}]}
     if include_usage:
         chunk["usage"] = None  # OpenAI sends an explicit null until the final usage chunk
@@ -400,9 +408,9 @@ def completion_chunk(request_id: str, model: str, created: int, text: str, finis
 
 
 def chat_chunk(request_id: str, model: str, created: int, delta: dict, finish_reason: str | None,
-               logprobs: dict | None, include_usage: bool) -> dict:
+               logprobs: dict | None, include_usage: bool, index: int = 0) -> dict:
     chunk = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-             "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+             "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
                           "finish_reason": public_finish_reason(finish_reason)}]}
     if include_usage:
         chunk["usage"] = None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fleetserve.engine.logits_processing import LogitsProcessors
 from fleetserve.engine.sampling_params import SamplingParams
 
 
@@ -36,17 +37,20 @@ class Sampler:
     def __init__(self, device: torch.device):
         self.device = device
         self.generators: dict[str, torch.Generator] = {}
+        self.processors = LogitsProcessors(device)
 
-    def add(self, request_id: str, seed: int | None) -> None:
+    def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
         generator = torch.Generator(device=self.device)
-        if seed is None:
+        if params.seed is None:
             generator.seed()
         else:
-            generator.manual_seed(seed)
+            generator.manual_seed(params.seed)
         self.generators[request_id] = generator
+        self.processors.add(request_id, params, prompt_token_ids)
 
     def remove(self, request_id: str) -> None:
         self.generators.pop(request_id, None)
+        self.processors.remove(request_id)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
         return self.sample_async(logits, request_ids, params).result()
@@ -59,12 +63,15 @@ class Sampler:
             return SampledBatch(torch.empty(0, dtype=torch.long, device=logits.device), list)
         out = self._sample(logits, request_ids, params)
         tokens = torch.tensor([t.token_id for t in out], dtype=torch.long, device=logits.device)
+        self.processors.record(tokens, request_ids)
         return SampledBatch(tokens, lambda: out)
 
     def _sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]
                 ) -> list[SampledToken]:
-        greedy_ids = logits.argmax(-1).tolist()
+        # logprobs stay those of the model's raw distribution (vLLM's default); the choice uses the adjusted one
         logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
+        logits = self.processors.apply(logits, request_ids, lambda values, dtype: torch.tensor(values, dtype=dtype))
+        greedy_ids = logits.argmax(-1).tolist()
         out = []
         for row, (request_id, p) in enumerate(zip(request_ids, params)):
             try:  # one request's fault must not cost the rest of the batch its tokens

@@ -14,6 +14,16 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob plus the top k alternatives
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated tokens
+    repetition_penalty: float = 1.0  # vLLM's: divides positive (multiplies negative) logits of prompt+output tokens
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether this request's logits change before sampling (so the sampler keeps state for it)."""
+        return bool(self.logit_bias or self.presence_penalty or self.frequency_penalty
+                    or self.repetition_penalty != 1.0)
 
     @property
     def greedy(self) -> bool:

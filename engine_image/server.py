@@ -7,6 +7,7 @@ event loop, so probes answer at once under any mix of requests.
 """
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -210,21 +211,44 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(models_response(state.engine.model_name, state.engine.max_model_len, state.started))
 
 
-def prepare_completion(raw: bytes, engine: "AsyncEngine") -> tuple[CompletionRequest, list[int], SamplingParams]:
+@dataclass
+class Choice:
+    """One sequence a request asks for: prompt i's copies are choices i*n .. i*n+n-1."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    echo: str = ""  # completions' echo: the prompt's text, returned before the completion
+
+
+def prepare_completion(raw: bytes, engine: "AsyncEngine") -> tuple[CompletionRequest, list[Choice]]:
     body = parse_request(CompletionRequest, decode_json(raw))
     check_model_name(body.model, engine.model_name)
-    if isinstance(body.prompt, str):
-        prompt_ids = engine.tokenizer.encode(body.prompt)
-    else:
-        prompt_ids = check_token_ids(body.prompt, engine.vocab_size)
-    return body, prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len)
+    choices = []
+    for prompt in body.prompt:
+        if isinstance(prompt, str):
+            prompt_ids, text = engine.tokenizer.encode(prompt), prompt
+        else:
+            prompt_ids = check_token_ids(prompt, engine.vocab_size)
+            text = engine.tokenizer.decode(prompt_ids) if body.echo else ""
+        params = body.sampling_params(len(prompt_ids), engine.max_model_len)
+        choices += copies(prompt_ids, params, body.num_choices_per_prompt, text if body.echo else "")
+    check_logit_bias(body.logit_bias, engine.vocab_size)
+    return body, choices
 
 
-def prepare_chat(raw: bytes, engine: "AsyncEngine") -> tuple[ChatCompletionRequest, list[int], SamplingParams]:
+def prepare_chat(raw: bytes, engine: "AsyncEngine") -> tuple[ChatCompletionRequest, list[Choice]]:
     body = parse_request(ChatCompletionRequest, decode_json(raw))
     check_model_name(body.model, engine.model_name)
     prompt_ids = render_chat(engine.tokenizer, body.chat_messages())
-    return body, prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len)
+    check_logit_bias(body.logit_bias, engine.vocab_size)
+    return body, copies(prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len),
+                        body.num_choices_per_prompt)
+
+
+def copies(prompt_ids: list[int], params: SamplingParams, n: int, echo: str = "") -> list[Choice]:
+    """n choices of one prompt; a seeded request's copies get seeds seed, seed+1, ... so they differ yet repeat."""
+    return [Choice(prompt_ids, params if params.seed is None or i == 0 else
+                   dataclasses.replace(params, seed=params.seed + i), echo) for i in range(n)]
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
@@ -244,11 +268,12 @@ async def generate(request: web.Request, request_id: str, prepare, to_chunks, to
     raw = await read_body(request, state.options.body_timeout)
     stats = state.engine.stats()
     with state.admission.admit(stats.num_running, stats.num_waiting, state.engine.healthy):
-        body, prompt_ids, params = await asyncio.to_thread(prepare, raw, state.engine)
-        async with aclosing(tracked_outputs(state, request_id, prompt_ids, params)) as outputs:
+        body, choices = await asyncio.to_thread(prepare, raw, state.engine)
+        async with aclosing(choice_outputs(state, request_id, choices)) as outputs:
             if body.stream:
-                return await write_sse(request, to_chunks(outputs, request_id, body), state.options.write_timeout)
-            return web.json_response(await to_response(outputs, request_id, body))
+                return await write_sse(request, to_chunks(outputs, request_id, body, choices),
+                                       state.options.write_timeout)
+            return web.json_response(await to_response(outputs, request_id, body, choices))
 
 
 # ---- request helpers --------------------------------------------------------------------------------------------
@@ -279,6 +304,13 @@ def check_token_ids(token_ids: list[int], vocab_size: int) -> list[int]:
         raise ApiError(400, f"Invalid value for 'prompt': token id {bad} is outside the vocabulary "
                        f"[0, {vocab_size}).", "prompt", "invalid_value")
     return token_ids
+
+
+def check_logit_bias(logit_bias: dict[str, float] | None, vocab_size: int) -> None:
+    bad = next((token for token in logit_bias or {} if int(token) >= vocab_size), None)
+    if bad is not None:
+        raise ApiError(400, f"Invalid value for 'logit_bias': token id {bad} is outside the vocabulary "
+                       f"[0, {vocab_size}).", "logit_bias", "invalid_value")
 
 
 def render_chat(tokenizer, messages: list[dict]) -> list[int]:
@@ -313,6 +345,51 @@ async def tracked_outputs(state: ServerState, request_id: str, prompt_ids: list[
             yield output
 
 
+async def choice_outputs(state: ServerState, request_id: str, choices: list[Choice]
+                         ) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Every choice's outputs as they come, with the choice's index. A prompt's first copy runs alone until its
+    prefill is done (its first token), so its other copies find the prompt's full blocks in the prefix cache
+    instead of computing them again. Closing this closes every choice's outputs, aborting them."""
+    if len(choices) == 1:  # the common case, without tasks
+        async with aclosing(tracked_outputs(state, request_id, choices[0].prompt_ids, choices[0].params)) as outputs:
+            async for output in outputs:
+                yield 0, output
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async with aclosing(tracked_outputs(state, f"{request_id}-{index}", choices[index].prompt_ids,
+                                                choices[index].params)) as outputs:
+                async for output in outputs:
+                    queue.put_nowait((index, output, None))
+            queue.put_nowait((index, None, None))
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.put_nowait((index, None, error))
+
+    # a prompt's copies share its prompt_ids list (see copies())
+    leaders = [i for i, choice in enumerate(choices) if i == 0 or choice.prompt_ids is not choices[i - 1].prompt_ids]
+    followers = {leader: range(leader + 1, next((j for j in leaders if j > leader), len(choices)))
+                 for leader in leaders}
+    tasks = [asyncio.create_task(pump(i)) for i in leaders]
+    ended = 0
+    try:
+        while ended < len(choices):
+            index, output, error = await queue.get()
+            if error is not None:
+                raise error
+            for follower in followers.pop(index, ()):  # the leader's first output: its prompt is cached
+                tasks.append(asyncio.create_task(pump(follower)))
+            if output is None:
+                ended += 1
+            else:
+                yield index, output
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def write_sse(request: web.Request, chunks: AsyncIterator[dict], write_timeout: float) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -338,58 +415,77 @@ async def write_sse(request: web.Request, chunks: AsyncIterator[dict], write_tim
     return response
 
 
-async def completion_chunks(outputs: AsyncIterator[RequestOutput], request_id: str,
-                            body: CompletionRequest) -> AsyncIterator[dict]:
-    created, text_offset, last = int(time.time()), 0, None
-    async for output in outputs:
-        logprobs = completion_logprobs(output.logprobs, text_offset) if output.logprobs is not None else None
-        text_offset += len(output.new_text)
-        if output.new_text or output.finished or logprobs:
-            yield completion_chunk(request_id, body.model, created, output.new_text,
-                                   output.finish_reason if output.finished else None, logprobs, body.include_usage)
-        last = output
-    if body.include_usage and last is not None:
-        yield usage_chunk(request_id, "text_completion", body.model, created, last.prompt_tokens,
-                          last.completion_tokens)
+def usage_of(choices: list[Choice], last: dict[int, RequestOutput]) -> tuple[int, int]:
+    """(prompt tokens, completion tokens): each prompt counted once, as OpenAI does for n > 1."""
+    prompt = sum(output.prompt_tokens for i, output in last.items()
+                 if i == 0 or choices[i].prompt_ids is not choices[i - 1].prompt_ids)
+    return prompt, sum(output.completion_tokens for output in last.values())
 
 
-async def chat_chunks(outputs: AsyncIterator[RequestOutput], request_id: str,
-                      body: ChatCompletionRequest) -> AsyncIterator[dict]:
-    created, last = int(time.time()), None
-    yield chat_chunk(request_id, body.model, created, {"role": "assistant", "content": ""}, None, None,
-                     body.include_usage)
-    async for output in outputs:
+async def completion_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
+                            body: CompletionRequest, choices: list[Choice]) -> AsyncIterator[dict]:
+    created, text_offsets, last = int(time.time()), [0] * len(choices), {}
+    async for index, output in outputs:
+        text = output.new_text
+        if index not in last and choices[index].echo:
+            text = choices[index].echo + text
+        logprobs = completion_logprobs(output.logprobs, text_offsets[index]) if output.logprobs is not None else None
+        text_offsets[index] += len(text)
+        if text or output.finished or logprobs:
+            yield completion_chunk(request_id, body.model, created, text,
+                                   output.finish_reason if output.finished else None, logprobs, body.include_usage,
+                                   index)
+        last[index] = output
+    if body.include_usage and last:
+        yield usage_chunk(request_id, "text_completion", body.model, created, *usage_of(choices, last))
+
+
+async def chat_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
+                      body: ChatCompletionRequest, choices: list[Choice]) -> AsyncIterator[dict]:
+    created, last = int(time.time()), {}
+    for index in range(len(choices)):
+        yield chat_chunk(request_id, body.model, created, {"role": "assistant", "content": ""}, None, None,
+                         body.include_usage, index)
+    async for index, output in outputs:
         logprobs = chat_logprobs(output.logprobs) if output.logprobs is not None else None
         if output.new_text or output.finished or logprobs:
             delta = {"content": output.new_text} if output.new_text else {}
             yield chat_chunk(request_id, body.model, created, delta,
-                             output.finish_reason if output.finished else None, logprobs, body.include_usage)
-        last = output
-    if body.include_usage and last is not None:
-        yield usage_chunk(request_id, "chat.completion.chunk", body.model, created, last.prompt_tokens,
-                          last.completion_tokens)
+                             output.finish_reason if output.finished else None, logprobs, body.include_usage, index)
+        last[index] = output
+    if body.include_usage and last:
+        yield usage_chunk(request_id, "chat.completion.chunk", body.model, created, *usage_of(choices, last))
 
 
-async def _drain_outputs(outputs: AsyncIterator[RequestOutput]) -> tuple[str, list, RequestOutput | None]:
-    text, logprobs, last = [], [], None
-    async for output in outputs:
-        text.append(output.new_text)
-        logprobs.extend(output.logprobs or [])
-        last = output
-    return "".join(text), logprobs, last
+async def _drain_outputs(outputs: AsyncIterator[tuple[int, RequestOutput]], choices: list[Choice]
+                         ) -> tuple[list[str], list[list], dict[int, RequestOutput]]:
+    texts, logprobs, last = [[choice.echo] for choice in choices], [[] for _ in choices], {}
+    async for index, output in outputs:
+        texts[index].append(output.new_text)
+        logprobs[index].extend(output.logprobs or [])
+        last[index] = output
+    return ["".join(text) for text in texts], logprobs, last
 
 
-async def collect_completion(outputs: AsyncIterator[RequestOutput], request_id: str, body: CompletionRequest) -> dict:
-    text, logprobs, last = await _drain_outputs(outputs)
+def _finish_reason(last: dict[int, RequestOutput], index: int) -> str | None:
+    return last[index].finish_reason if index in last else None
+
+
+async def collect_completion(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
+                             body: CompletionRequest, choices: list[Choice]) -> dict:
+    texts, logprobs, last = await _drain_outputs(outputs, choices)
     return completion_response(
-        request_id, body.model, text, last.finish_reason if last else None,
-        completion_logprobs(logprobs, 0) if body.logprobs is not None else None,
-        last.prompt_tokens if last else 0, last.completion_tokens if last else 0)
+        request_id, body.model,
+        [(text, _finish_reason(last, i), completion_logprobs(logprobs[i], 0) if body.logprobs is not None else None)
+         for i, text in enumerate(texts)],
+        *usage_of(choices, last))
 
 
-async def collect_chat(outputs: AsyncIterator[RequestOutput], request_id: str, body: ChatCompletionRequest) -> dict:
-    text, logprobs, last = await _drain_outputs(outputs)
+async def collect_chat(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
+                       body: ChatCompletionRequest, choices: list[Choice]) -> dict:
+    texts, logprobs, last = await _drain_outputs(outputs, choices)
     return chat_response(
-        request_id, body.model, text, last.finish_reason if last else None,
-        chat_logprobs(logprobs) if body.logprobs else None,
-        last.prompt_tokens if last else 0, last.completion_tokens if last else 0)
+        request_id, body.model,
+        [(text, _finish_reason(last, i), chat_logprobs(logprobs[i]) if body.logprobs else None)
+         for i, text in enumerate(texts)],
+        *usage_of(choices, last))

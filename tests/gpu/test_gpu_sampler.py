@@ -9,7 +9,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
 from fleetserve.engine.gpu_sampler import GpuSampler, top_k_top_p_filter  # noqa: E402
-from fleetserve.engine.sampler import filtered_probs  # noqa: E402
+from fleetserve.engine.sampler import Sampler, filtered_probs  # noqa: E402
 from fleetserve.engine.sampling_params import SamplingParams  # noqa: E402
 
 
@@ -18,7 +18,7 @@ def test_greedy_rows_take_the_argmax_and_logprobs_come_back():
     logits = torch.randn(5, 1000, device="cuda")
     params = [SamplingParams(temperature=0.0, logprobs=3) for _ in range(5)]
     for i in range(5):
-        sampler.add(f"r{i}", None)
+        sampler.add(f"r{i}", SamplingParams(), [])
     out = sampler.sample(logits, [f"r{i}" for i in range(5)], params)
     assert [t.token_id for t in out] == logits.argmax(-1).tolist()
     ref = torch.log_softmax(logits, -1)
@@ -34,7 +34,7 @@ def test_seeded_draws_do_not_depend_on_the_batch():
     def draws(batch_ids):
         sampler = GpuSampler(torch.device("cuda"))
         for rid in batch_ids:
-            sampler.add(rid, 1234 if rid == "mine" else None)
+            sampler.add(rid, SamplingParams(seed=1234 if rid == "mine" else None), [])
         params = [seeded if rid == "mine" else SamplingParams(temperature=1.0) for rid in batch_ids]
         tokens = []
         for _ in range(20):
@@ -64,7 +64,24 @@ def test_draw_frequencies_follow_the_distribution():
     sampler = GpuSampler(torch.device("cuda"))
     ids = [f"r{i}" for i in range(n)]
     for i, rid in enumerate(ids):
-        sampler.add(rid, i)
+        sampler.add(rid, SamplingParams(seed=i), [])
     out = sampler.sample(logits, ids, [SamplingParams(temperature=1.0)] * n)
     counts = torch.bincount(torch.tensor([t.token_id for t in out]), minlength=4).float() / n
     assert torch.allclose(counts, probs.cpu(), atol=0.03)
+
+
+def test_penalties_and_logit_bias_match_the_cpu_sampler_over_steps():
+    """Greedy rows with each adjustment, beside a free row, for several steps: the GPU sampler's counts (kept on
+    the device) must choose what the CPU sampler (the reference) chooses."""
+    torch.manual_seed(0)
+    steps = torch.randn(6, 4, 500)
+    params = [SamplingParams(temperature=0.0, frequency_penalty=1.5), SamplingParams(temperature=0.0),
+              SamplingParams(temperature=0.0, presence_penalty=2.0, logit_bias={7: 5.0}),
+              SamplingParams(temperature=0.0, repetition_penalty=1.8)]
+    ids = [f"r{i}" for i in range(4)]
+    chosen = {}
+    for sampler, device in ((Sampler(torch.device("cpu")), "cpu"), (GpuSampler(torch.device("cuda")), "cuda")):
+        for rid, p in zip(ids, params):
+            sampler.add(rid, p, [3, 4, 5])
+        chosen[device] = [[t.token_id for t in sampler.sample(logits.to(device), ids, params)] for logits in steps]
+    assert chosen["cpu"] == chosen["cuda"]

@@ -40,3 +40,56 @@ def test_meaningful_values_in_sdk_only_fields_are_named(client, message, param):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, messages=[message], max_tokens=4)
     assert error.value.body["param"] == param
+
+
+def test_n_choices_streamed_equal_unstreamed_and_count_the_prompt_once(client):
+    params = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=6,
+                  temperature=1.0, seed=5, n=3)
+    reply = client.chat.completions.create(**params)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2]
+    texts = [choice.message.content for choice in reply.choices]
+    assert len(set(texts)) > 1  # copies draw with seeds 5, 6, 7
+    single = client.chat.completions.create(**{**params, "n": 1})
+    assert reply.usage.prompt_tokens == single.usage.prompt_tokens
+    streamed = ["", "", ""]
+    usage = None
+    for chunk in client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True}):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+        usage = chunk.usage or usage
+    assert streamed == texts and usage == reply.usage
+
+
+def test_batch_prompts_with_n_and_echo(client):
+    reply = client.completions.create(model=MODEL, prompt=["The sky is", "Water is"], n=2, max_tokens=4,
+                                      temperature=0, echo=True)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2, 3]
+    assert [choice.text.startswith(prompt) for choice, prompt in
+            zip(reply.choices, ["The sky is"] * 2 + ["Water is"] * 2)] == [True] * 4
+    assert reply.choices[0].text == reply.choices[1].text  # greedy copies agree
+    stream = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, temperature=0, echo=True,
+                                       stream=True)
+    assert "".join(chunk.choices[0].text for chunk in stream) == reply.choices[0].text
+
+
+def test_logit_bias_and_penalties_steer_greedy_output(client, engine_loop):
+    token = engine_loop.engine.tokenizer.encode(" banana")[0]
+    forced = client.completions.create(model=MODEL, prompt="I like", max_tokens=3, temperature=0,
+                                       logit_bias={str(token): 100}, extra_body={"ignore_eos": True})
+    assert forced.choices[0].text == engine_loop.engine.tokenizer.decode([token] * 3)
+    base = dict(model=MODEL, prompt="The cat sat on the mat. The cat sat on the", max_tokens=16, temperature=0)
+    plain = client.completions.create(**base).choices[0].text
+    assert client.completions.create(**base, presence_penalty=2.0).choices[0].text != plain
+    assert client.completions.create(**base, frequency_penalty=2.0).choices[0].text != plain
+    assert client.completions.create(**base, extra_body={"repetition_penalty": 3.0}).choices[0].text != plain
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"n": 0}, "n"), ({"presence_penalty": 3}, "presence_penalty"), ({"logit_bias": {"x": 1}}, "logit_bias"),
+    ({"logit_bias": {"99999999": 1}}, "logit_bias"), ({"best_of": 3}, "best_of"), ({"suffix": "end"}, "suffix"),
+    ({"echo": True, "logprobs": 2}, "echo"),
+])
+def test_bad_sampling_fields_are_named(client, fields, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=2, **fields)
+    assert error.value.body["param"] == param

@@ -22,10 +22,20 @@ def chat(**fields):
     ({"temperature": -0.1}, "temperature"),
     ({"temperature": True}, "temperature"),
     ({"top_p": 0}, "top_p"),
-    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"n": 129}, "n"),
+    ({"prompt": ["a"] * 65, "n": 2}, "n"),
     ({"logprobs": 21}, "logprobs"),
-    ({"echo": True}, "echo"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"echo": True, "logprobs": 1}, "echo"),
+    ({"best_of": 2}, "best_of"),
+    ({"suffix": "x"}, "suffix"),
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3}, "frequency_penalty"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+    ({"repetition_penalty": float("inf")}, "repetition_penalty"),
+    ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"),
+    ({"prompt": ["a", ""]}, "prompt"),
     ({"stop": ""}, "stop"),
     ({"stop": [1]}, "stop[0]"),
     ({"stream": "yes"}, "stream"),
@@ -33,7 +43,6 @@ def chat(**fields):
     ({"stream": True, "stream_options": {"bogus": True}}, "stream_options.bogus"),
     ({"prompt": ""}, "prompt"),
     ({"prompt": []}, "prompt"),
-    ({"prompt": ["a", "b"]}, "prompt"),
     ({"prompt": [1, "a"]}, "prompt"),
     ({"prompt": None}, "prompt"),
     ({"frobnicate": 1}, "frobnicate"),
@@ -86,9 +95,10 @@ def test_completion_sampling_params():
     assert (params.stop, params.stop_token_ids, params.logprobs, params.ignore_eos) == (["END"], [2], 2, True)
 
 
-def test_token_id_prompt_and_batch_of_one():
-    assert completion(prompt=[1, 2, 3]).prompt == [1, 2, 3]
-    assert completion(prompt=["hello"]).prompt == "hello"
+def test_prompts_are_a_batch():
+    assert completion(prompt=[1, 2, 3]).prompt == [[1, 2, 3]]
+    assert completion(prompt="hello").prompt == ["hello"]
+    assert completion(prompt=["hello", [1, 2]]).prompt == ["hello", [1, 2]]
 
 
 def test_chat_max_completion_tokens_wins_and_default_fills_the_window():

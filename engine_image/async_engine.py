@@ -26,6 +26,7 @@ class AsyncEngine:
         self.model_name = self.engine.model_name
         self.max_model_len = self.engine.max_model_len
         self.vocab_size = self.engine.vocab_size
+        self.eos_token_ids = self.engine.loaded.eos_token_ids  # what a finished grammar lets through
         self._lock = threading.Lock()
         self._commands: list[tuple] = []  # ("add", id, tokens, params, arrival) | ("abort", id)
         self._wake = threading.Event()

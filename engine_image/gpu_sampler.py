@@ -12,6 +12,7 @@ from fleetserve.engine.kernels.sampling import gumbel_argmax
 from fleetserve.engine.logits_processing import LogitsProcessors
 from fleetserve.engine.sampler import SampledBatch, SampledToken
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.structured_output import GrammarMasks
 
 _MASK63 = (1 << 63) - 1
 
@@ -50,16 +51,19 @@ class GpuSampler:
         self.seeds: dict[str, int] = {}
         self.draws: dict[str, int] = {}
         self.processors = LogitsProcessors(device)
+        self.grammars = GrammarMasks(device)
 
     def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
         self.seeds[request_id] = random.getrandbits(63) if params.seed is None else params.seed & _MASK63
         self.draws[request_id] = 0
         self.processors.add(request_id, params, prompt_token_ids)
+        self.grammars.add(request_id, params.grammar)
 
     def remove(self, request_id: str) -> None:
         self.seeds.pop(request_id, None)
         self.draws.pop(request_id, None)
         self.processors.remove(request_id)
+        self.grammars.remove(request_id)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
         return self.sample_async(logits, request_ids, params).result()
@@ -70,8 +74,11 @@ class GpuSampler:
         the work is queued; the host copy lands in pinned memory and `result()` waits for it."""
         if not request_ids:
             return SampledBatch(torch.empty(0, dtype=torch.long, device=self.device), list)
-        raw = logits  # logprobs stay those of the model's raw distribution (vLLM's default)
+        want_logprobs = any(p.logprobs is not None for p in params)
+        # logprobs stay those of the model's raw distribution (vLLM's default): taken before any adjustment
+        logprobs = torch.log_softmax(logits, -1) if want_logprobs else None
         logits = self.processors.apply(logits, request_ids, lambda values, dtype: upload(values, dtype, self.device))
+        logits = self.grammars.apply(logits, request_ids)
         tokens = logits.argmax(-1)
         sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
         if sampled_rows:
@@ -79,9 +86,7 @@ class GpuSampler:
         self.processors.record(tokens, request_ids)
         k = max((p.logprobs or 0) for p in params)
         packed = [tokens.float()[:, None]]  # ids < 2**24 are exact in float32
-        want_logprobs = any(p.logprobs is not None for p in params)
         if want_logprobs:
-            logprobs = torch.log_softmax(raw, -1)
             packed.append(logprobs.gather(-1, tokens[:, None]))
             if k:
                 values, ids = logprobs.topk(k, -1)
@@ -96,7 +101,9 @@ class GpuSampler:
             ready.synchronize()  # the one host sync of the step
             return self._unpack(host.tolist(), params, k)
 
-        return SampledBatch(tokens, read_back)
+        batch = SampledBatch(tokens, read_back)
+        self.grammars.record(batch, request_ids)
+        return batch
 
     @staticmethod
     def _unpack(host: list[list[float]], params: list[SamplingParams], k: int) -> list[SampledToken]:

@@ -235,8 +235,31 @@ class ChatMessage(_Strict):
         return value
 
 
+class JsonSchemaFormat(_Strict):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema")  # None: any JSON object
+    strict: bool | None = None  # the output follows the schema either way (constrained decoding)
+
+
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ApiError(400, "response_format.json_schema is required with type 'json_schema' and allowed only "
+                           "with it.", "response_format.json_schema", "invalid_value")
+        return self
+
+    @property
+    def constrained(self) -> bool:
+        return self.type != "text"
+
+    @property
+    def schema(self) -> dict | None:
+        return self.json_schema.schema_ if self.json_schema is not None else None
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -272,13 +295,6 @@ class ChatCompletionRequest(_SamplingRequest):
 
     def requested_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
-
-    @model_validator(mode="after")
-    def _text_response_only(self):
-        if self.response_format is not None and self.response_format.type != "text":
-            raise ApiError(400, f"response_format type {self.response_format.type!r} is not supported.",
-                           "response_format", "invalid_value")
-        return self
 
     def chat_messages(self) -> list[dict]:
         return [chat_template_message(message) for message in self.messages]

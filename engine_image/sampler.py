@@ -8,6 +8,7 @@ import torch
 
 from fleetserve.engine.logits_processing import LogitsProcessors
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.structured_output import GrammarMasks
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Sampler:
         self.device = device
         self.generators: dict[str, torch.Generator] = {}
         self.processors = LogitsProcessors(device)
+        self.grammars = GrammarMasks(device)
 
     def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
         generator = torch.Generator(device=self.device)
@@ -47,10 +49,12 @@ class Sampler:
             generator.manual_seed(params.seed)
         self.generators[request_id] = generator
         self.processors.add(request_id, params, prompt_token_ids)
+        self.grammars.add(request_id, params.grammar)
 
     def remove(self, request_id: str) -> None:
         self.generators.pop(request_id, None)
         self.processors.remove(request_id)
+        self.grammars.remove(request_id)
 
     def sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]) -> list[SampledToken]:
         return self.sample_async(logits, request_ids, params).result()
@@ -64,13 +68,16 @@ class Sampler:
         out = self._sample(logits, request_ids, params)
         tokens = torch.tensor([t.token_id for t in out], dtype=torch.long, device=logits.device)
         self.processors.record(tokens, request_ids)
-        return SampledBatch(tokens, lambda: out)
+        batch = SampledBatch(tokens, lambda: out)
+        self.grammars.record(batch, request_ids)
+        return batch
 
     def _sample(self, logits: torch.Tensor, request_ids: list[str], params: list[SamplingParams]
                 ) -> list[SampledToken]:
         # logprobs stay those of the model's raw distribution (vLLM's default); the choice uses the adjusted one
         logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
         logits = self.processors.apply(logits, request_ids, lambda values, dtype: torch.tensor(values, dtype=dtype))
+        logits = self.grammars.apply(logits, request_ids)
         greedy_ids = logits.argmax(-1).tolist()
         out = []
         for row, (request_id, p) in enumerate(zip(request_ids, params)):

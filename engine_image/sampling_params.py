@@ -18,6 +18,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated tokens
     repetition_penalty: float = 1.0  # vLLM's: divides positive (multiplies negative) logits of prompt+output tokens
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    grammar: object | None = None  # a compiled grammar (structured_output.py) the output must follow
 
     @property
     def adjusts_logits(self) -> bool:

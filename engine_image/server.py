@@ -241,8 +241,22 @@ def prepare_chat(raw: bytes, engine: "AsyncEngine") -> tuple[ChatCompletionReque
     check_model_name(body.model, engine.model_name)
     prompt_ids = render_chat(engine.tokenizer, body.chat_messages())
     check_logit_bias(body.logit_bias, engine.vocab_size)
-    return body, copies(prompt_ids, body.sampling_params(len(prompt_ids), engine.max_model_len),
-                        body.num_choices_per_prompt)
+    params = body.sampling_params(len(prompt_ids), engine.max_model_len)
+    if body.response_format is not None and body.response_format.constrained:
+        params.grammar = compile_json_schema(engine, body.response_format.schema, "response_format.json_schema.schema")
+    return body, copies(prompt_ids, params, body.num_choices_per_prompt)
+
+
+def compile_json_schema(engine: "AsyncEngine", schema: dict | None, param: str):
+    """The grammar for a JSON schema (None: any object), compiled here in the worker thread, not on the engine's."""
+    from fleetserve.engine.structured_output import grammar_compiler  # xgrammar and torch: only once needed
+
+    compiler = grammar_compiler(engine.tokenizer, engine.vocab_size, tuple(sorted(engine.eos_token_ids)))
+    try:
+        return compiler.json_schema(schema)
+    except ValueError as error:
+        raise ApiError(400, f"Invalid value for '{param}': the schema does not compile: {error}", param,
+                       "invalid_value") from None
 
 
 def copies(prompt_ids: list[int], params: SamplingParams, n: int, echo: str = "") -> list[Choice]:

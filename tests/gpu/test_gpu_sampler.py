@@ -85,3 +85,32 @@ def test_penalties_and_logit_bias_match_the_cpu_sampler_over_steps():
             sampler.add(rid, p, [3, 4, 5])
         chosen[device] = [[t.token_id for t in sampler.sample(logits.to(device), ids, params)] for logits in steps]
     assert chosen["cpu"] == chosen["cuda"]
+
+
+def test_grammar_rows_accept_tokens_still_on_the_device():
+    """As in overlapped steps: the next step samples before the previous step's tokens were read back; the
+    constrained row must still follow its grammar, and the free row is untouched."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from fleetserve.engine.loader import BUILTIN_GGUF, builtin_dir
+    from fleetserve.engine.structured_output import grammar_compiler
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF)
+    vocab = len(tokenizer)
+    grammar = grammar_compiler(tokenizer, vocab, (tokenizer.eos_token_id,)).json_schema(
+        {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["a"],
+         "additionalProperties": False})
+    sampler = GpuSampler(torch.device("cuda"))
+    params = [SamplingParams(temperature=1.0, seed=1, grammar=grammar), SamplingParams(temperature=0.0)]
+    for rid, p in zip(("json", "free"), params):
+        sampler.add(rid, p, [1])
+    torch.manual_seed(0)
+    batches, logits = [], torch.randn(12, 2, vocab, device="cuda")
+    for step in logits:
+        batches.append(sampler.sample_async(step.clone(), ["json", "free"], params))  # no result() in between
+    tokens = [batch.result() for batch in batches]
+    assert [t[1].token_id for t in tokens] == logits[:, 1].argmax(-1).tolist()
+    text = tokenizer.decode([t[0].token_id for t in tokens if t[0].token_id != tokenizer.eos_token_id])
+    assert json.loads(text[:text.index("}") + 1])["a"] in range(10)

@@ -1,7 +1,12 @@
 """Issue 17 through the official `openai` client: what SDKs and agent frameworks send beyond a bare prompt."""
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 MODEL = "smollm2-135m-instruct"
 
@@ -92,4 +97,58 @@ def test_logit_bias_and_penalties_steer_greedy_output(client, engine_loop):
 def test_bad_sampling_fields_are_named(client, fields, param):
     with pytest.raises(openai.BadRequestError) as error:
         client.completions.create(model=MODEL, prompt="hi", max_tokens=2, **fields)
+    assert error.value.body["param"] == param
+
+
+class City(BaseModel):
+    name: str = Field(max_length=24)
+    country: Literal["France", "Germany", "Italy", "Spain"]
+    population_millions: int = Field(ge=0, le=100)
+    capital: bool
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_parse_with_a_pydantic_model_always_validates(client, seed):
+    reply = client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Describe a European city as JSON."}],
+        response_format=City, max_tokens=120, temperature=1.0, seed=seed)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, City)
+
+
+def test_constrained_and_free_requests_share_a_batch(client):
+    free = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}], max_tokens=24,
+                temperature=0)
+    alone = client.chat.completions.create(**free).choices[0].message.content
+    with ThreadPoolExecutor(4) as pool:
+        constrained = [pool.submit(client.chat.completions.parse, model=MODEL, response_format=City, max_tokens=120,
+                                   messages=[{"role": "user", "content": f"City number {i} as JSON"}], temperature=0)
+                       for i in range(2)]
+        mixed = [pool.submit(client.chat.completions.create, **free) for _ in range(2)]
+        assert [f.result().choices[0].message.content for f in mixed] == [alone] * 2  # the mask never touched them
+        assert all(isinstance(f.result().choices[0].message.parsed, City) for f in constrained)
+
+
+def test_json_object_and_streamed_json_schema(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": 'Reply with the JSON {"ok": true}'}], max_tokens=60,
+        temperature=0, response_format={"type": "json_object"})
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+    schema = {"name": "city", "strict": True, "schema": City.model_json_schema()}
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "A city as JSON"}], max_tokens=120, temperature=0,
+        response_format={"type": "json_schema", "json_schema": schema}, stream=True) if chunk.choices)
+    City.model_validate_json(text)
+
+
+@pytest.mark.parametrize("response_format, param", [
+    ({"type": "json_schema"}, "response_format.json_schema"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}},
+     "response_format.json_schema.schema"),
+    ({"type": "yaml"}, "response_format.type"),
+])
+def test_bad_response_formats_are_named(client, response_format, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                                       response_format=response_format)
     assert error.value.body["param"] == param

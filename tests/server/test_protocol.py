@@ -66,7 +66,7 @@ def test_bad_completion_fields_are_named(fields, param):
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": 3}, "logprobs"),
     ({"tools": []}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_object", "json_schema": {"name": "x"}}}, "response_format.json_schema"),
 ])
 def test_bad_chat_fields_are_named(fields, param):
     with pytest.raises(ApiError) as caught:

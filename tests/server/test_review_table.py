@@ -138,7 +138,7 @@ ROWS = {
     96: (H, h(tools=[]), 400, UNKNOWN, "tools"),
     97: (H, h(tool_choice="none"), 400, UNKNOWN, "tool_choice"),
     98: (H, h(parallel_tool_calls=False), 200, None, None),
-    99: (H, h(response_format={"type": "json_object"}), 400, BAD, "response_format"),
+    99: (H, h(response_format={"type": "json_object"}), 200, None, None),
     100: (H, h(response_format={"type": "text"}), 200, None, None),
     101: (H, h(store=False, metadata={}), 200, None, None),
     102: (H, {**without(HB, "max_tokens"), "max_completion_tokens": 4}, 200, None, None),

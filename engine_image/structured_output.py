@@ -1,0 +1,101 @@
+"""Grammar-constrained decoding with xgrammar (chosen over llguidance and outlines-core: benchmarks/results/
+grammar-libraries.md): JSON schemas compile once per request in the server's worker thread; each constrained
+request then gets a matcher in the sampler, whose next-token bitmask sets every token the grammar forbids to -inf
+in that request's row only. Rows of unconstrained requests are never read or written.
+
+A matcher must see a request's previous token before it can mask the next one. With overlapped steps (GPU) that
+token may still be on the device when the next step samples, so the step waits for the previous step's tokens,
+but only when a constrained request is in the batch, and only for the host copy already queued.
+"""
+
+import functools
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+import xgrammar as xgr
+
+if TYPE_CHECKING:  # the sampler imports this module
+    from fleetserve.engine.sampler import SampledBatch
+
+log = logging.getLogger(__name__)
+
+
+class GrammarCompiler:
+    """Compiles JSON schemas against one tokenizer; the compiler's cache makes a repeated schema free."""
+
+    def __init__(self, tokenizer, vocab_size: int, stop_token_ids: list[int]):
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
+        self.compiler = xgr.GrammarCompiler(info)
+
+    def json_schema(self, schema: dict | None) -> xgr.CompiledGrammar:
+        """schema None: any JSON object (response_format json_object). Raises ValueError for a schema xgrammar
+        cannot compile. No free whitespace between tokens: a small model would otherwise pad forever."""
+        try:
+            return self.compiler.compile_json_schema(json.dumps(schema if schema is not None else {"type": "object"}),
+                                                     any_whitespace=False, strict_mode=True)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+
+
+@functools.lru_cache(maxsize=4)
+def grammar_compiler(tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...]) -> GrammarCompiler:
+    return GrammarCompiler(tokenizer, vocab_size, list(stop_token_ids))
+
+
+class GrammarMasks:
+    """The sampler's side: one matcher per constrained request."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.matchers: dict[str, xgr.GrammarMatcher] = {}
+        self._unaccepted: tuple["SampledBatch", list[str]] | None = None  # last step's tokens, not yet accepted
+
+    def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
+        if grammar is not None:
+            self.matchers[request_id] = xgr.GrammarMatcher(grammar)
+
+    def remove(self, request_id: str) -> None:
+        self.matchers.pop(request_id, None)
+
+    def apply(self, logits: torch.Tensor, request_ids: list[str]) -> torch.Tensor:
+        """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already)."""
+        rows = [row for row, rid in enumerate(request_ids) if rid in self.matchers]
+        if not rows:
+            return logits
+        self._accept_last_step()
+        bitmask = xgr.allocate_token_bitmask(len(rows), logits.shape[-1])
+        for i, row in enumerate(rows):
+            self.matchers[request_ids[row]].fill_next_token_bitmask(bitmask, i)
+        if self.device.type == "cuda":
+            bitmask = bitmask.pin_memory().to(self.device, non_blocking=True)
+        index = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        allowed = unpack_bitmask(bitmask, logits.shape[-1])
+        with torch.inference_mode():  # the runner's logits are inference tensors: in place, only the masked rows
+            logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
+        return logits
+
+    def record(self, sampled: "SampledBatch", request_ids: list[str]) -> None:
+        """The step's tokens; accepted into the matchers when the next step needs them (or at once on the CPU,
+        where they are already on the host)."""
+        if any(rid in self.matchers for rid in request_ids):
+            self._unaccepted = (sampled, request_ids)
+            if self.device.type != "cuda":
+                self._accept_last_step()
+
+    def _accept_last_step(self) -> None:
+        if self._unaccepted is None:
+            return
+        sampled, request_ids = self._unaccepted
+        self._unaccepted = None
+        for rid, token in zip(request_ids, sampled.result()):
+            matcher = self.matchers.get(rid)
+            if matcher is not None and not matcher.is_terminated() and not matcher.accept_token(token.token_id):
+                log.error("request %s: grammar rejected token %d", rid, token.token_id)
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """int32 [m, words], bit j of word i = token 32*i + j -> bool [m, vocab]."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    return ((bitmask.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, :vocab].bool()

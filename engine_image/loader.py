@@ -214,6 +214,10 @@ def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype, wi
     model = _build(cfg, device, dtype)
     model.load_weights(_random_weights(cfg, device, dtype, config.seed))
     tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF) if with_tokenizer else None
+    template = path.removesuffix(".json") + ".jinja"
+    if tokenizer is not None and os.path.isfile(template):  # the architecture's own template (e.g. with tools)
+        with open(template) as f:
+            tokenizer.chat_template = f.read()
     return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, None, None))
 
 

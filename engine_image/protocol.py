@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from fleetserve.engine.outputs import TokenLogprob
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.tool_calls import arguments_schema, required_schema
 
 MAX_LOGPROBS = 20
 # stop strings are matched against the text after every token, on the engine's thread: bound that work
@@ -262,12 +263,35 @@ class ResponseFormat(_Strict):
         return self.json_schema.schema_ if self.json_schema is not None else None
 
 
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema; None: no arguments
+    strict: bool | None = None  # arguments follow the schema whenever the grammar constrains them (required, named)
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # accepted and ignored: OpenAI-platform features (stored completions, billing tiers, reasoning models)
     store: bool | None = None
@@ -286,6 +310,45 @@ class ChatCompletionRequest(_SamplingRequest):
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs requires logprobs to be true.", "top_logprobs", "invalid_value")
         return self
+
+    @model_validator(mode="after")
+    def _tool_choice_needs_its_tools(self):
+        names = [tool.function.name for tool in self.tools or []]
+        if self.tool_mode in ("required", "named") and not names:
+            raise ApiError(400, "tool_choice 'required' or a named function needs tools.", "tool_choice",
+                           "invalid_value")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise ApiError(400, f"tool_choice names function {self.tool_choice.function.name!r}, which is not "
+                           "in tools.", "tool_choice.function.name", "invalid_value")
+        if self.tool_mode in ("required", "named") and self.response_format and self.response_format.constrained:
+            raise ApiError(400, "response_format json_object/json_schema cannot be combined with tool_choice "
+                           "'required' or a named function (both constrain the output).", "response_format",
+                           "invalid_value")
+        return self
+
+    @property
+    def tool_mode(self) -> str:
+        """none | auto | required | named: how tools shape this request's output."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        if not self.tools:
+            return "required" if self.tool_choice == "required" else "none"
+        return self.tool_choice or "auto"
+
+    def tool_call_schema(self) -> dict | None:
+        """The JSON schema the output is constrained to for tool_choice 'required' or a named function."""
+        functions = {tool.function.name: tool.function.parameters for tool in self.tools or []}
+        if self.tool_mode == "named":
+            return arguments_schema(functions[self.tool_choice.function.name])
+        if self.tool_mode == "required":
+            return required_schema(list(functions.items()), self.parallel_tool_calls is not False)
+        return None
+
+    def template_tools(self) -> list[dict] | None:
+        """The tools as chat templates take them; none for tool_choice 'none', so the model is not tempted."""
+        if not self.tools or self.tool_mode == "none":
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -401,14 +464,22 @@ def completion_response(request_id: str, model: str, choices: list[tuple[str, st
     }
 
 
-def chat_response(request_id: str, model: str, choices: list[tuple[str, str | None, dict | None]],
+def assistant_message(content: str, tool_calls: list[dict]) -> dict:
+    """OpenAI's shape: content null when the reply is only tool calls; tool_calls only when there are some."""
+    message = {"role": "assistant", "content": content if content or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def chat_response(request_id: str, model: str, choices: list[tuple[dict, str | None, dict | None]],
                   prompt_tokens: int, completion_tokens: int) -> dict:
-    """choices: (text, finish reason, logprobs) in index order."""
+    """choices: (message, finish reason, logprobs) in index order."""
     return {
         "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+        "choices": [{"index": index, "message": message, "logprobs": logprobs,
                      "finish_reason": public_finish_reason(finish_reason)}
-                    for index, (text, finish_reason, logprobs) in enumerate(choices)],
+                    for index, (message, finish_reason, logprobs) in enumerate(choices)],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 

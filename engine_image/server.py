@@ -8,6 +8,7 @@ event loop, so probes answer at once under any mix of requests.
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -22,12 +23,13 @@ from aiohttp import web
 
 from fleetserve.engine.metrics import ServerMetrics
 from fleetserve.engine.outputs import RequestOutput
-from fleetserve.engine.protocol import (ApiError, ChatCompletionRequest, CompletionRequest, chat_chunk,
-                                        chat_logprobs, chat_response, check_model_name, completion_chunk,
+from fleetserve.engine.protocol import (ApiError, ChatCompletionRequest, CompletionRequest, assistant_message,
+                                        chat_chunk, chat_logprobs, chat_response, check_model_name, completion_chunk,
                                         completion_logprobs, completion_response, models_response, parse_request,
                                         usage_chunk)
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.tokenizer_export import tokenizer_handler
+from fleetserve.engine.tool_calls import HERMES_OPEN, ChoiceToolCalls, ParsedCall
 
 if TYPE_CHECKING:  # the server only calls the engine; importing it here would load torch for nothing
     from fleetserve.engine.async_engine import AsyncEngine
@@ -239,11 +241,13 @@ def prepare_completion(raw: bytes, engine: "AsyncEngine") -> tuple[CompletionReq
 def prepare_chat(raw: bytes, engine: "AsyncEngine") -> tuple[ChatCompletionRequest, list[Choice]]:
     body = parse_request(ChatCompletionRequest, decode_json(raw))
     check_model_name(body.model, engine.model_name)
-    prompt_ids = render_chat(engine.tokenizer, body.chat_messages())
+    prompt_ids = render_chat(engine.tokenizer, body.chat_messages(), body.template_tools())
     check_logit_bias(body.logit_bias, engine.vocab_size)
     params = body.sampling_params(len(prompt_ids), engine.max_model_len)
     if body.response_format is not None and body.response_format.constrained:
         params.grammar = compile_json_schema(engine, body.response_format.schema, "response_format.json_schema.schema")
+    elif body.tool_mode in ("required", "named"):
+        params.grammar = compile_json_schema(engine, body.tool_call_schema(), "tools")
     return body, copies(prompt_ids, params, body.num_choices_per_prompt)
 
 
@@ -271,7 +275,10 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
-    return await generate(request, f"chatcmpl-{uuid.uuid4().hex}", prepare_chat, chat_chunks, collect_chat)
+    tokenizer = request.app[STATE].engine.tokenizer  # its template tells how the model writes tool calls
+    return await generate(request, f"chatcmpl-{uuid.uuid4().hex}", prepare_chat,
+                          functools.partial(chat_chunks, tokenizer=tokenizer),
+                          functools.partial(collect_chat, tokenizer=tokenizer))
 
 
 async def generate(request: web.Request, request_id: str, prepare, to_chunks, to_response) -> web.StreamResponse:
@@ -327,9 +334,9 @@ def check_logit_bias(logit_bias: dict[str, float] | None, vocab_size: int) -> No
                        f"[0, {vocab_size}).", "logit_bias", "invalid_value")
 
 
-def render_chat(tokenizer, messages: list[dict]) -> list[int]:
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def render_chat(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    try:  # a template that does not know tools ignores them (as in vLLM); required/named calls still work
+        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     except Exception as error:  # templates raise on role orders they do not allow (jinja's TemplateError)
         raise ApiError(400, f"Invalid value for 'messages': the model's chat template rejected them: {error}",
                        "messages", "invalid_value") from None
@@ -454,18 +461,39 @@ async def completion_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], r
         yield usage_chunk(request_id, "text_completion", body.model, created, *usage_of(choices, last))
 
 
+def tool_calls_of(body: ChatCompletionRequest, tokenizer) -> ChoiceToolCalls:
+    hermes = HERMES_OPEN in (getattr(tokenizer, "chat_template", None) or "")
+    name = body.tool_choice.function.name if body.tool_mode == "named" else None
+    return ChoiceToolCalls(body.tool_mode, hermes, name)
+
+
+def tool_call_deltas(calls: list[ParsedCall], first_index: int) -> list[dict]:
+    """As OpenAI streams them: each call with its index among the choice's calls, id, name and arguments."""
+    return [{"index": first_index + i, **call.to_openai()} for i, call in enumerate(calls)]
+
+
 async def chat_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
-                      body: ChatCompletionRequest, choices: list[Choice]) -> AsyncIterator[dict]:
+                      body: ChatCompletionRequest, choices: list[Choice], tokenizer) -> AsyncIterator[dict]:
     created, last = int(time.time()), {}
+    tools = [tool_calls_of(body, tokenizer) for _ in choices]
+    num_calls = [0] * len(choices)
     for index in range(len(choices)):
         yield chat_chunk(request_id, body.model, created, {"role": "assistant", "content": ""}, None, None,
                          body.include_usage, index)
     async for index, output in outputs:
         logprobs = chat_logprobs(output.logprobs) if output.logprobs is not None else None
-        if output.new_text or output.finished or logprobs:
-            delta = {"content": output.new_text} if output.new_text else {}
-            yield chat_chunk(request_id, body.model, created, delta,
-                             output.finish_reason if output.finished else None, logprobs, body.include_usage, index)
+        content, calls = tools[index].feed(output.new_text)
+        reason = output.finish_reason
+        if output.finished:
+            rest, more_calls, reason = tools[index].finish(output.finish_reason)
+            content, calls = content + rest, calls + more_calls
+        if content or calls or output.finished or logprobs:
+            delta = {"content": content} if content else {}
+            if calls:
+                delta["tool_calls"] = tool_call_deltas(calls, num_calls[index])
+                num_calls[index] += len(calls)
+            yield chat_chunk(request_id, body.model, created, delta, reason if output.finished else None, logprobs,
+                             body.include_usage, index)
         last[index] = output
     if body.include_usage and last:
         yield usage_chunk(request_id, "chat.completion.chunk", body.model, created, *usage_of(choices, last))
@@ -496,10 +524,13 @@ async def collect_completion(outputs: AsyncIterator[tuple[int, RequestOutput]], 
 
 
 async def collect_chat(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
-                       body: ChatCompletionRequest, choices: list[Choice]) -> dict:
+                       body: ChatCompletionRequest, choices: list[Choice], tokenizer) -> dict:
     texts, logprobs, last = await _drain_outputs(outputs, choices)
-    return chat_response(
-        request_id, body.model,
-        [(text, _finish_reason(last, i), chat_logprobs(logprobs[i]) if body.logprobs else None)
-         for i, text in enumerate(texts)],
-        *usage_of(choices, last))
+    replies = []
+    for i, text in enumerate(texts):
+        tools = tool_calls_of(body, tokenizer)
+        content, calls = tools.feed(text)
+        rest, more_calls, reason = tools.finish(_finish_reason(last, i))
+        replies.append((assistant_message(content + rest, [call.to_openai() for call in calls + more_calls]), reason,
+                        chat_logprobs(logprobs[i]) if body.logprobs else None))
+    return chat_response(request_id, body.model, replies, *usage_of(choices, last))

@@ -65,7 +65,8 @@ def test_bad_completion_fields_are_named(fields, param):
     ({"max_completion_tokens": 0}, "max_completion_tokens"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": 3}, "logprobs"),
-    ({"tools": []}, "tools"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function"),
+    ({"tool_choice": "required"}, "tool_choice"),
     ({"response_format": {"type": "json_object", "json_schema": {"name": "x"}}}, "response_format.json_schema"),
 ])
 def test_bad_chat_fields_are_named(fields, param):

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix policy: blocks the router assumes each replica caches (default: unbounded)")
     parser.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between reads of each replica's /metrics")
     parser.add_argument("--hold-timeout", type=float, default=120.0,
-                        help="seconds a request waits for a replica when there is none (scale from zero)")
+                        help="seconds a request waits for a replica when there is none (scale from zero) or none has room")
     parser.add_argument("--max-held", type=int, default=1024, help="requests that may wait for a replica at once")
     parser.add_argument("--api-key-file", type=Path, help="the engines' API key, for the router's own reads of them")
 

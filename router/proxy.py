@@ -2,7 +2,8 @@
 `/health` and `/metrics`, forwarded to the replica the policy picks.
 
 No request is lost to a replica that goes away:
-- a refusal before the first byte (connection error, 503 while draining, 429) is retried on another replica;
+- a refusal before the first byte (connection error, 503 while draining, 429) is retried on another replica, and
+  when all refuse, again after a backoff, until `hold_timeout`;
 - a stream whose replica dies is continued on another one (`continuation`), as one answer to the client;
 - with no replica at all (scaled to zero) a request waits, bounded in number and time, while `on_demand` asks
   for one.
@@ -28,6 +29,7 @@ from fleetserve.router.tokenizer import PromptTokenizer
 log = logging.getLogger("fleetserve.router")
 
 RETRYABLE_STATUS = (429, 503)
+FIRST_BACKOFF_S, LONGEST_BACKOFF_S = 0.1, 2.0  # between rounds over replicas that all refused
 # What a replica that went away looks like from the client session's side.
 REPLICA_GONE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError, TimeoutError)
 FORWARDED_HEADERS = ("Authorization", "Content-Type")
@@ -35,7 +37,7 @@ FORWARDED_HEADERS = ("Authorization", "Content-Type")
 
 @dataclass
 class RouterOptions:
-    hold_timeout: float = 120.0  # how long a request waits for a replica to exist
+    hold_timeout: float = 120.0  # how long a request waits for a replica to exist or to have room
     max_held: int = 1024  # requests waiting for a replica at once; more get 503
     connect_timeout: float = 5.0
     api_key: str | None = None  # sent to replicas for /v1/tokenizer and /metrics
@@ -62,6 +64,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self._held = 0
         self._background: list[asyncio.Task] = []
+        self._learning = asyncio.Lock()  # a burst of first requests learns the tokenizer once
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -91,13 +94,18 @@ class Proxy:
 
     async def _learn_tokenizer(self, url: str) -> None:
         """Once, from the first replica that answers: the engines of one deployment share their tokenizer."""
+        async with self._learning:
+            if self.tokenizer is None:
+                await self._fetch_tokenizer(url)
+
+    async def _fetch_tokenizer(self, url: str) -> None:
         try:
             async with self.session.get(f"{url}/v1/tokenizer", headers=self._replica_headers()) as answer:
                 answer.raise_for_status()
                 description = await answer.json()
             self.tokenizer = await asyncio.to_thread(PromptTokenizer.from_description, description)
             log.info("learned the engines' tokenizer from %s (block size %d)", url, self.tokenizer.block_size)
-        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure only costs prefix affinity until the next request
             log.warning("could not learn the tokenizer from %s: %s; routing without prefix affinity", url, error)
 
     # -- handlers ---------------------------------------------------------------------------------------------
@@ -167,13 +175,22 @@ class Proxy:
         headers = self._forwarded(request)
         tried: set[str] = set()
         last_refusal: tuple[int, bytes, str] | None = None
+        give_up_at, backoff = time.monotonic() + self.options.hold_timeout, FIRST_BACKOFF_S
         while True:
             started = time.perf_counter()
             loads = self.pool.loads()
             url = self.router.choose(hashes, loads, exclude=frozenset(tried))
             self.metrics.decision.observe(time.perf_counter() - started)
+            if url is None and time.monotonic() + backoff < give_up_at:
+                # Every replica refused (full, draining, gone): a burst waits here for room, as it would in one
+                # replica's queue, instead of failing; replicas the autoscaler adds meanwhile join the next round.
+                await self._back_off(backoff)
+                tried.clear()
+                backoff = min(2 * backoff, LONGEST_BACKOFF_S)
+                await self._wait_for_replica()
+                continue
             if url is None:
-                if last_refusal is not None:  # every replica refused: pass the last refusal on
+                if last_refusal is not None:  # every replica kept refusing: pass the last refusal on
                     status, payload, content_type = last_refusal
                     return web.Response(body=payload, status=status, content_type=content_type,
                                         headers={"Retry-After": "1"})
@@ -211,6 +228,15 @@ class Proxy:
             finally:
                 replica.outstanding -= 1
                 upstream.release()
+
+    async def _back_off(self, seconds: float) -> None:
+        self._held += 1
+        self.metrics.held.set(self._held)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._held -= 1
+            self.metrics.held.set(self._held)
 
     # -- streaming with failover ------------------------------------------------------------------------------
     async def _relay_stream(self, request: web.Request, kind: str, body: dict, prompt_ids: list[int] | None,

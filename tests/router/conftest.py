@@ -39,13 +39,13 @@ def processes(tmp_path):
 
 @pytest.fixture
 def start_engines(processes, wait_until_ready):
-    """start_engines(n) -> {url: process}: n engines, all ready."""
-    def start(count: int) -> dict[str, subprocess.Popen]:
+    """start_engines(n, *flags) -> {url: process}: n engines, all ready."""
+    def start(count: int, *flags: str) -> dict[str, subprocess.Popen]:
         engines = {}
         for index in range(count):
             port = free_port()
             engines[f"http://127.0.0.1:{port}"] = processes(
-                f"engine-{index}", fleetserve("serve", "--host", "127.0.0.1", "--port", str(port), *ENGINE_ARGS))
+                f"engine-{index}", fleetserve("serve", "--host", "127.0.0.1", "--port", str(port), *ENGINE_ARGS, *flags))
         for url, process in engines.items():
             wait_until_ready(process, f"{url}/readyz", process.log_path)
         return engines

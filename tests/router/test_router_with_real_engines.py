@@ -60,6 +60,15 @@ def test_a_refusing_replica_is_skipped_before_the_first_byte(start_engines, star
         assert api.completions.create(model=MODEL, prompt="Hello", max_tokens=2).choices[0].text is not None
 
 
+async def test_a_burst_past_every_replicas_queue_waits_in_the_router_instead_of_failing(start_engines, start_router):
+    engines = start_engines(1, "--max-num-seqs", "2", "--max-waiting", "1")  # 429 past 3 at once
+    router = start_router(list(engines), "--policy", "least-loaded")
+    api = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+    answers = await asyncio.gather(*(api.completions.create(model=MODEL, prompt=f"Story {i}:", max_tokens=8)
+                                     for i in range(10)))
+    assert all(a.choices[0].text is not None and a.usage.completion_tokens == 8 for a in answers)
+
+
 async def test_replica_killed_mid_stream_every_client_gets_a_whole_answer(start_engines, start_router):
     engines = start_engines(2)
     router = start_router(list(engines), "--policy", "least-loaded")

@@ -11,6 +11,7 @@ but only when a constrained request is in the batch, and only for the host copy 
 import functools
 import json
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,7 +37,9 @@ class GrammarCompiler:
             return self.compiler.compile_json_schema(json.dumps(schema if schema is not None else {"type": "object"}),
                                                      any_whitespace=False, strict_mode=True)
         except (RuntimeError, ValueError, TypeError) as error:
-            raise ValueError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+            # xgrammar's C++ messages start with "[time] /project/cpp/file.cc:line: "; the client needs the rest
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            raise ValueError(re.sub(r"^\[[^\]]*\] \S+:\d+: ", "", first_line)) from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -152,3 +152,11 @@ def test_bad_response_formats_are_named(client, response_format, param):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
                                        response_format=response_format)
     assert error.value.body["param"] == param
+
+
+def test_n_copies_take_the_prompt_blocks_from_the_prefix_cache(client, engine_loop):
+    engine = engine_loop.engine
+    prompt = " ".join(["alpha beta gamma delta"] * 25)  # 100 tokens: 6 full blocks of 16
+    before = engine.stats().prefix_cache_hits
+    client.completions.create(model=MODEL, prompt=prompt, max_tokens=2, n=4, temperature=1.0, seed=3)
+    assert engine.stats().prefix_cache_hits - before >= 3 * 96  # copies 2-4 computed none of the full blocks

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from harness.llmd import example
-from harness.operator import install_chart
+from harness.operator_process import install_chart
 
 
 @pytest.fixture

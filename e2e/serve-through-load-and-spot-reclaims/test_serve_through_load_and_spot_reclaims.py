@@ -26,7 +26,7 @@ import yaml
 
 from harness.fixtures import PROCESS_NODE_TOLERATION
 from harness.kube import control_plane_bin
-from harness.llmd import condition, engine_pods, llmd
+from harness.llmd import engine_pods
 from harness.operator_process import RELEASE_NAMESPACE, install_chart
 from harness.ports import free_port
 from harness.prometheus import start_cluster_prometheus

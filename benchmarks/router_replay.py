@@ -316,13 +316,18 @@ def main() -> int:
         "traces": traces,
         "decision_cost": costs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    args.out.with_suffix(".md").write_text(table)
-    plot(report, args.out.with_suffix(".png"))
-    print(table)
+    write_results(args.out, report, markdown, plot)
     return 0
+
+
+def write_results(out: Path, report: dict, markdown, plot) -> None:
+    """out.json, out.md (`markdown(report)`, also printed) and out.png (`plot(report, path)`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    out.with_suffix(".md").write_text(table)
+    plot(report, out.with_suffix(".png"))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from tqdm import tqdm  # noqa: E402
 from fleetserve.engine.bench import free_port, percentile, wait_healthy  # noqa: E402
 from fleetserve.router.policy import POLICIES, PrefixIndex  # noqa: E402
 from online_bench import stop_server  # noqa: E402
-from router_replay import TRACE_DIR, TraceRequest, cpu_model, read_trace  # noqa: E402
+from router_replay import TRACE_DIR, TraceRequest, cpu_model, read_trace, write_results  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"  # the default model's served name
 BLOCK_TOKENS = 32  # tokens per trace block: two of the engine's 16-token cache blocks
@@ -349,12 +349,7 @@ def main() -> int:
         },
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    args.out.with_suffix(".md").write_text(table)
-    plot(report, args.out.with_suffix(".png"))
-    print(table)
+    write_results(args.out, report, markdown, plot)
     print(f"engine and router logs: {logs}")
     return 0
 

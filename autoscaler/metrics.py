@@ -52,6 +52,12 @@ def deployment_selector(namespace: str, instance: str, model_name: str) -> str:
     return ",".join(f"{label}={json.dumps(value)}" for label, value in matchers.items())
 
 
+def router_selector(selector: str) -> str:
+    """The same deployment's router series: its namespace and instance, no model name (the router's own series
+    carry none). `deployment_selector` puts the model name last."""
+    return selector.split(",model_name=", 1)[0]
+
+
 def parse_window_s(text: str) -> int:
     """A rate window in whole seconds from configuration; ValueError with the reason for anything else."""
     try:
@@ -79,6 +85,8 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
         # Arrivals = completions + growth of the in-engine population, so overload is not mistaken for demand.
         "queue_growth": f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))",
         "waiting": f"sum(vllm:num_requests_waiting{{{s}}})",
+        # Requests the router holds while every replica is full wait as surely as those queued in the engines.
+        "router_held": f"sum(fleetserve_router_held_requests{{{router_selector(s)}}})",
         "running": f"sum(vllm:num_requests_running{{{s}}})",
         "kv_cache_usage": f"avg(vllm:kv_cache_usage_perc{{{s}}})",
         "prompt_tokens_rate": f"sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))",
@@ -117,7 +125,7 @@ def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: floa
     return MetricsSnapshot(
         replicas_reporting=int(values["replicas_reporting"]),
         arrival_rate=max(0.0, completion_rate + (values.get("queue_growth") or 0.0)),
-        waiting=values["waiting"],
+        waiting=values["waiting"] + (values.get("router_held") or 0.0),
         running=values["running"],
         kv_cache_usage=values.get("kv_cache_usage"),
         prompt_tokens_rate=values.get("prompt_tokens_rate") or 0.0,

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.autoscaler.metrics import DEFAULT_WINDOW_S, build_queries, deployment_selector, parse_window_s
+from fleetserve.autoscaler.metrics import (
+    DEFAULT_WINDOW_S, build_queries, deployment_selector, parse_window_s, router_selector, snapshot_from_values,
+)
 
 DOCS = Path(__file__).parents[2] / "docs" / "autoscaler.md"
 SELECTOR = deployment_selector("team-a", "chat", "meta-llama/Llama-3.1-8B")
@@ -16,7 +18,10 @@ def test_every_query_is_scoped_to_one_deployment():
     assert SELECTOR == 'namespace="team-a",app_kubernetes_io_instance="chat",model_name="meta-llama/Llama-3.1-8B"'
     for field, query in build_queries(SELECTOR, 60, 0.99).items():
         selectors = re.findall(r"\{([^}]*)\}", query)
-        assert selectors and all(s == SELECTOR for s in selectors), field
+        # The router's series carry no model name; the same namespace and instance scope them.
+        wanted = router_selector(SELECTOR) if field == "router_held" else SELECTOR
+        assert selectors and all(s == wanted for s in selectors), field
+    assert router_selector(SELECTOR) == 'namespace="team-a",app_kubernetes_io_instance="chat"'
     # Values are PromQL strings, whatever a served model name holds.
     assert deployment_selector("ns", "x", 'a"b\\c').endswith(r'model_name="a\"b\\c"')
 
@@ -45,3 +50,9 @@ def test_the_docs_table_shows_the_queries_sent():
     for query in documented:
         assert query.replace("{sel}", "{" + SELECTOR + "}").replace("[W]", "[60s]") in sent, query
     assert 'namespace="<namespace>"' in DOCS.read_text() and "default 60 s" in DOCS.read_text()
+
+
+def test_requests_the_router_holds_count_as_waiting():
+    values = {"replicas_reporting": 2, "sample_age_s": 1, "waiting": 3, "running": 8, "router_held": 5}
+    assert snapshot_from_values(values, 20).waiting == 8
+    assert snapshot_from_values({**values, "router_held": None}, 20).waiting == 3  # no router, or none held

@@ -14,7 +14,7 @@ BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80]
 
 def _serve_text_format(port: int, registry: CollectorRegistry) -> http.server.ThreadingHTTPServer:
     """Always the 0.0.4 text format, as our engine serves it: prometheus_client's own server would negotiate
-    OpenMetrics, which escapes the vLLM names' colons in a way Prometheus 2.42 does not read back."""
+    OpenMetrics, and the engine's own format is what the tests' Prometheus should read."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

@@ -26,7 +26,7 @@ import yaml
 
 from harness.fixtures import PROCESS_NODE_TOLERATION
 from harness.kube import control_plane_bin
-from harness.llmd import engine_pods
+from harness.llmd import engine_pods, ready
 from harness.operator_process import RELEASE_NAMESPACE, install_chart
 from harness.ports import free_port
 from harness.prometheus import start_cluster_prometheus
@@ -107,9 +107,7 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
     prometheus = None
     try:
         await cluster.wait_for("the operator pod running on the system node", lambda: any(
-            p["spec"].get("nodeName") == system.name and p["status"].get("podIP")
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-            for p in cluster.objects("v1", "Pod", namespace=RELEASE_NAMESPACE)), timeout=120)
+            p["spec"].get("nodeName") == system.name and p["status"].get("podIP") and ready(p) for p in cluster.objects("v1", "Pod", namespace=RELEASE_NAMESPACE)), timeout=120)
 
         # 2. kubectl apply the LLMDeployment; it becomes Ready behind its router.
         manifest = tmp_path / "assistant.yaml"
@@ -117,8 +115,8 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
         await cluster.kubectl("apply", "-f", str(manifest))
         await cluster.kubectl("wait", "--for=condition=Ready", f"llmd/{NAME}", "--timeout=300s", timeout=320)
         router_pod = await cluster.wait_for("the router ready", lambda: next((p for p in cluster.objects(
-            "v1", "Pod", labels=f"app.kubernetes.io/name=fleetserve-router,app.kubernetes.io/instance={NAME}") if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))), None), timeout=120)
+            "v1", "Pod", labels=f"app.kubernetes.io/name=fleetserve-router,app.kubernetes.io/instance={NAME}")
+            if ready(p)), None), timeout=120)
         router = f"http://{router_pod['status']['podIP']}:8080"
         monitors = await cluster.wait_for("the PodMonitors", lambda: len(
             m := cluster.objects("monitoring.coreos.com/v1", "PodMonitor")) >= 2 and m)

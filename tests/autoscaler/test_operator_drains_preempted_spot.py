@@ -3,27 +3,9 @@ replicas on it out of the Service at once (the serving label goes), count the pr
 status, and leave replicas elsewhere alone. The replicas are the operator's own Deployments' pods, placed by the
 scheduler on spot KWOK nodes the test owns."""
 
-from harness.llmd import condition, engine_pods, llmd
+from harness.llmd import condition, engine_pods, four_replicas_half_spot, llmd, ready, serving
 
 NAME = "mix"
-
-
-def manifest(spot_pool) -> dict:
-    return {
-        "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": NAME},
-        # A 1-CPU spot node holds one 600m replica: the two spot replicas land on different nodes.
-        "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}, "resources": {"cpu": "600m", "memory": "1Gi"},
-                 "replicas": {"min": 4, "max": 4}, "autoscaling": {"enabled": True},
-                 "capacity": {"onDemand": {"minReplicas": 2}, "spot": {"enabled": True, "maxShare": 0.5, **spot_pool.spec}}},
-    }
-
-
-def serving(pod: dict) -> bool:
-    return pod["metadata"].get("labels", {}).get("fleetserve.io/serving") == "true"
-
-
-def ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
 
 
 def pod_on(cluster, node: str) -> dict:
@@ -34,7 +16,7 @@ async def test_reclaimed_spot_node_stops_receiving_requests(cluster, start_opera
     node_a, node_b = await spot_pool.add_node("spot-a"), await spot_pool.add_node("spot-b")
     # No Prometheus: the autoscaler holds spec.replicas.min, but its pod and node handlers run all the same.
     await start_operator(autoscaler=True, env={"FLEETSERVE_PROMETHEUS_URL": "", "FLEETSERVE_AUTOSCALER_INTERVAL": "1"})
-    await cluster.create(manifest(spot_pool))
+    await cluster.create(four_replicas_half_spot(NAME, spot_pool.spec))  # one spot replica per spot node
     await cluster.wait_for("a ready, serving spot replica on each spot node", lambda: sorted(
         p["spec"].get("nodeName") for p in engine_pods(cluster, NAME, "spot") if ready(p) and serving(p))
         == sorted([node_a, node_b]))

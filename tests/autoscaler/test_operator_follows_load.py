@@ -3,7 +3,7 @@
 with an Event, and the operator resizes the on-demand and spot Deployments, whose pods the scheduler places on
 on-demand CPU nodes and on the test's spot nodes; when the load goes, it scales back down."""
 
-from harness.llmd import LLMD, condition, engine_pods, llmd, workload
+from harness.llmd import condition, engine_pods, llmd, ready, workload
 
 from fleetserve.autoscaler.metrics import deployment_selector
 
@@ -33,8 +33,7 @@ def deployment_replicas(cluster, suffix: str) -> int:
 
 
 def ready_pods(cluster, capacity: str) -> list[dict]:
-    return [p for p in engine_pods(cluster, NAME, capacity) if not p["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", []))]
+    return [p for p in engine_pods(cluster, NAME, capacity) if ready(p)]
 
 
 async def test_autoscaled_deployment_follows_load_up_and_down(cluster, start_operator, spot_pool, fake_exporters,

@@ -4,7 +4,7 @@ on-demand ones, keeps them while the spot replacement has no node, and moves bac
 takes it. Pods are the operator's Deployments' own, placed by the scheduler on CPU nodes and on the test's spot
 KWOK nodes."""
 
-from harness.llmd import condition, engine_pods, llmd, workload
+from harness.llmd import condition, engine_pods, four_replicas_half_spot, llmd, ready, serving, workload
 
 from fleetserve.autoscaler.metrics import deployment_selector
 
@@ -12,28 +12,8 @@ NAME = "fake-llm"  # the fake exporters label their series model_name="fake-llm"
 GKE_RECLAIM_TAINT = {"key": "cloud.google.com/impending-node-termination", "value": "true", "effect": "NoSchedule"}
 
 
-def manifest(spot_pool) -> dict:
-    return {
-        "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": NAME},
-        # min = max: the load can't move the replica count, so every change of the split is the spot fallback's.
-        # A 1-CPU spot node holds one 600m replica.
-        "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}, "resources": {"cpu": "600m", "memory": "1Gi"},
-                 "replicas": {"min": 4, "max": 4}, "autoscaling": {"enabled": True},
-                 "capacity": {"onDemand": {"minReplicas": 2}, "spot": {"enabled": True, "maxShare": 0.5, **spot_pool.spec}}},
-    }
-
-
 def plan(cluster) -> dict:
     return (llmd(cluster, NAME).get("status") or {}).get("autoscaler") or {}
-
-
-def ready(pod: dict) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
-
-
-def serving(pod: dict) -> bool:
-    return pod["metadata"].get("labels", {}).get("fleetserve.io/serving") == "true"
 
 
 def serving_nodes(cluster, capacity: str) -> list[str]:
@@ -56,7 +36,7 @@ async def test_reclaimed_spot_falls_back_to_on_demand_and_returns(cluster, start
     # Metrics must be available: without them the autoscaler holds the counts and plans no fallback.
     await start_operator(autoscaler=True, env={"FLEETSERVE_PROMETHEUS_URL": prometheus.url,
                                                "FLEETSERVE_AUTOSCALER_INTERVAL": "1", "FLEETSERVE_METRICS_WINDOW_S": "10"})
-    await cluster.create(manifest(spot_pool))
+    await cluster.create(four_replicas_half_spot(NAME, spot_pool.spec))
     await cluster.wait_for("a plan of 2 on-demand + 2 spot", lambda: (
         (p := plan(cluster)).get("desiredOnDemand"), p.get("desiredSpot")) == (2, 2))
     await cluster.wait_for("a serving spot replica on each spot node",

@@ -30,3 +30,27 @@ def workload(cluster: Cluster, name: str, kind: str = "Deployment") -> dict | No
 def engine_pods(cluster: Cluster, name: str, capacity: str | None = None) -> list[dict]:
     labels = f"app.kubernetes.io/name=fleetserve-engine,app.kubernetes.io/instance={name}"
     return cluster.objects("v1", "Pod", labels=labels + (f",fleetserve.io/capacity={capacity}" if capacity else ""))
+
+
+def ready(obj: dict) -> bool:
+    """A pod (not being deleted) or node whose Ready condition is True."""
+    return not obj["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def serving(pod: dict) -> bool:
+    """In its Service: the autoscaler removes this label from pods on reclaimed nodes."""
+    return (pod["metadata"].get("labels") or {}).get("fleetserve.io/serving") == "true"
+
+
+def four_replicas_half_spot(name: str, spot_pool_spec: dict) -> dict:
+    """Four replicas, two on spot (`spot_pool_spec`: its nodeSelector and tolerations) and two on-demand; min = max,
+    so load never moves the count and every change of the split is the spot logic's. A 1-CPU spot node holds one
+    600m replica."""
+    return {
+        "apiVersion": "fleetserve.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": name},
+        "spec": {"model": {"source": "builtin://smollm2-135m-instruct"}, "resources": {"cpu": "600m", "memory": "1Gi"},
+                 "replicas": {"min": 4, "max": 4}, "autoscaling": {"enabled": True},
+                 "capacity": {"onDemand": {"minReplicas": 2},
+                              "spot": {"enabled": True, "maxShare": 0.5, **spot_pool_spec}}},
+    }

@@ -6,6 +6,7 @@ import time
 import urllib.request
 
 from harness.fixtures import PROCESS_NODE_TOLERATION
+from harness.llmd import ready
 
 
 def engine_pod(node: str) -> dict:
@@ -29,8 +30,8 @@ async def test_an_engine_pod_runs_as_a_process_at_its_own_address(cluster, proce
     await cluster.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "engine-key"},
                           "stringData": {"token": "s3cret"}})
     await cluster.create(engine_pod(agent.name))
-    pod = await cluster.wait_for("the pod Ready", lambda: (p := cluster.get("v1", "Pod", "engine")) and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) and p, timeout=180)
+    pod = await cluster.wait_for("the pod Ready", lambda: (p := cluster.get("v1", "Pod", "engine")) and ready(p) and p,
+                                 timeout=180)
     ip = pod["status"]["podIP"]
     assert ip.startswith(f"10.250.{agent.index}.")
     request = urllib.request.Request(f"http://{ip}:8000/v1/models", headers={"Authorization": "Bearer s3cret"})

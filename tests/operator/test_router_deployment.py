@@ -3,15 +3,11 @@ creates the router's ServiceAccount, Role and Deployment, the Service clients us
 engine Service the router watches lists the engine pods. Turning the router off points clients at the engines again.
 KWOK runs the pods (scheduled and reported Running and Ready; nothing runs in them)."""
 
-from harness.llmd import LLMD, engine_pods, example, llmd
+from harness.llmd import LLMD, engine_pods, example, llmd, ready
 
 ROUTER_PODS = "app.kubernetes.io/name=fleetserve-router,app.kubernetes.io/instance=tiny"
 ROUTER_CHILDREN = [("apps/v1", "Deployment"), ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
                    ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("networking.k8s.io/v1", "NetworkPolicy")]
-
-
-def ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def ready_endpoints(cluster, service: str) -> set[str]:

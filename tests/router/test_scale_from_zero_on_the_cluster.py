@@ -11,7 +11,7 @@ import time
 import httpx
 
 from harness.fixtures import PROCESS_NODE_TOLERATION
-from harness.llmd import LLMD, condition, engine_pods, example, llmd
+from harness.llmd import LLMD, condition, engine_pods, example, llmd, ready
 
 ON_PROCESS_NODES = {"nodeSelector": {"fleetserve.test/process-node": "true"}, "tolerations": [PROCESS_NODE_TOLERATION]}
 
@@ -26,8 +26,7 @@ def at_zero() -> dict:
 
 
 def ready_pod(cluster, labels: str) -> dict | None:
-    return next((p for p in cluster.objects("v1", "Pod", labels=labels) if any(
-        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))), None)
+    return next((p for p in cluster.objects("v1", "Pod", labels=labels) if ready(p)), None)
 
 
 def diagnosis(cluster, agent, operator) -> str:

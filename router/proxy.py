@@ -10,6 +10,7 @@ No request is lost to a replica that goes away:
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -154,16 +155,11 @@ class Proxy:
             return
         if self._held >= self.options.max_held:
             raise ApiError(503, f"{self._held} requests are already waiting for a replica to start; try again later")
-        self._held += 1
-        self.metrics.held.set(self._held)
-        try:
+        with self._holding():
             if self.on_demand is not None:
                 await self.on_demand()
             if not await self.pool.wait_ready(self.options.hold_timeout):
                 raise ApiError(503, f"no replica became ready within {self.options.hold_timeout:g} s")
-        finally:
-            self._held -= 1
-            self.metrics.held.set(self._held)
 
     async def _route(self, request: web.Request, kind: str, body: dict) -> web.StreamResponse:
         await self._wait_for_replica()
@@ -207,8 +203,7 @@ class Proxy:
             except REPLICA_GONE as error:
                 replica.outstanding -= 1
                 log.warning("replica %s refused a request (%s); trying another", url, error or type(error).__name__)
-                await self.pool.mark_unreachable(url)
-                self.router.forget(url)
+                self._replica_gone(url)
                 continue
             try:
                 if upstream.status in RETRYABLE_STATUS:
@@ -222,21 +217,31 @@ class Proxy:
                                     headers={"X-FleetServe-Replica": url})
             except REPLICA_GONE as error:
                 log.warning("replica %s went away before answering (%s); trying another", url, error or type(error).__name__)
-                await self.pool.mark_unreachable(url)
-                self.router.forget(url)
+                self._replica_gone(url)
                 continue
             finally:
                 replica.outstanding -= 1
                 upstream.release()
 
     async def _back_off(self, seconds: float) -> None:
+        with self._holding():
+            await asyncio.sleep(seconds)
+
+    @contextlib.contextmanager
+    def _holding(self):
+        """Counts a request the router holds (no replica, or none with room) in fleetserve_router_held_requests."""
         self._held += 1
         self.metrics.held.set(self._held)
         try:
-            await asyncio.sleep(seconds)
+            yield
         finally:
             self._held -= 1
             self.metrics.held.set(self._held)
+
+    def _replica_gone(self, url: str) -> None:
+        """Out of routing until a scrape reaches it again; what the router believed it cached is void."""
+        self.pool.mark_unreachable(url)
+        self.router.forget(url)
 
     # -- streaming with failover ------------------------------------------------------------------------------
     async def _relay_stream(self, request: web.Request, kind: str, body: dict, prompt_ids: list[int] | None,
@@ -251,8 +256,7 @@ class Proxy:
         dead = {url}
         while True:  # the replica died mid-stream: go on elsewhere
             log.warning("replica %s died mid-stream after %d characters; continuing on another", url, len(so_far.text))
-            await self.pool.mark_unreachable(url)
-            self.router.forget(url)
+            self._replica_gone(url)
             self.metrics.failovers.inc()
             if self.tokenizer is None or prompt_ids is None:
                 await self._write_error(response, "the replica serving this stream stopped and the stream can't be "
@@ -293,7 +297,7 @@ class Proxy:
             try:
                 upstream = await self.session.post(url + "/v1/completions", json=follow_up, headers=headers)
             except REPLICA_GONE:
-                await self.pool.mark_unreachable(url)
+                self._replica_gone(url)
                 continue
             if upstream.status == 200:
                 return url, upstream

@@ -84,7 +84,7 @@ class ReplicaPool:
             except TimeoutError:
                 return False
 
-    async def mark_unreachable(self, url: str) -> None:
+    def mark_unreachable(self, url: str) -> None:
         if url in self.replicas:
             self.replicas[url].reachable = False
 

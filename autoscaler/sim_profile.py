@@ -5,7 +5,8 @@ Profile JSON format (all times in seconds):
   "name": "...", "source": "how and where every number was measured or derived",
   "gpus_per_replica": 1,
   "max_batch": 64,                                  # engine max_num_seqs
-  "max_num_batched_tokens": 2048,                   # engine per-step token budget (default: the engine's 2048)
+  "device": "cuda", "gpu_memory_gib": 79.2,       # what the engine runs on (sets its default token budget)
+  "max_num_batched_tokens": 8192,                   # engine per-step token budget (default: the engine's rule)
   "kv_cache_tokens": 200000,                        # tokens the KV cache holds
   "max_model_len": 32768,                           # longest prompt + output (default: kv_cache_tokens)
   "prefill_tokens_per_s": 4000.0,                   # prompt processing speed
@@ -18,7 +19,9 @@ One engine step costs decode_step_s(batch) at `context_tokens` per sequence, plu
 every token of context above (or below) that, plus the prefill chunk's tokens at prefill_tokens_per_s. Decode
 step time is linearly interpolated between the listed batch sizes and extrapolated from the last two. A cold start
 is drawn uniformly from `cached_s` with probability `cached_share` (image and weights already on the node) and from
-`uncached_s` otherwise.
+`uncached_s` otherwise. Without `max_num_batched_tokens`, the budget is the one the engine picks for `device` and
+`gpu_memory_gib` when `serve` is given none (engine_image/config.default_max_num_batched_tokens: 8192 on a CUDA
+device of 70 GiB or more, else 2048), so the simulated replica runs what a default deployment runs.
 """
 
 import bisect
@@ -31,8 +34,9 @@ import statistics
 from pathlib import Path
 
 from fleetserve.autoscaler.sim_traces import InputError
+from fleetserve.engine.config import default_max_num_batched_tokens
 
-ENGINE_TOKEN_BUDGET = 2048  # the engine's default max_num_batched_tokens (engine_image/config.py)
+DEVICES = ("cuda", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +50,7 @@ class ReplicaProfile:
     decode_batches: tuple[int, ...]
     decode_seconds: tuple[float, ...]
     cold_start_s: float  # the mean, for sizing the baselines
-    max_num_batched_tokens: int = ENGINE_TOKEN_BUDGET
+    max_num_batched_tokens: int = default_max_num_batched_tokens("cpu")
     max_model_len: int = 0  # 0: kv_cache_tokens
     decode_context_tokens: int = 1024
     decode_s_per_context_token: float = 0.0
@@ -139,6 +143,15 @@ def load_profile(path: str | Path) -> ReplicaProfile:
         share = 0.0
         mean_cold = _positive(data, "cold_start_s", path)
     kv_tokens = _positive(data, "kv_cache_tokens", path, default=10**9, kind=int)
+    if "max_num_batched_tokens" in data:
+        budget = _positive(data, "max_num_batched_tokens", path, kind=int)
+    else:
+        device = data.get("device")
+        if device not in DEVICES:
+            raise InputError(f"{path}: profile field 'device' is {device!r}, expected one of {', '.join(DEVICES)} "
+                             "(it sets the engine's token budget where max_num_batched_tokens is not given)")  # what `fleetserve serve` picks on this device when given no --max-num-batched-tokens
+        memory_gib = _positive(data, "gpu_memory_gib", path) if device == "cuda" else 0.0
+        budget = default_max_num_batched_tokens(device, int(memory_gib * 2**30))
     return ReplicaProfile(
         name=str(data["name"]),
         source=str(data["source"]),
@@ -149,7 +162,7 @@ def load_profile(path: str | Path) -> ReplicaProfile:
         decode_batches=batches,
         decode_seconds=seconds,
         cold_start_s=mean_cold,
-        max_num_batched_tokens=_positive(data, "max_num_batched_tokens", path, default=ENGINE_TOKEN_BUDGET, kind=int),
+        max_num_batched_tokens=budget,
         max_model_len=min(kv_tokens, _positive(data, "max_model_len", path, default=kv_tokens, kind=int)),
         decode_context_tokens=_positive(decode, "context_tokens", path, default=1024, kind=int),
         decode_s_per_context_token=float(data.get("decode_s_per_context_token", 0.0)),

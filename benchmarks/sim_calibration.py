@@ -81,7 +81,10 @@ def offline_h100(profile_path: str, gpu_run: str) -> dict:
     output_tokens = sum(r.output_tokens for r in requests)
     last = result["duration_s"]
     return {"simulated_output_tokens_per_s": output_tokens / last,
-            "measured_output_tokens_per_s": engine["output_tokens_per_s"], "measured_source": gpu_run}
+            "simulated_max_num_batched_tokens": load_profile(profile_path).max_num_batched_tokens,
+            "measured_output_tokens_per_s": engine["output_tokens_per_s"], "measured_source": gpu_run,
+            # gpu-run-final.json (commit a3dea02) predates the device-derived budget (cb1a66a): it ran with 2048.
+            "measured_max_num_batched_tokens": 2048}
 
 
 def main() -> int:

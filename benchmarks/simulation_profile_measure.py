@@ -82,7 +82,7 @@ def main() -> int:
 
     started = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=args.model, device=args.device, max_num_seqs=max(batches),
-                                    max_model_len=2048, max_num_batched_tokens=2048))
+                                    max_model_len=2048))
     load_s = time.perf_counter() - started
     prefill = prefill_tokens_per_s(engine, args.prefill_tokens, repeats=3)
     seconds = [decode_step_s(engine, batch, args.decode_steps) for batch in tqdm(batches, desc="decode batch sizes")]
@@ -97,7 +97,10 @@ def main() -> int:
             f"+ {args.scheduling_s:.0f}s assumed for scheduling, node and image pull"
         ),
         "gpus_per_replica": 1,
+        "device": args.device,
         "max_batch": max(batches),
+        # The budget the engine chose for this device (its default), which the simulated replica then uses.
+        "max_num_batched_tokens": engine.config.max_num_batched_tokens,
         "kv_cache_tokens": kv_tokens,
         "prefill_tokens_per_s": round(prefill, 1),
         "decode_step_s": {"batch": batches, "seconds": [round(s, 5) for s in seconds]},

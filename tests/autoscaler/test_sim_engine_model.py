@@ -128,7 +128,7 @@ def test_repeats_report_mean_and_worst_per_policy(tmp_path):
     spot = tmp_path / "spot.json"
     spot.write_text(json.dumps({"metadata": {"gap_seconds": 60}, "data": [3, 3, 0, 3, 1, 3] * 10}))
     profile = tmp_path / "profile.json"
-    profile.write_text(json.dumps({"name": "p", "source": "t", "max_batch": 16, "prefill_tokens_per_s": 4000,
+    profile.write_text(json.dumps({"name": "p", "source": "t", "device": "cpu", "max_batch": 16, "prefill_tokens_per_s": 4000,
                                    "decode_step_s": {"batch": [1, 16], "seconds": [0.02, 0.04]},
                                    "cold_start": {"cached_s": [10, 20], "uncached_s": [40, 60], "cached_share": 0.5}}))
     prices = tmp_path / "prices.csv"

@@ -64,7 +64,7 @@ def test_trace_and_spot_trace_loading(tmp_path):
 def test_profile_file_round_trip(tmp_path):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps({
-        "name": "p", "source": "s", "max_batch": 8, "prefill_tokens_per_s": 1000,
+        "name": "p", "source": "s", "device": "cpu", "max_batch": 8, "prefill_tokens_per_s": 1000,
         "decode_step_s": {"batch": [1, 8], "seconds": [0.01, 0.03]}, "cold_start_s": 5,
     }))
     profile = load_profile(path)
@@ -162,7 +162,7 @@ def test_cli_writes_json_markdown_and_plot(tmp_path):
     spot.write_text("0,4\n100,4\n100,2\n200,2\n200,4\n")
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({
-        "name": "synthetic", "source": "test", "max_batch": 16, "prefill_tokens_per_s": 5000,
+        "name": "synthetic", "source": "test", "device": "cpu", "max_batch": 16, "prefill_tokens_per_s": 5000,
         "decode_step_s": {"batch": [1, 16], "seconds": [0.02, 0.04]}, "cold_start_s": 30,
     }))
     prices = tmp_path / "prices.csv"

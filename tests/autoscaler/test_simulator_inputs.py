@@ -5,8 +5,9 @@ import json
 import pytest
 
 from fleetserve import cli
+from fleetserve.autoscaler.sim_profile import load_profile
 
-PROFILE = {"name": "p", "source": "test", "max_batch": 8, "kv_cache_tokens": 4000, "prefill_tokens_per_s": 5000,
+PROFILE = {"name": "p", "source": "test", "device": "cpu", "max_batch": 8, "kv_cache_tokens": 4000, "prefill_tokens_per_s": 5000,
            "decode_step_s": {"batch": [1, 8], "seconds": [0.02, 0.03]}, "cold_start_s": 10}
 
 
@@ -113,6 +114,8 @@ def test_malformed_spot_traces_name_the_file(inputs, capsys, name, content, mess
     ({"decode_step_s": {"batch": [1], "seconds": [float("inf")]}}, "'decode_step_s' needs distinct batch sizes"),
     ({"max_batch": None}, "profile is missing field 'max_batch'"),
     ({"cold_start": {"cached_s": [5, 1], "uncached_s": [1, 2], "cached_share": 0.5}}, "'cold_start.cached_s' is [5, 1]"),
+    ({"device": None}, "profile field 'device' is None"),
+    ({"device": "cuda"}, "profile is missing field 'gpu_memory_gib'"),
 ])
 def test_bad_profiles_name_the_field(inputs, capsys, change, message):
     tmp_path, args = inputs
@@ -136,3 +139,15 @@ def test_a_prompt_larger_than_the_kv_cache_is_rejected_not_queued_forever(inputs
     assert code == 0, err
     rows = json.loads((tmp_path / "o.json").read_text())["results"]
     assert all(r["rejected_requests"] == 1 and r["unfinished_requests"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("fields,budget", [
+    ({"device": "cuda", "gpu_memory_gib": 79.18}, 8192),  # H100: the engine's large-card budget
+    ({"device": "cuda", "gpu_memory_gib": 22.0}, 2048),  # L4
+    ({"device": "cpu"}, 2048),
+    ({"device": "cuda", "gpu_memory_gib": 79.18, "max_num_batched_tokens": 1024}, 1024),  # given: kept
+])
+def test_the_token_budget_follows_the_engine_default(tmp_path, fields, budget):
+    profile = {k: v for k, v in PROFILE.items() if k != "device"}
+    (tmp_path / "profile.json").write_text(json.dumps({**profile, **fields}))
+    assert load_profile(tmp_path / "profile.json").max_num_batched_tokens == budget

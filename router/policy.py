@@ -11,7 +11,6 @@ The router cannot see the engines' caches, so `PrefixIndex` keeps its own estima
 sent to a replica (`Router.sent`), in LRU order, up to that replica's cache size.
 """
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,10 +73,13 @@ class Router:
             return candidates[self._turn % len(candidates)]
         if self.policy == "least-loaded":
             return min(candidates, key=lambda r: (loads[r], self._rotation(r, candidates)))
-        # Bounded load (capacity as in consistent hashing with bounded loads): the least loaded replica always
-        # qualifies, since its load is at most the mean.
-        bound = math.ceil(self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates))
-        allowed = [r for r in candidates if loads[r] < bound]
+        # Bounded load: a replica qualifies if taking the request leaves it within `balance` times the mean load
+        # after it, and the least loaded always does. No rounding up of the bound (as consistent hashing with
+        # bounded loads does): at low load, where one request more is a large share of a replica's work, that
+        # would let affinity queue a request behind another while a replica sits idle.
+        bound = max(self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates),
+                    min(loads[r] for r in candidates) + 1)
+        allowed = [r for r in candidates if loads[r] + 1 <= bound]
         best = max(allowed, key=lambda r: (self.index.cached_prefix(r, hashes), -loads[r], -self._rotation(r, allowed)))
         self._turn += 1
         return best

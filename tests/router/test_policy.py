@@ -37,6 +37,15 @@ def test_prefix_keeps_a_shared_prefix_on_one_replica():
     assert router.choose([7, 8], loads) != first
 
 
+def test_at_low_load_affinity_never_queues_behind_a_busy_replica_while_one_is_idle():
+    router = Router("prefix", balance=1.25)
+    router.index.record("a", [1, 2, 3])
+    # One request more on "a" would be 2 against a mean of 1 after it: over the bound, however long its prefix.
+    assert router.choose([1, 2, 3, 4], {"a": 1, "b": 1, "c": 0}) == "c"
+    # Busy replicas all: one request over the mean is within 1.25x, so the prefix wins.
+    assert router.choose([1, 2, 3, 4], {"a": 8, "b": 8, "c": 7}) == "a"
+
+
 def test_prefix_prefers_the_longest_cached_prefix():
     router = Router("prefix")
     loads = dict.fromkeys(REPLICAS, 10)

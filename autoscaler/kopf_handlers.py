@@ -108,6 +108,18 @@ def _post_event(body: dict, type_: str, reason: str, message: str) -> None:
         log.warning("could not post %s Event: %s", reason, error.reason)
 
 
+def _measured(snapshot, memory) -> str:
+    """What a tick saw, for --verbose logs: the numbers behind its decision."""
+    if isinstance(snapshot, MetricsUnavailable):
+        return "no metrics"
+    capacity = memory.capacity
+    ttft = "n/a" if snapshot.ttft_quantile_s is None else f"{snapshot.ttft_quantile_s:.2f}s"
+    return (f"arrivals {snapshot.arrival_rate:.2f}/s, completions {snapshot.completion_rate:.2f}/s, "
+            f"running {snapshot.running:.0f}, waiting {snapshot.waiting:.0f} on {snapshot.replicas_reporting} "
+            f"replicas, TTFT quantile {ttft}; per replica {capacity.slots_per_replica} slots x "
+            f"{capacity.service_time_s:.1f}s (prefill {capacity.prefill_s:.2f}s), feedback x{memory.feedback:.2f}")
+
+
 def autoscale(body: dict) -> None:
     """One tick for one LLMDeployment, from its body as last seen."""
     meta = body["metadata"]
@@ -131,6 +143,8 @@ def autoscale(body: dict) -> None:
         spot_serving = preemption.serving_replicas(spot_pods, pods_per_replica)
     observed = deployment_io.observed_from_status(status, spot_serving)
     result = tick(settings, memory, snapshot, observed, new_preemptions, time.time(), wake=woken)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s/%s tick: %s; %s", namespace, name, result.reason, _measured(snapshot, memory))
     now = now_rfc3339()
     # Computed on the status read just before the write (the queries above take seconds), never on `status`.
     written = update_status(kube(), body, lambda fresh: deployment_io.status_patch(

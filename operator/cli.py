@@ -21,12 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' = none)")
     parser.add_argument("--prometheus-url", default=os.environ.get("FLEETSERVE_PROMETHEUS_URL"),
                         help="Prometheus the autoscaler queries (default: $FLEETSERVE_PROMETHEUS_URL)")
-    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log FleetServe's own decisions at DEBUG level (every autoscaler tick with its numbers);"
+                             " kopf stays at INFO")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # kopf's own DEBUG is every watch event and patch: too much to read the decisions in
+        logging.getLogger("fleetserve").setLevel(logging.DEBUG)
     # Importing a handler module registers its handlers with kopf; this is the one place that joins the components.
     from fleetserve.operator import handlers  # noqa: F401
     if not args.no_autoscaler:

@@ -100,6 +100,7 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({
         "nodeSelector": {"kubernetes.io/hostname": system.name}, "tolerations": [PROCESS_NODE_TOLERATION],
+        "verbose": True,  # every autoscaler tick with its numbers, in the report folder's operator.log
         "autoscaler": {"enabled": True, "prometheusUrl": f"http://127.0.0.1:{prometheus_port}"},
         "env": [{"name": "FLEETSERVE_AUTOSCALER_INTERVAL", "value": "2"},
                 {"name": "FLEETSERVE_METRICS_WINDOW_S", "value": "20"}]}))
@@ -172,6 +173,9 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
     finally:
         if prometheus is not None:
             prometheus.stop()
+        with open(folder / "operator.log", "w") as kept:  # the operator pod's log, as kubectl logs would show it
+            for log in sorted(system.workdir.glob(f"{RELEASE_NAMESPACE}_*/*.log")):
+                kept.write(log.read_text())
         install_chart(admin_kubeconfig)  # the operator pod back on the fake nodes for the other tests
 
 

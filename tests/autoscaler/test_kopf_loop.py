@@ -117,3 +117,17 @@ async def test_an_unreadable_peering_object_holds_the_round_and_the_loop_goes_on
     ticks = FakeTicks(slow=set())
     await run_rounds(monkeypatch, index, active, ticks, seconds=0.3)
     assert len(rounds) > 2 and ticks.calls  # ticks resumed after the failed round
+
+
+def test_a_verbose_tick_line_names_the_numbers_behind_the_decision():
+    from fleetserve.autoscaler.control import LoopMemory
+    from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
+
+    snapshot = MetricsSnapshot(replicas_reporting=2, arrival_rate=1.25, waiting=7, running=16, kv_cache_usage=0.4,
+                               prompt_tokens_rate=100, generation_tokens_rate=30, completion_rate=1.0,
+                               ttft_mean_s=0.8, itl_mean_s=0.1, queue_time_mean_s=0.3, e2e_mean_s=4.0,
+                               ttft_quantile_s=2.5)
+    line = kopf_handlers._measured(snapshot, LoopMemory())
+    assert "arrivals 1.25/s" in line and "waiting 7 on 2 replicas" in line and "TTFT quantile 2.50s" in line
+    assert "8 slots x 10.0s" in line  # the prior, until a busy tick measures the replicas
+    assert kopf_handlers._measured(MetricsUnavailable("down"), LoopMemory()) == "no metrics"

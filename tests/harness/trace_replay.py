@@ -1,8 +1,9 @@
 """Client load for the scenario: the Azure LLM inference trace (conversation, 2023) replayed through the router
 with the official openai client, scaled to what this machine serves.
 
-Scaling keeps the trace's shape: its gaps between arrivals, normalised to a mean of one, are stretched to the
-phase's request rate, so bursts stay bursts; prompt and output lengths are divided down and capped.
+Scaling keeps the trace's shape at the scale of a few requests: each phase takes the next stretch of the trace, and
+every group of ten consecutive gaps is stretched to the phase's rate, so bursts stay bursts and each phase holds its
+rate; prompt and output lengths are divided down and capped.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import openai
 DATA = Path(os.environ.get("FLEETSERVE_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))  # ../shared/data
 TRACE = DATA / "azure-llm-2023" / "conv.csv"
 LONGEST_GAP = 5.0  # in mean gaps: the trace's rare minute-long lulls would leave a short run idle
+BURST = 10  # requests whose gaps keep the trace's own proportions (see trace_requests)
 WORDS = ("ship", "parcel", "route", "harbour", "crane", "ledger", "signal", "anchor", "timber", "copper", "river",
          "market", "lantern", "orchard", "compass", "harvest")  # one token each in SmolLM2's vocabulary, roughly
 
@@ -54,24 +56,26 @@ def trace_requests(phases: list[Phase], prompt_divisor: int, max_prompt: int, ma
         rows = [(row["TIMESTAMP"], int(row["ContextTokens"]), int(row["GeneratedTokens"])) for row in csv.DictReader(handle)]
     stamps = [time.mktime(time.strptime(ts.split(".")[0], "%Y-%m-%d %H:%M:%S")) + float("0." + ts.split(".")[1])
               for ts, _, _ in rows]
-    # The stretch of the trace this run uses, normalised on its own: the trace's rate drifts over the day.
-    wanted = int(sum(p.seconds * p.rate for p in phases)) + 1
-    gaps = [max(0.0, b - a) for a, b in zip(stamps, stamps[1:])][:wanted]
-    raw_mean = sum(gaps) / len(gaps)
-    gaps = [min(gap, LONGEST_GAP * raw_mean) for gap in gaps]
-    mean_gap = sum(gaps) / len(gaps)
-    requests, clock, index = [], 0.0, 0
-    phase_start = 0.0
+    # Each phase replays the next stretch of the trace, its gaps rescaled in groups of BURST requests so that every
+    # group keeps the phase's mean rate: bursts within a group stay bursts, while the trace's drift over minutes
+    # (a slow stretch landing in the high phase) would blur the step the scenario is about.
+    gaps = [max(0.0, b - a) for a, b in zip(stamps, stamps[1:])]
+    requests, index, phase_start = [], 0, 0.0
     for phase in phases:
-        while True:
-            clock += gaps[index % len(gaps)] / mean_gap / phase.rate
-            if clock >= phase_start + phase.seconds:
-                clock = phase_start + phase.seconds
-                break
-            _, context, generated = rows[index % len(rows)]
-            requests.append(TraceRequest(clock, max(8, min(max_prompt, context // prompt_divisor)),
-                                         max(4, min(max_output, generated))))
-            index += 1
+        clock = phase_start
+        for _ in range(0, max(1, round(phase.seconds * phase.rate)), BURST):
+            group = [gaps[(index + i) % len(gaps)] for i in range(BURST)]
+            raw_mean = sum(group) / BURST or 1.0
+            group = [min(gap, LONGEST_GAP * raw_mean) for gap in group]
+            scale = BURST / phase.rate / (sum(group) or 1.0)
+            for gap in group:
+                if clock >= phase_start + phase.seconds:
+                    break
+                _, context, generated = rows[index % len(rows)]
+                requests.append(TraceRequest(clock, max(8, min(max_prompt, context // prompt_divisor)),
+                                             max(4, min(max_output, generated))))
+                clock += gap * scale
+                index += 1
         phase_start += phase.seconds
     return requests
 

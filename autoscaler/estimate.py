@@ -3,7 +3,9 @@ holding the ITL SLO, and how long one request occupies such a slot.
 
 Nothing here is a constant of the model or GPU: slots come from the measured KV-cache occupancy and a running
 fit of inter-token latency against batch size (trusted up to twice the largest batch seen); the service time
-from measured prefill time, output length and that ITL fit. When the pool is idle there is nothing to measure, so the previous estimate is carried over.
+from measured prefill time, output length and that ITL fit, and never shorter than what replicas measured while
+saturated allow (Little's law). When the pool is idle there is nothing to measure, so the previous estimate is
+carried over.
 """
 
 import dataclasses
@@ -38,6 +40,10 @@ class CapacityEstimate:
     # the window: with a shrinking bound, more replicas mean smaller batches, fewer trusted slots and yet more
     # replicas, a loop that ends at max.
     largest_batch_seen: float = 0.0
+    # Highest token throughput (prompt + generated tokens per second) one replica was measured at while saturated:
+    # every slot busy and requests queued. The fitted model may promise more than a replica can do (an ITL line
+    # extrapolated past its data, prefills it underprices); what saturated replicas completed is the bound.
+    saturated_tokens_per_s: float = 0.0
 
 
 # Used only until the first request has been measured; replaced by measurements on the first busy tick.
@@ -123,7 +129,15 @@ def estimate_capacity(
         service_time_s = max(service_time_s, in_engine_s)
     else:
         service_time_s = in_engine_s
+    tokens_rate = snapshot.prompt_tokens_rate + snapshot.generation_tokens_rate
+    saturated = previous.saturated_tokens_per_s
+    if snapshot.waiting >= 1 and running_per_replica >= slots:
+        # The highest seen, not the latest: a window only partly saturated understates what a replica can do.
+        saturated = max(saturated, tokens_rate / snapshot.replicas_reporting)
+    if saturated > 0 and tokens_rate > 0:
+        # Little's law: `slots` requests of today's mean size, at that throughput, each hold a slot this long.
+        service_time_s = max(service_time_s, slots * tokens_rate / snapshot.completion_rate / saturated)
     prefill_share = min(0.95, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
     return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share,
                             prefill_tail_s=max(prefill_s, prefill_tail_s), prefill_tokens_per_s=speed,
-                            largest_batch_seen=largest_batch)
+                            largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated)

@@ -87,3 +87,23 @@ def test_overprovisioning_follows_the_learned_preemption_rate():
     assert rate.per_replica_hour() == pytest.approx((12 + 0.1) / 5.0)
     settings = SpotSettings(enabled=True, max_share=1.0, on_demand_min=0)
     assert split(10, settings, rate, 600, 0).spot > split(10, settings, PreemptionRate(), 600, 0).spot
+
+
+def test_saturated_replicas_bound_the_capacity_the_model_promises():
+    # The ITL fit promises 20 slots x 12.2 s per replica: 1.6 requests/s. Saturated (every slot busy, a queue),
+    # the two replicas complete 1 request/s in all, 0.5 each: Little's law gives 20 x 2 / 1.0 = 40 s a slot.
+    samples = [(4, 0.02), (8, 0.03), (16, 0.05)]
+    busy = snapshot(kv_cache_usage=0.01, running=40.0, waiting=12.0, completion_rate=1.0,
+                    prompt_tokens_rate=1000.0, generation_tokens_rate=200.0)
+    estimate = estimate_capacity(busy, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256)
+    assert estimate.slots_per_replica == 20
+    assert estimate.saturated_tokens_per_s == pytest.approx(600.0)
+    assert estimate.service_time_s == pytest.approx(40.0)
+    # The queue gone, the bound stays, scaled to today's request size (half the tokens: half the time).
+    calm = snapshot(kv_cache_usage=0.01, running=10.0, waiting=0.0, completion_rate=1.0,
+                    prompt_tokens_rate=500.0, generation_tokens_rate=100.0)
+    later = estimate_capacity(calm, estimate, samples, itl_slo_s=0.06, max_num_seqs=256)
+    assert later.saturated_tokens_per_s == pytest.approx(600.0)
+    assert later.service_time_s == pytest.approx(20.0)
+    # Unsaturated windows never set the bound.
+    assert estimate_capacity(calm, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256).saturated_tokens_per_s == 0

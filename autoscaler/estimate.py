@@ -20,6 +20,9 @@ MIN_BATCH_SPREAD = 2.0
 # The ITL fit is trusted only near its data: plan for at most this multiple of the largest batch observed.
 # Larger batches are reached step by step as load grows, each step measured before the next.
 BATCH_TRUST_FACTOR = 2.0
+# The prefill residual is averaged over this many estimates: 12 ticks of 5 s, one 60 s rate window, so one long
+# prompt that held a replica's prefill counts for as long as the window that measured it, not for one tick.
+PREFILL_RESIDUAL_MEMORY = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,11 @@ class CapacityEstimate:
     # every slot busy and requests queued. The fitted model may promise more than a replica can do (an ITL line
     # extrapolated past its data, prefills it underprices); what saturated replicas completed is the bound.
     saturated_tokens_per_s: float = 0.0
+    # The prompt-length part of the wait for a replica's prefill queue (M/G/1, Pollaczek-Khinchine): mean wait =
+    # rho / (1 - rho) x this, rho the share of time a replica's prefill is busy. Measured as the mean time prompts
+    # waited for their chunks behind other prompts (TTFT - queue time - own prefill at the fastest speed) x
+    # (1 - rho) / rho, and averaged over PREFILL_RESIDUAL_MEMORY estimates.
+    prefill_residual_s: float = 0.0
 
 
 # Used only until the first request has been measured; replaced by measurements on the first busy tick.
@@ -138,6 +146,10 @@ def estimate_capacity(
         # Little's law: `slots` requests of today's mean size, at that throughput, each hold a slot this long.
         service_time_s = max(service_time_s, slots * tokens_rate / snapshot.completion_rate / saturated)
     prefill_share = min(0.95, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
+    residual = previous.prefill_residual_s
+    if prefill_share > 0:
+        measured = max(0.0, measured_prefill_s - prefill_s) * (1 - prefill_share) / prefill_share
+        residual = measured if residual <= 0 else residual + (measured - residual) / PREFILL_RESIDUAL_MEMORY
     return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share,
                             prefill_tail_s=max(prefill_s, prefill_tail_s), prefill_tokens_per_s=speed,
-                            largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated)
+                            largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated, prefill_residual_s=residual)

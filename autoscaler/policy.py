@@ -53,15 +53,38 @@ def service_time_at(load: Load, capacity: CapacityEstimate, replicas: int) -> fl
 MAX_PREFILL_SHARE_OF_TARGET = 0.5
 
 
+def prefill_queue_wait(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float) -> tuple[float, float]:
+    """(mean, `quantile`) of the time a prompt waits behind other prompts' chunks on its replica, with `replicas`
+    sharing the load. A replica prefills one prompt after another (its chunks go first come first served), so it is
+    a single-server queue busy rho = arrivals x prefill / replicas of the time: M/G/1, whose mean wait is
+    rho / (1 - rho) x the measured prefill residual (Pollaczek-Khinchine: that residual depends on the prompt-length
+    distribution, not on the replica count), and whose tail is approximately P(wait > t) = rho exp(-t rho / mean).
+    Nothing measured yet: no wait predicted."""
+    rho = load.arrival_rate * capacity.prefill_s / replicas if replicas > 0 else math.inf
+    if rho >= 1:
+        return UNSTABLE, UNSTABLE
+    if rho <= 0 or capacity.prefill_residual_s <= 0:
+        return 0.0, 0.0
+    mean = rho / (1 - rho) * capacity.prefill_residual_s
+    tail = mean / rho * math.log(rho / (1 - quantile)) if rho > 1 - quantile else 0.0
+    return mean, tail
+
+
 def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float, target_s: float = math.inf) -> float:
-    """TTFT at `quantile` with `replicas` ready: queueing wait for a slot plus the prefill of the prompt at that
-    quantile (the tail, not the mean), the latter capped at MAX_PREFILL_SHARE_OF_TARGET of `target_s`."""
+    """TTFT at `quantile` with `replicas` ready: the queueing wait for a slot, then the prefill queue of the replica
+    and the prompt's own prefill. The quantile of that sum is taken as the larger of (prefill-queue wait at the
+    quantile + mean prefill) and (mean prefill-queue wait + prefill of the prompt at the quantile), the prompt's own
+    prefill capped at MAX_PREFILL_SHARE_OF_TARGET of `target_s`: a tail of the sum comes from one of its two terms,
+    rarely both."""
     service_s = service_time_at(load, capacity, replicas)
     if service_s == UNSTABLE:
         return UNSTABLE
     servers = replicas * capacity.slots_per_replica
     wait = waiting_time_quantile(load.arrival_rate, service_s, servers, quantile, capacity.service_cv2)
-    return wait + min(max(capacity.prefill_s, capacity.prefill_tail_s), MAX_PREFILL_SHARE_OF_TARGET * target_s)
+    prefill_wait_mean, prefill_wait_tail = prefill_queue_wait(load, capacity, replicas, quantile)
+    own_cap = MAX_PREFILL_SHARE_OF_TARGET * target_s
+    mean, tail = min(capacity.prefill_s, own_cap), min(max(capacity.prefill_s, capacity.prefill_tail_s), own_cap)
+    return wait + max(prefill_wait_tail + mean, prefill_wait_mean + tail)
 
 
 def recommend(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fleetserve.autoscaler.estimate import PRIOR, CapacityEstimate, estimate_capacity, fit_itl_line
+from fleetserve.autoscaler.estimate import PREFILL_RESIDUAL_MEMORY, PRIOR, CapacityEstimate, estimate_capacity, fit_itl_line
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable, snapshot_from_values
 from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings, overprovision, poisson_quantile, split
 
@@ -107,3 +107,15 @@ def test_saturated_replicas_bound_the_capacity_the_model_promises():
     assert later.service_time_s == pytest.approx(20.0)
     # Unsaturated windows never set the bound.
     assert estimate_capacity(calm, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256).saturated_tokens_per_s == 0
+
+
+def test_the_prefill_residual_is_measured_and_averaged_over_a_window():
+    # TTFT 0.3 - queue 0.1 = 0.2 s, all of it the prompt's own prefill at the first (fastest) speed: no wait.
+    first = estimate_capacity(snapshot(), PRIOR, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    assert first.prefill_residual_s == 0.0
+    # Same prompts, 0.3 s more in prefill: they waited behind others' chunks at prefill share 2 x 0.2 / 2 = 0.2.
+    waited = estimate_capacity(snapshot(ttft_mean_s=0.6), first, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    assert waited.prefill_residual_s == pytest.approx(0.3 * 0.8 / 0.2)
+    # Later measurements move the average by one PREFILL_RESIDUAL_MEMORY-th of the difference.
+    calm = estimate_capacity(snapshot(), waited, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    assert calm.prefill_residual_s == pytest.approx(1.2 - 1.2 / PREFILL_RESIDUAL_MEMORY)

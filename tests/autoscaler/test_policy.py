@@ -1,12 +1,13 @@
 """The pure policy: queueing prediction, recommendation, damping, floors/ceilings and tensor-parallel groups."""
 
 import dataclasses
+import math
 
 import pytest
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.policy import (
-    Load, SloTarget, clamp, predicted_ttft, recommend, service_time_at, stabilize,
+    Load, SloTarget, clamp, predicted_ttft, prefill_queue_wait, recommend, service_time_at, stabilize,
 )
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, erlang_c, waiting_time_quantile
 
@@ -128,3 +129,19 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
     assert stabilize(history, now=10, current=2, up_window_s=30, down_delay_s=300) == 2
     assert stabilize([(40, 8), (45, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
 
+
+
+def test_a_replicas_prefill_queue_adds_a_wait_that_more_replicas_shorten():
+    # Prompts waited 0.1 s for others' chunks at a prefill share of 0.5: residual 0.1 x (1 - 0.5) / 0.5.
+    queued = CapacityEstimate(slots_per_replica=64, service_time_s=2.0, prefill_s=0.5, prefill_share=0.5,
+                              prefill_residual_s=0.1)
+    load = Load(4.0, 0, 5)
+    mean, tail = prefill_queue_wait(load, queued, 4, 0.99)
+    assert mean == pytest.approx(0.5 / 0.5 * 0.1)  # rho = 4 x 0.5 / 4 = 0.5
+    assert tail == pytest.approx(mean / 0.5 * math.log(0.5 / 0.01))
+    assert prefill_queue_wait(load, queued, 400, 0.99) == (pytest.approx(0.005 / 0.995 * 0.1), 0.0)  # rho below 1%
+    assert prefill_queue_wait(load, queued, 2, 0.99) == (UNSTABLE, UNSTABLE)  # prefill alone saturates
+    unqueued = dataclasses.replace(queued, prefill_residual_s=0.0)
+    assert predicted_ttft(load, queued, 4, 0.99) > predicted_ttft(load, unqueued, 4, 0.99)
+    slo = SloTarget(ttft_s=2.0, quantile=0.99)
+    assert (recommend(load, queued, slo, 4, 0, 100).replicas > recommend(load, unqueued, slo, 4, 0, 100).replicas)

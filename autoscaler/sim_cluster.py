@@ -223,6 +223,21 @@ class Cluster:
             else:
                 replica.ended_s = t
 
+    def start_serving(self, t: float, on_demand: int, spot: int) -> int:
+        """A fleet that is already serving at `t`: `spot` replicas go where the pools have room at `t`, those
+        without room are on-demand instead. Returns how many spot replicas were placed."""
+        self.set_target(t, SPOT, spot)
+        self._place_pending_spot(t)
+        for replica in self.replicas:
+            if replica.is_pending():
+                replica.ended_s = t
+        placed = sum(1 for r in self.replicas if r.kind == SPOT and r.ended_s is None)
+        self.replicas = [r for r in self.replicas if r.ended_s is None]
+        self.set_target(t, ON_DEMAND, on_demand + spot - placed)
+        for replica in self.replicas:
+            replica.ready_s = t
+        return placed
+
     def _add(self, kind: str, t: float) -> None:
         replica = Replica(kind, t)
         if kind == ON_DEMAND:

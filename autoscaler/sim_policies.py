@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import math
 
+from fleetserve.api.placement import split_replicas
 from fleetserve.autoscaler.control import LoopMemory, LoopSettings, Observed, tick
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.metrics import MetricsUnavailable
@@ -59,8 +60,18 @@ def static_peak_replicas(capacity: CapacityEstimate, requests: list[TraceRequest
     return recommend(load, capacity, slo, max_replicas, cold_start_s=0, max_replicas=max_replicas).replicas
 
 
+class OnDemandOnly:
+    """The start of a run for a policy that uses no spot: every initial replica is on-demand."""
+
+    def initial_split(self, replicas: int) -> tuple[int, int]:
+        return replicas, 0
+
+    def started(self, on_demand: int, spot: int) -> None:
+        pass
+
+
 @dataclasses.dataclass
-class Static:
+class Static(OnDemandOnly):
     replicas: int
     name: str = "static_ondemand_peak"
     interval_s: float = 3600.0
@@ -71,7 +82,7 @@ class Static:
 
 
 @dataclasses.dataclass
-class Hpa:
+class Hpa(OnDemandOnly):
     min_replicas: int
     max_replicas: int
     target_waiting_per_pod: float = 2.0
@@ -96,7 +107,7 @@ class Hpa:
 
 
 @dataclasses.dataclass
-class Kpa:
+class Kpa(OnDemandOnly):
     min_replicas: int
     max_replicas: int
     target_concurrency: float
@@ -149,6 +160,14 @@ class SkyServe:
     _up_since: float | None = None
     _down_since: float | None = None
 
+    def initial_split(self, replicas: int) -> tuple[int, int]:
+        """SkyServe's own split of a target: its on-demand base, the rest on spot (plus its over-provisioning)."""
+        base = min(self.base_on_demand, replicas)
+        return base, replicas - base + (self.overprovision if replicas > base else 0)
+
+    def started(self, on_demand: int, spot: int) -> None:
+        self._target = max(self.min_replicas, on_demand + spot - (self.overprovision if spot else 0))
+
     def decide(self, cluster: Cluster, t: float) -> tuple[int, int]:
         self._target = self._target or self.min_replicas
         wanted = max(self.min_replicas, min(self.max_replicas, math.ceil(cluster.arrival_rate(t, self.qps_window_s) / self.target_qps_per_replica)))
@@ -176,6 +195,15 @@ class FleetServe:
         self.settings = settings
         self.memory = LoopMemory()
         self._preemptions_seen = 0
+
+    def initial_split(self, replicas: int) -> tuple[int, int]:
+        """What the operator renders for this many replicas without a plan (api.placement.split_replicas)."""
+        split = split_replicas(replicas, self.settings.spot.on_demand_min, self.settings.spot.enabled,
+                               self.settings.spot.max_share)
+        return split.on_demand, split.spot
+
+    def started(self, on_demand: int, spot: int) -> None:
+        pass
 
     def decide(self, cluster: Cluster, t: float) -> tuple[int, int]:
         on_demand, spot = cluster.counts(ON_DEMAND, t), cluster.counts(SPOT, t)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fleetserve.autoscaler import sim_policies, sim_report
 from fleetserve.autoscaler.control import LoopSettings
-from fleetserve.autoscaler.policy import Load, SloTarget, recommend, service_time_at
+from fleetserve.autoscaler.policy import Load, SloTarget, service_time_at
 from fleetserve.autoscaler.sim_cluster import ROUTING, SpotPool
 from fleetserve.autoscaler.sim_profile import load_prices, load_profile
 from fleetserve.autoscaler.sim_traces import InputError, busiest_offset, load_requests, load_spot_trace, superpose
@@ -169,8 +169,6 @@ def _run(args: argparse.Namespace) -> int:
     slo = SloTarget(ttft_s=args.slo_ttft, quantile=args.slo_percentile / 100)
     capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
     static_replicas = sim_policies.static_peak_replicas(capacity, requests, slo, max_replicas=1000)
-    first_minute = [r for r in requests if r.arrival_s < 60]
-    initial = recommend(Load(len(first_minute) / 60, 0, 1), capacity, slo, 1000, 0, args.max_replicas).replicas
     duration = requests[-1].arrival_s
     traces = [load_spot_trace(path, args.spot_x_unit_s) for path in args.spot_trace]
     policies = _build_policies(args, profile, requests, slo, static_replicas)
@@ -179,12 +177,16 @@ def _run(args: argparse.Namespace) -> int:
         offsets = _offsets(traces, duration, args.spot_offset, repeat, args.repeats)
         return SimSetup(
             requests, profile, prices, [SpotPool(t, o) for t, o in zip(traces, offsets)], args.slo_ttft, args.slo_itl,
-            initial, notice_s=args.notice_s, warmup_s=args.warmup_s, step_s=args.step_s, seed=args.seed + repeat,
+            initial_replicas, notice_s=args.notice_s, warmup_s=args.warmup_s, step_s=args.step_s, seed=args.seed + repeat,
             routing=args.routing, quantile=slo.quantile,
         )
 
+    initial_replicas = 0  # the static runs start with their own fleet
     base = setup_for(0)
     minimum, minimum_row, minimum_timeline = smallest_static_fleet(base, STATIC_MIN_TARGET, static_replicas, 10 * static_replicas)
+    # Every autoscaling policy starts serving with static_ondemand_min's count (split by its own rules): a fleet
+    # known to hold the SLO on this trace, so no policy starts from a shortage or a surplus of the others' making.
+    initial_replicas = minimum
     statics = {"static_ondemand_min": (minimum_row, minimum_timeline)}
     if "static_ondemand_peak" in policies:
         statics["static_ondemand_peak"] = simulate(policies["static_ondemand_peak"](), base, static_replicas)
@@ -192,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     jobs = [(repeat, name) for repeat in range(args.repeats) for name in policies if name not in STATICS]
     results: dict[int, list[dict]] = {repeat: [statics[n][0] for n in statics] for repeat in range(args.repeats)}
     for repeat, name in tqdm(jobs, desc="policy runs", disable=len(jobs) < 2):
-        row, timeline = simulate(policies[name](), setup_for(repeat), initial)
+        row, timeline = simulate(policies[name](), setup_for(repeat), initial_replicas)
         results[repeat].append(dict(row, repeat=repeat))
         if repeat == 0:
             timelines[name] = timeline
@@ -215,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
             "prices": {"instance_type": prices.instance_type, "on_demand_per_gpu_hour": prices.on_demand_per_gpu_hour,
                        "spot_per_gpu_hour": prices.spot_per_gpu_hour, "source": prices.source},
             "static_peak_replicas": static_replicas, "static_ondemand_min_replicas": minimum,
-            "static_ondemand_min_target": STATIC_MIN_TARGET, "initial_replicas": initial,
+            "static_ondemand_min_target": STATIC_MIN_TARGET, "initial_replicas": initial_replicas,
             "max_replicas": args.max_replicas, "routing": args.routing, "repeats": args.repeats,
             "notice_s": args.notice_s, "warmup_s": args.warmup_s, "step_s": args.step_s, "seed": args.seed,
             "fleetserve": {"on_demand_min": args.on_demand_min, "spot_max_share": args.spot_max_share,

@@ -24,7 +24,9 @@ class SimSetup:
     pools: list[SpotPool]
     slo_ttft_s: float
     slo_itl_s: float
-    initial_replicas: int  # on-demand replicas already serving at t=0, the same for every autoscaling policy
+    # Replicas already serving when the warm-up starts, the same count for every autoscaling policy, split between
+    # on-demand and spot as that policy's own rules split it (see `simulate`).
+    initial_replicas: int
     notice_s: float = 30.0  # preemption notice (GCP gives 30 s, AWS 120 s)
     # The trace's first warmup_s are replayed once before it starts, unscored and unbilled, so every policy meets
     # the trace from a steady state with a metrics history, as a running deployment would.
@@ -97,13 +99,20 @@ def warmup_replay(requests: list[TraceRequest], warmup_s: float) -> list[TraceRe
     return [dataclasses.replace(r, arrival_s=r.arrival_s - warmup_s) for r in requests if r.arrival_s < warmup_s]
 
 
-def simulate(policy, setup: SimSetup, initial_on_demand: int) -> tuple[dict, Timeline]:
-    """Runs `policy` over the whole trace; returns its result row and its per-minute timeline."""
+def simulate(policy, setup: SimSetup, initial_replicas: int) -> tuple[dict, Timeline]:
+    """Runs `policy` over the whole trace; returns its result row and its per-minute timeline.
+
+    The fleet at the start began well before it, so it is serving from the first request, already split the way
+    the policy splits that many replicas (a deployment that has been running is in its steady state; starting all
+    on-demand would make a spot policy replace most of its fleet during the warm-up). Spot replicas the pools have
+    no room for at the start are on-demand instead, as a fallback would have made them.
+    """
     cluster = Cluster(setup.profile, setup.pools, setup.notice_s, policy.drains_on_notice, setup.seed,
                       setup.routing, setup.quantile)
     start = -setup.warmup_s
-    # The fleet at the start began well before it, so it is serving from the first request.
-    cluster.set_target(start - 10 * setup.profile.cold_start_s, ON_DEMAND, initial_on_demand)
+    on_demand, spot = policy.initial_split(initial_replicas) if setup.pools else (initial_replicas, 0)
+    placed = cluster.start_serving(start, on_demand, spot)
+    policy.started(on_demand + spot - placed, placed)
     timeline = Timeline()
     warmup = warmup_replay(setup.requests, setup.warmup_s)
     arrivals = [(r, False) for r in warmup] + [(r, True) for r in setup.requests]

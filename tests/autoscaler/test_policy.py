@@ -134,14 +134,14 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
 def test_a_replicas_prefill_queue_adds_a_wait_that_more_replicas_shorten():
     # Prompts waited 0.1 s for others' chunks at a prefill share of 0.5: residual 0.1 x (1 - 0.5) / 0.5.
     queued = CapacityEstimate(slots_per_replica=64, service_time_s=2.0, prefill_s=0.5, prefill_share=0.5,
-                              prefill_residual_s=0.1)
+                              prefill_residuals=(0.1,))
     load = Load(4.0, 0, 5)
     mean, tail = prefill_queue_wait(load, queued, 4, 0.99)
     assert mean == pytest.approx(0.5 / 0.5 * 0.1)  # rho = 4 x 0.5 / 4 = 0.5
     assert tail == pytest.approx(mean / 0.5 * math.log(0.5 / 0.01))
     assert prefill_queue_wait(load, queued, 400, 0.99) == (pytest.approx(0.005 / 0.995 * 0.1), 0.0)  # rho below 1%
     assert prefill_queue_wait(load, queued, 2, 0.99) == (UNSTABLE, UNSTABLE)  # prefill alone saturates
-    unqueued = dataclasses.replace(queued, prefill_residual_s=0.0)
+    unqueued = dataclasses.replace(queued, prefill_residuals=())
     assert predicted_ttft(load, queued, 4, 0.99) > predicted_ttft(load, unqueued, 4, 0.99)
     slo = SloTarget(ttft_s=2.0, quantile=0.99)
     assert (recommend(load, queued, slo, 4, 0, 100).replicas > recommend(load, unqueued, slo, 4, 0, 100).replicas)

@@ -15,7 +15,8 @@ Routing: `round_robin` (a Kubernetes Service, the default), `least_loaded` (fewe
 `ideal` (one global queue; a request goes to the replica with the least prefill outstanding among those with a
 free slot, when it has one). Requests no replica accepts wait at the router.
 
-Spot pools hold the trace's count of instances at offset + t, absolute. When a pool shrinks, the excess replicas
+Spot pools hold the trace's count of instances at offset + t, absolute; a Pending spot replica goes where the operator's
+zone spread puts it (the pool with room holding fewest of ours). When a pool shrinks, the excess replicas
 get a notice and die `notice_s` later; everything on a dead replica goes back through the router and is prefilled
 again on another replica (the client's retry). Cold start is drawn per replica from the profile's distribution.
 """
@@ -304,14 +305,17 @@ class Cluster:
         replica.running, replica.kv_tokens, replica.prefill_tokens, replica.ended_s = [], 0, 0.0, t
 
     def _place_pending_spot(self, t: float) -> None:
-        """Spread: each Pending spot replica goes to the pool with the most free room, if any has room."""
+        """Each Pending spot replica goes to a pool with room, the one holding fewest of the fleet's spot replicas
+        first (then the one with most room): the operator's zone spread (topologySpreadConstraints, maxSkew 1,
+        ScheduleAnyway, operator/pod_template.py), so one zone's reclaim never takes every spot replica."""
         for replica in self.replicas:
             if replica.kind != SPOT or not replica.is_pending():
                 continue
-            free = [(pool.capacity(t) - len(self._spot_in_pool(i)), i) for i, pool in enumerate(self.pools)]
-            room, index = max(free, default=(0, None))
-            if room > 0:
-                self._place(replica, index, t)
+            held = [len(self._spot_in_pool(i)) for i in range(len(self.pools))]
+            free = [(-held[i], pool.capacity(t) - held[i], i) for i, pool in enumerate(self.pools)
+                    if pool.capacity(t) - held[i] > 0]
+            if free:
+                self._place(replica, max(free)[2], t)
 
     def _accepting(self, t: float) -> list[Replica]:
         return [

@@ -1,19 +1,54 @@
 #!/usr/bin/env bash
-# The cross-workload evaluation (issue 13): each workload over 10 spot offsets and seeds (--repeats 10), three spot
-# pools (two Bamboo AWS clusters and one SkyPilot single-node V100 zone that has no capacity most of the time).
-# Run from the repo root: bash benchmarks/results/cross_workload/run.sh
+# The cross-workload evaluation (issue 13): each workload over 10 spot offsets and seeds (--repeats 10), all policies.
+# Run from the repo root: bash benchmarks/results/cross_workload/run.sh   (about an hour on 2 cores)
+#
+# Tune set: the workloads looked at while the policy was changed. Azure conversation on the L4 is the one the first
+# version was tuned on; both Mooncake traces were run while the prefill-queue term was written; the ServeGen run with
+# Azure lengths on the L4 was meant to be held out, but its first run (a residual estimate that ran away to max) was
+# looked at and the estimate changed, so it moved here.
+# Held-out set: run once, after the policy was frozen, on the spot-pool set of the held-out runs.
+# Nothing in the policy is fitted to any of them; docs/autoscaler.md lists every constant and its reason.
 set -euo pipefail
 DATA=../shared/data
 OUT=benchmarks/results/cross_workload
-SPOT=(--spot-trace $DATA/bamboo-spot-preemption/aws-p3-trace.csv --spot-trace $DATA/bamboo-spot-preemption/aws-g4dn-trace.csv
-      --spot-trace $DATA/skypilot-spot-traces/spot-traces/availability/1-node/aws-02-15-2023/us-east-1a_v100_1.json)
+GEN=$(mktemp -d)  # ServeGen-driven traces are generated here, not committed (derived from shared data)
+trap 'rm -rf "$GEN"' EXIT
+BAMBOO=$DATA/bamboo-spot-preemption
+SKY=$DATA/skypilot-spot-traces/spot-traces/availability
+ZERO=$OUT/zero_capacity_zone.json  # a zone with no capacity at all: valid input, never placed on
+# Tune pools: Bamboo's AWS p3 and g4dn clusters and SkyPilot's single-node V100 zone us-east-1a (empty 83% of the time).
+POOLS_TUNE=(--spot-trace $BAMBOO/aws-p3-trace.csv --spot-trace $BAMBOO/aws-g4dn-trace.csv
+            --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1a_v100_1.json --spot-trace $ZERO)
+# Held-out pools: Bamboo's g4dn.xlarge count trace of us-east-1c and SkyPilot's 16-node V100 zones us-west-2a, us-east-2b.
+POOLS_HELD_OUT=(--spot-trace $BAMBOO/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200.csv
+                --spot-trace $SKY/16-node/aws-08-27-2023/us-west-2a_v100_1.json
+                --spot-trace $SKY/16-node/aws-08-27-2023/us-east-2b_v100_1.json --spot-trace $ZERO)
+H100=(--profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge)
 run() {  # name, then fleetserve simulate arguments
   local name=$1; shift
-  .venv/bin/fleetserve simulate "${SPOT[@]}" --repeats 10 --policy all "$@" \
+  nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 "$@" \
     --json $OUT/$name.json --markdown $OUT/$name.md --plot $OUT/$name.png
 }
-run azure_conv_l4 --trace $DATA/azure-llm-2023/conv.csv --slo-ttft 2
-run mooncake_conversation_h100 --trace $DATA/mooncake-fast25/conversation_trace.jsonl --slo-ttft 2 \
-  --profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge
-run mooncake_synthetic_h100 --trace $DATA/mooncake-fast25/synthetic_trace.jsonl --slo-ttft 2 \
-  --profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge
+# ServeGen (Alibaba Bailian M-small): day 2, 05:00-09:00, the morning ramp (the rate about doubles), scaled to a mean.
+servegen() {  # output, mean rate, then --lengths traces
+  local out=$1 rate=$2; shift 2
+  nice -n 19 .venv/bin/python -m fleetserve.autoscaler.sim_servegen \
+    --clients $DATA/servegen-alibaba-bailian/m-small_client_windows.csv.gz --start-h 29 --hours 4 --mean-rate "$rate" "$@" --out "$out"
+}
+
+# --- tune set ---
+run azure_conv_l4 "${POOLS_TUNE[@]}" --trace $DATA/azure-llm-2023/conv.csv
+run mooncake_conversation_h100 "${POOLS_TUNE[@]}" "${H100[@]}" --trace $DATA/mooncake-fast25/conversation_trace.jsonl
+run mooncake_synthetic_h100 "${POOLS_TUNE[@]}" "${H100[@]}" --trace $DATA/mooncake-fast25/synthetic_trace.jsonl
+
+servegen $GEN/servegen_l4.csv 4 --lengths $DATA/azure-llm-2023/conv.csv
+run servegen_azure_lengths_l4 "${POOLS_HELD_OUT[@]}" --trace $GEN/servegen_l4.csv
+
+# --- held-out set ---
+run azure_conv_x8_h100 "${POOLS_HELD_OUT[@]}" "${H100[@]}" --trace $DATA/azure-llm-2023/conv.csv --rate-scale 8
+# Clients take Azure conversation and Mooncake conversation lengths in turn: short chat beside long-context requests.
+servegen $GEN/servegen_mix.csv 8 --lengths $DATA/azure-llm-2023/conv.csv --lengths $DATA/mooncake-fast25/conversation_trace.jsonl
+run servegen_mix_h100 "${POOLS_HELD_OUT[@]}" "${H100[@]}" --trace $GEN/servegen_mix.csv
+run mooncake_conversation_h100_held_out_pools "${POOLS_HELD_OUT[@]}" "${H100[@]}" --trace $DATA/mooncake-fast25/conversation_trace.jsonl
+
+nice -n 19 .venv/bin/python benchmarks/cross_workload_table.py $OUT > $OUT/README.md

@@ -75,7 +75,7 @@ def generate(client_windows: str, start_s: float, end_s: float, mean_rate: float
         gaps = _gaps(rng, pattern, shape, scale, max(4, int(2 * expected) + 8))
         gaps *= (1 / rate) / gaps.mean()
         times = rng.uniform(0, gaps[0]) + np.concatenate(([0.0], np.cumsum(gaps[1:])))
-        times = times[times < WINDOW_S] + window - start_s
+        times = times[times < min(WINDOW_S, end_s - window)] + window - start_s
         pool = pool_of[client]
         for t, (prompt, output) in zip(times, pool[rng.integers(0, len(pool), len(times))]):
             out.append((float(t), int(prompt), int(output)))

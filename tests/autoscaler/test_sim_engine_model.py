@@ -10,10 +10,13 @@ import pytest
 
 from fleetserve import cli
 from fleetserve.autoscaler import sim_policies
-from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SCRAPE_INTERVAL_S, Cluster, SpotPool
+from fleetserve.autoscaler.control import LoopSettings
+from fleetserve.autoscaler.policy import SloTarget
+from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SCRAPE_INTERVAL_S, SPOT, Cluster, SpotPool
 from fleetserve.autoscaler.sim_profile import GpuPrices, ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
 from fleetserve.autoscaler.simulator import SimSetup, simulate, smallest_static_fleet
+from fleetserve.autoscaler.spot import SpotSettings
 
 PROFILE = ReplicaProfile(
     name="synthetic", source="test", gpus_per_replica=1, max_batch=16, kv_cache_tokens=20_000,
@@ -142,3 +145,32 @@ def test_repeats_report_mean_and_worst_per_policy(tmp_path):
     assert ours["runs"] == 3 and len(report["repeats"]) == 3
     assert ours["ttft_slo_attainment_feasible_worst"] <= ours["ttft_slo_attainment_feasible_mean"]
     assert len(set(report["setup"]["spot_traces"][0]["offsets_s"])) == 3
+
+
+def test_spot_replicas_spread_over_zones_as_the_operator_asks():
+    big, small, zero = SpotTrace("big", [0.0], [10]), SpotTrace("small", [0.0], [3]), SpotTrace("zero", [0.0], [0])
+    cluster = Cluster(PROFILE, [SpotPool(big, 0.0), SpotPool(small, 0.0), SpotPool(zero, 0.0)], notice_s=30,
+                      drain_on_notice=True, seed=0)
+    cluster.set_target(0.0, SPOT, 8)
+    cluster.step(0.0, 0.5)
+    # Fewest of ours first while a zone has room: 3 in the small zone, the rest in the big one, none in the empty one.
+    held = [sum(1 for r in cluster.replicas if r.pool == i) for i in range(3)]
+    assert held == [5, 3, 0]
+
+
+def test_every_policy_starts_with_the_same_count_split_its_own_way():
+    four = SpotTrace("four", [0.0], [4])
+    requests = [TraceRequest(float(i), 100, 10) for i in range(20)]
+    spot_setup = dataclasses.replace(setup(requests, [SpotPool(four, 0.0)]), initial_replicas=6)
+    settings = LoopSettings(
+        min_replicas=1, max_replicas=10, slo=SloTarget(1.0, 0.99), itl_slo_s=0.1, max_num_seqs=16,
+        scale_up_stabilization_s=0, scale_down_delay_s=300,
+        spot=SpotSettings(enabled=True, max_share=0.9, on_demand_min=1))
+    ours = sim_policies.FleetServe(settings)
+    assert ours.initial_split(6) == (1, 5)
+    cluster = Cluster(PROFILE, spot_setup.pools, 30, True, 0)
+    # Only 4 spot instances exist: the fifth spot replica starts on-demand, and all six serve at once.
+    assert cluster.start_serving(-10.0, 1, 5) == 4
+    assert sum(r.is_ready(-10.0) for r in cluster.replicas) == 6
+    assert [r.kind for r in cluster.replicas].count(ON_DEMAND) == 2
+    assert sim_policies.Hpa(1, 10).initial_split(6) == (6, 0)

@@ -83,8 +83,11 @@ class ItlLine:
         return self.base_s + self.per_sequence_s * batch
 
     def largest_batch_within(self, itl_limit_s: float, cap: int) -> int:
-        if self.per_sequence_s <= 0:
-            return cap if self.base_s <= itl_limit_s else 1
+        """The largest batch whose ITL stays within the limit. When even one sequence misses it, no batch size and
+        no replica count meets it, so it limits nothing: planning for one sequence per replica would only buy
+        replicas that miss it too (an overloaded CPU, a slow GPU), all the way to max."""
+        if self.per_sequence_s <= 0 or self.at(1) > itl_limit_s:
+            return cap
         # The epsilon keeps an exact fit (0.05 / 0.0025) from flooring to one less through float error.
         return max(1, min(cap, int((itl_limit_s - self.base_s) / self.per_sequence_s + 1e-9)))
 

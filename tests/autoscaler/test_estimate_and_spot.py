@@ -132,3 +132,12 @@ def test_the_prefill_residual_is_measured_and_its_median_kept():
     for _ in range(PREFILL_SAMPLES_KEPT + 5):
         many = estimate_capacity(snapshot(), many, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
     assert len(many.prefill_residuals) == PREFILL_SAMPLES_KEPT
+
+
+def test_an_itl_slo_missed_even_by_one_sequence_does_not_size_the_fleet():
+    # Every batch size misses a 0.25 s ITL (a contended CPU): one slot per replica would ask for max replicas,
+    # none of which would meet it either. The slots come from the other bounds (here twice the largest batch).
+    samples = [(1, 0.4), (4, 0.5), (8, 0.6)]
+    estimate = estimate_capacity(snapshot(kv_cache_usage=0.01), PRIOR, samples, itl_slo_s=0.25, max_num_seqs=16)
+    assert estimate.slots_per_replica == 16
+    assert fit_itl_line([(2, 0.3), (2.5, 0.3)]).largest_batch_within(0.25, 16) == 16  # flat, above the limit

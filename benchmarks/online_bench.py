@@ -61,7 +61,8 @@ async def _one(session, base: str, model: str, r: BenchRequest) -> dict:
     return {"ttft": stamps[0] - sent, "gaps": gaps, "tpot": tpot, "done": stamps[-1]}
 
 
-async def replay(base: str, model: str, requests: list[BenchRequest]) -> dict:
+async def replay(base: str, model: str, requests: list[BenchRequest], per_request: bool = False) -> dict:
+    """`per_request`: also each request's arrival, prompt and output lengths and TTFT (None if it failed)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
         start = time.perf_counter()
@@ -75,7 +76,11 @@ async def replay(base: str, model: str, requests: list[BenchRequest]) -> dict:
     duration = max(x["done"] for x in ok) - start if ok else float("nan")
     good = [x for x in ok if x["ttft"] <= SLO_TTFT_S and x["tpot"] <= SLO_TPOT_S]
     gaps = [g for x in ok for g in x["gaps"]]
-    return {
+    detail = {}
+    if per_request:
+        detail["per_request"] = [[round(r.arrival_s, 4), len(r.prompt_ids), r.output_len,
+                                  round(x["ttft"], 4) if "ttft" in x else None] for r, x in zip(requests, results)]
+    return detail | {
         "requests": len(requests), "completed": len(ok), "errors": len(results) - len(ok),
         "duration_s": duration, "offered_rate": len(requests) / max(r.arrival_s for r in requests),
         "ttft_p50_ms": 1e3 * percentile([x["ttft"] for x in ok], 50),

@@ -34,18 +34,54 @@ BEST_FLAGS = ["--max-model-len", "4096", "--max-num-batched-tokens", "8192", "--
               "--max-waiting", "4096"]
 
 
-def in_process(results: dict, runs: int) -> None:
+def warmup_requests(vocab: int) -> list:
+    """The untimed warm-up every path gets before its timed runs (in-process and each server alike): 64 requests of
+    the offline workload's shape, none of them a timed one. A new engine's first steps pay one-off costs (kernel
+    variants compiled on first use, the allocator growing its pools) that no later run pays."""
+    return workloads.offline_requests(vocab, count=64, seed=999)
+
+
+class CompileLog:
+    """Counts Triton compilations in this process (the in-process engine's), per phase: a compile inside a timed
+    run is a stall of about a second that the run would not see once warm."""
+
+    def __init__(self):
+        self.counts: dict[str, list[str]] = {}
+        self.phase = "start"
+        try:
+            import triton
+
+            triton.knobs.runtime.jit_post_compile_hook = self._hook
+        except (ImportError, AttributeError):
+            pass
+
+    def _hook(self, *args, **kwargs):
+        fn = kwargs.get("fn")
+        self.counts.setdefault(self.phase, []).append(str(getattr(fn, "name", fn))[:40])
+
+
+def in_process(results: dict, runs: int, diagnose: bool = False) -> None:
     import fleet
     import offline_bench
     from fleetserve.engine.llm_engine import LLMEngine
 
     vocab = fleet.shape_config(SHAPE)["vocab_size"]
+    compiles = CompileLog()
     engine = LLMEngine(fleet.engine_config(model=f"random://{SHAPE}", **BEST))
     entry = results.setdefault("in_process", {})
-    entry["256"] = [offline_bench.fleetserve_throughput(engine, workloads.offline_requests(vocab, seed=run))
-                    for run in range(runs)]
+    compiles.phase = "warm-up"
+    workloads.generate_all(engine, warmup_requests(vocab))
+    entry["256"] = []
+    for run in range(runs):
+        compiles.phase = f"256 run {run}"
+        entry["256"].append(offline_bench.fleetserve_throughput(engine, workloads.offline_requests(vocab, seed=run)))
+    compiles.phase = "1024"
     entry["1024"] = offline_bench.fleetserve_throughput(engine, workloads.offline_requests(vocab, count=1024,
                                                                                            seed=100))
+    entry["triton_compiles"] = compiles.counts
+    if diagnose:  # where the 1,024-request run's time goes, by step kind
+        entry["1024_step_timeline"] = offline_bench.step_timeline(
+            engine, workloads.offline_requests(vocab, count=1024, seed=100))
     log.info("in-process: %s", json.dumps(entry))
     del engine
     fleet.free_gpu_memory()
@@ -66,19 +102,19 @@ def llama_decode(results: dict) -> None:
     fleet.free_gpu_memory()
 
 
-async def burst(base: str, requests: list, model: str = "bench") -> dict:
+async def burst(base: str, requests: list, model: str = "bench", stream: bool = True) -> dict:
     """Every request at once, streaming; output tok/s from the requested lengths (ignore_eos makes them exact)."""
     import aiohttp
 
     async def one(session, r):
         body = {"model": model, "prompt": r.prompt_ids, "max_tokens": r.output_len, "temperature": 0.0,
-                "ignore_eos": True, "stream": True}
+                "ignore_eos": True, "stream": stream}
         sent, first = time.perf_counter(), None
         async with session.post(f"{base}/v1/completions", json=body) as resp:
             if resp.status != 200:
                 return {"error": resp.status}
             async for line in resp.content:
-                if first is None and line.startswith(b"data: {"):
+                if first is None and (line.startswith(b"data: {") or not stream):
                     first = time.perf_counter()
                 if b'"error"' in line:
                     return {"error": line.decode()[:200]}
@@ -111,15 +147,20 @@ def served(results: dict, key: str, flags: list[str], work) -> None:
         online_bench.stop_server(proc)
 
 
-def http_best(base: str, entry: dict) -> None:
-    import fleet
+def http_best(args):
+    def work(base: str, entry: dict) -> None:
+        import fleet
 
-    vocab = fleet.shape_config(SHAPE)["vocab_size"]
-    warm = workloads.offline_requests(vocab, count=4, seed=999)
-    asyncio.run(burst(base, warm))  # first-request kernel compiles outside the timed runs
-    entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
-    entry["1024"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100)))
-    log.info("http best: %s", json.dumps(entry))
+        vocab = fleet.shape_config(SHAPE)["vocab_size"]
+        asyncio.run(burst(base, warmup_requests(vocab)))
+        if not args.only_1024:
+            entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+        entry["1024"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100)))
+        if args.no_stream_too:  # the same burst without streaming: what the per-token path costs
+            entry["1024_no_stream"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100),
+                                                        stream=False))
+        log.info("http best: %s", json.dumps(entry))
+    return work
 
 
 def http_defaults(args):
@@ -128,8 +169,9 @@ def http_defaults(args):
         import online_bench
 
         vocab = fleet.shape_config(SHAPE)["vocab_size"]
-        asyncio.run(burst(base, workloads.offline_requests(vocab, count=4, seed=999)))
-        entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+        asyncio.run(burst(base, warmup_requests(vocab)))
+        if not args.only_trace:
+            entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
         trace = workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests)
         natural_rate = len(trace) / max(r.arrival_s for r in trace)
         saturation = asyncio.run(burst(base, workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests,
@@ -137,7 +179,8 @@ def http_defaults(args):
         entry["trace_saturation"] = saturation
         scale = 0.8 * saturation["requests_per_s"] / natural_rate
         entry["trace_at_80pct"] = asyncio.run(online_bench.replay(
-            base, "bench", workloads.azure_trace(args.trace, vocab, scale, args.trace_requests, seed=2)))
+            base, "bench", workloads.azure_trace(args.trace, vocab, scale, args.trace_requests, seed=2),
+            per_request=True))
         entry["trace_at_80pct"]["rate_scale"] = scale
         log.info("http defaults: %s", json.dumps(entry))
     return work
@@ -205,6 +248,12 @@ def main() -> int:
     parser.add_argument("--trace", default=os.path.join("..", "shared", "data", "azure-llm-2023", "conv.csv"))
     parser.add_argument("--trace-requests", type=int, default=400)
     parser.add_argument("--sections", default="in_process,http_best,http_defaults,decode")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also: the in-process 1,024-request run's step timeline")
+    parser.add_argument("--no-stream-too", action="store_true",
+                        help="http_best: the 1,024-request burst again without streaming")
+    parser.add_argument("--only-1024", action="store_true", help="http_best: skip the 256-request burst")
+    parser.add_argument("--only-trace", action="store_true", help="http_defaults: skip the 256-request burst")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     OUT_DIR = args.out
@@ -214,8 +263,8 @@ def main() -> int:
     results = {"environment": gpu_bench.environment(), "engine_config": BEST}
     path = os.path.join(args.out, f"serving-{args.tag}.json")
     steps = {"decode": lambda: llama_decode(results),
-             "in_process": lambda: in_process(results, args.runs),
-             "http_best": lambda: served(results, "http_best", BEST_FLAGS, http_best),
+             "in_process": lambda: in_process(results, args.runs, args.diagnose),
+             "http_best": lambda: served(results, "http_best", BEST_FLAGS, http_best(args)),
              "http_defaults": lambda: served(results, "http_defaults", [], http_defaults(args))}
     for name in args.sections.split(","):
         try:

@@ -18,6 +18,9 @@ from fleetserve.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
 
+STREAM_INTERVAL_S = 0.03  # while COALESCE_FROM or more requests run, their tokens reach the event loop this often
+COALESCE_FROM = 64
+
 
 class AsyncEngine:
     def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
@@ -37,6 +40,10 @@ class AsyncEngine:
         self._stopping = False
         self._failed = False
         self._closed = False  # the step loop has exited and takes no more commands
+        self._held: list[RequestOutput] = []  # a step's outputs waiting for the next launch (see _run)
+        self.stream_interval_s = STREAM_INTERVAL_S
+        self._pending: dict[str, list[RequestOutput]] = {}  # outputs held back by the stream interval (_hand_over)
+        self._last_flush = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -100,6 +107,10 @@ class AsyncEngine:
         self._wake.set()
 
     def _run(self) -> None:
+        """With overlapped steps a step's outputs are handed to the event loop once the next step is launched, just
+        before the read back waits for the device. The event loop then renders and writes them while this thread
+        waits with the GIL released, instead of competing with it for the GIL while it launches the next step (a
+        launch is hundreds of short calls, each giving the GIL up and waiting to get it back)."""
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -108,17 +119,58 @@ class AsyncEngine:
                 if not self.engine.has_unfinished_requests():
                     self._wake.wait()
                     continue
-                outputs = self.engine.step()
-                self._stats = self.engine.stats()
-                self._publish(outputs)
+                if getattr(self.engine, "overlap", False):
+                    outputs = self.engine.step(after_launch=self._publish_held)
+                    self._stats = self.engine.stats()
+                    self._held = outputs
+                else:
+                    outputs = self.engine.step()
+                    self._stats = self.engine.stats()
+                    self._hand_over(outputs)
+                if not self.engine.has_unfinished_requests():  # no next launch: hand everything over now
+                    self._publish_held()
+                    self._flush_pending()
             self._close(None)
         except Exception:  # logged, not re-raised: the callers learn it from their final outputs and `healthy`
             log.exception("engine step loop died")
             self._failed = True
             self._close("engine step loop died")
 
+    def _publish_held(self) -> None:
+        held, self._held = self._held, []
+        self._hand_over(held)
+
+    def _hand_over(self, outputs: list[RequestOutput]) -> None:
+        """A step's outputs to the event loop. While many requests run, a request's ordinary tokens are handed over
+        at most every `stream_interval_s`, several tokens at once (as SGLang's --stream-interval does): each
+        hand-over wakes every stream, and at a few hundred streams and tens of steps a second that work, on the
+        event loop, competes for the GIL with this thread's launches. A request's first tokens, its last output and
+        any error go at once, so time to first token and completion are not delayed."""
+        now = time.monotonic()
+        flush = len(outputs) < COALESCE_FROM or now - self._last_flush >= self.stream_interval_s
+        ready = []
+        for out in outputs:
+            if flush or out.finished or out.error is not None or out.completion_tokens == len(out.new_token_ids):
+                ready += self._pending.pop(out.request_id, ())
+                ready.append(out)
+            else:
+                self._pending.setdefault(out.request_id, []).append(out)
+        if flush:
+            for earlier in self._pending.values():
+                ready += earlier
+            self._pending.clear()
+            self._last_flush = now
+        self._publish(ready)
+
+    def _flush_pending(self) -> None:
+        ready = [out for earlier in self._pending.values() for out in earlier]
+        self._pending.clear()
+        self._publish(ready)
+
     def _close(self, error: str | None) -> None:
         """Refuses new commands, then ends every request still known or still queued, so no caller waits forever."""
+        self._publish_held()
+        self._flush_pending()
         with self._lock:
             self._closed = True
             commands, self._commands = self._commands, []

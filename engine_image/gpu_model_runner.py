@@ -123,11 +123,16 @@ class GPUModelRunner:
         np.cumsum(query_lens, out=cu[1:])
         splits = decode_splits(num_decodes, self.num_kv_heads, max(context_lens[:num_decodes]),
                                self.num_sms) if num_decodes else 1
-        return GpuAttentionMetadata(
+        meta = GpuAttentionMetadata(
             slot_mapping=self._to_device(slots, torch.long), block_tables=self._to_device(tables),
             context_lens=self._to_device(context_lens), query_lens=query_lens, context_lens_list=context_lens,
             num_decodes=num_decodes, cu_seqlens_q=self._to_device(cu), max_query_len=max(query_lens),
             decode_splits=splits)
+        if 0 < num_decodes < len(query_lens):  # the prefill part's own aligned tensors (see GpuAttentionMetadata)
+            meta.prefill_block_tables = self._to_device(tables[num_decodes:])
+            meta.prefill_cu_seqlens_q = self._to_device(cu[num_decodes:])
+            meta.prefill_context_lens = self._to_device(context_lens[num_decodes:])
+        return meta
 
     # --- CUDA graphs for decode ---------------------------------------------------------------------------------
 

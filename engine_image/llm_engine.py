@@ -69,7 +69,11 @@ class LLMEngine:
             self.runner = LeaderRunner(self.runner)
         self.max_model_len = self._max_model_len()
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        admission = {}
+        if self.runner.device.type == "cuda":  # decode-only steps replay CUDA graphs there (Scheduler's docstring)
+            admission = dict(admission_batch=max(1, config.max_num_seqs // 16), admission_wait_steps=12)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens,
+                                   **admission)
         self.sampler = build_sampler(self.runner.device)
         self.vocab_size = int(self.loaded.hf_config.vocab_size)
         self.requests: dict[str, _Request] = {}
@@ -131,11 +135,14 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
-    def step(self) -> list[RequestOutput]:
+    def step(self, after_launch=None) -> list[RequestOutput]:
         """Runs one step and returns what the requests produced. With overlapped steps (on a GPU), the step
         launched here runs on the device while the host reads back and detokenises the step before it, so the
-        outputs returned are that earlier step's; the host's per-token work then costs no GPU time."""
+        outputs returned are that earlier step's; the host's per-token work then costs no GPU time.
+        `after_launch`: called once the step's work is queued, before the read back waits for the device."""
         launched, failed = self._launch(self._in_flight.sampled.tokens if self._in_flight else None)
+        if after_launch is not None:
+            after_launch()
         if self.overlap:
             done, self._in_flight = self._in_flight, launched
         else:

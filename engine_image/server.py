@@ -452,7 +452,10 @@ async def completion_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], r
             text = choices[index].echo + text
         logprobs = completion_logprobs(output.logprobs, text_offsets[index]) if output.logprobs is not None else None
         text_offsets[index] += len(text)
-        if text or output.finished or logprobs:
+        # A step that produced tokens sends a chunk even when they carry no text yet (part of a character, a token
+        # with no text of its own), as vLLM does: the client learns at once that its request is generating, and
+        # a time to first token measured from the stream is the first token's, not the first visible character's.
+        if text or output.finished or logprobs or output.new_token_ids:
             yield completion_chunk(request_id, body.model, created, text,
                                    output.finish_reason if output.finished else None, logprobs, body.include_usage,
                                    index)

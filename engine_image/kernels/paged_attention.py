@@ -40,7 +40,9 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
                                 ROW_PAD=triton.next_power_of_2(row))
 
 
-@triton.jit
+# Integer arguments that change from step to step are not specialised on (Triton would otherwise compile a variant
+# for each of "== 1", "divisible by 16" and neither, some of them mid-serving, each a stall of a second or so).
+@triton.jit(do_not_specialize=["bt_stride", "max_splits"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, out_ptr, m_ptr, denom_ptr,
     scale_log2, q_stride, bt_stride, max_splits,
@@ -136,7 +138,7 @@ def paged_decode_attention(
     return out
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _combine_kernel(partial_ptr, m_ptr, denom_ptr, out_ptr, num_splits, heads, HEAD_DIM: tl.constexpr,
                     SPLITS_PAD: tl.constexpr):
     """Merges one (sequence, head)'s split results, each weighted by exp2(its max - the overall max)."""
@@ -154,7 +156,7 @@ def _combine_kernel(partial_ptr, m_ptr, denom_ptr, out_ptr, num_splits, heads, H
     tl.store(out_ptr + (seq * heads + head) * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["bt_stride"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, cu_q_ptr, context_lens_ptr, out_ptr,
     scale_log2, q_stride, out_stride, bt_stride,

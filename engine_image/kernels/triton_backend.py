@@ -20,6 +20,12 @@ class GpuAttentionMetadata(AttentionMetadata):
     max_query_len: int = 1
     decode_splits: int = 1  # split-KV factor for decode; fixed per captured batch size
     is_decode: bool = False  # one query per sequence (set for CUDA-graph batches, whose query_lens are padded)
+    # A mixed step's prefill sequences' own block tables, query starts and context lengths, as tensors of their own:
+    # slices past the decode rows would start at addresses of any alignment, and Triton compiles a kernel variant
+    # per alignment (a stall mid-serving). None: sliced from the whole step's tensors.
+    prefill_block_tables: torch.Tensor | None = None
+    prefill_cu_seqlens_q: torch.Tensor | None = None
+    prefill_context_lens: torch.Tensor | None = None
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
@@ -39,6 +45,10 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     paged_decode_attention(q[:d], k_cache, v_cache, meta.block_tables[:d], meta.context_lens[:d], scale,
                            getattr(meta, "decode_splits", 1), out=out[:d])
-    paged_prefill_attention(q, k_cache, v_cache, meta.block_tables[d:], cu[d:], meta.context_lens[d:], max_q, scale,
-                            out=out)
+    tables = getattr(meta, "prefill_block_tables", None)
+    if tables is None:
+        tables, cu, context_lens = meta.block_tables[d:], cu[d:], meta.context_lens[d:]
+    else:
+        cu, context_lens = meta.prefill_cu_seqlens_q, meta.prefill_context_lens
+    paged_prefill_attention(q, k_cache, v_cache, tables, cu, context_lens, max_q, scale, out=out)
     return out

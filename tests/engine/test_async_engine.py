@@ -131,9 +131,9 @@ async def test_requests_handed_over_during_a_step_count_as_waiting(engine, promp
     release = threading.Event()
     real_step = engine.engine.step
 
-    def long_step():
+    def long_step(**kwargs):
         release.wait(30)
-        return real_step()
+        return real_step(**kwargs)
 
     monkeypatch.setattr(engine.engine, "step", long_step)
     first = engine.generate("first", prompts[0], GREEDY)

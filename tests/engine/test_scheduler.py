@@ -126,3 +126,27 @@ def test_random_traffic_with_shared_prefixes_aborts_and_preemption_leaks_nothing
         sched.finish(seq, "abort")
     assert sched.block_manager.num_free_blocks == 12 and not sched.has_work()
     assert finished > 20 and sched.num_preemptions > 0 and sched.block_manager.prefix_hits > 0
+
+
+def test_admission_batching_waits_for_free_places_or_steps_while_the_batch_decodes():
+    sched = Scheduler(BlockManager(256, 4, True), 8, 100, admission_batch=3, admission_wait_steps=2)
+    running = [add(sched, f"r{i}", 4, start=10 * i) for i in range(8)]
+    add(sched, "w0", 4, start=200)
+    add(sched, "w1", 4, start=300)
+    assert set(run_step(sched)) == {f"r{i}" for i in range(8)}  # an empty batch fills at once
+    sched.finish(running[0], "stop")  # one free place, fewer than 3: decodes alone, for at most 2 steps
+    assert set(run_step(sched)) == {f"r{i}" for i in range(1, 8)}
+    assert set(run_step(sched)) == {f"r{i}" for i in range(1, 8)}
+    assert run_step(sched)["w0"] == 4  # waited 2 steps: admitted
+    sched.finish(running[1], "stop")
+    sched.finish(running[2], "stop")
+    sched.finish(running[3], "stop")  # 3 free places: no wait
+    assert run_step(sched)["w1"] == 4
+
+
+def test_admission_batching_never_delays_a_step_that_already_prefills():
+    sched = Scheduler(BlockManager(256, 4, True), 4, 6, admission_batch=4, admission_wait_steps=8)
+    add(sched, "long", 10, start=0)
+    add(sched, "short", 2, start=100)
+    assert run_step(sched) == {"long": 6}
+    assert run_step(sched) == {"long": 4, "short": 2}  # the step is eager anyway: admit

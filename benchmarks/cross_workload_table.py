@@ -35,7 +35,8 @@ def row(name: str, report: dict) -> str:
     verdict = ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items())
     cheaper_than = f"not cheaper than {', '.join(dearer)}" if dearer else (
         f"cheaper than {', '.join(e['policy'] for e in rivals)}" if rivals else "no baseline reaches it")
-    return (f"| {name} | {'tune' if name in TUNE_SET else 'held-out'} | {setup['profile']['name'].split(' (')[0]} "
+    gpu = setup["profile"]["name"].rsplit(" on ", 1)[-1].split(",")[0]  # "1x NVIDIA L4"
+    return (f"| {name} | {'tune' if name in TUNE_SET else 'held-out'} | {gpu} "
             f"| {setup['requests']:,} / {setup['feasible_requests']:,} "
             f"| {setup['static_ondemand_min_replicas']} ({static_min['ttft_slo_attainment_feasible_worst']:.2%}) "
             f"| {attainment:.2%} ({ours['ttft_slo_attainment_feasible_mean']:.2%}) "
@@ -59,6 +60,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         print(row(name, reports[name]))
+    print("\nWhich workloads are tune and which held-out, and why each missed target is missed: "
+          "[docs/autoscaler.md](../../../docs/autoscaler.md), section Results.")
     return 0
 
 

@@ -23,10 +23,12 @@ POOLS_TUNE=(--spot-trace $BAMBOO/aws-p3-trace.csv --spot-trace $BAMBOO/aws-g4dn-
 POOLS_HELD_OUT=(--spot-trace $BAMBOO/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200.csv
                 --spot-trace $SKY/16-node/aws-08-27-2023/us-west-2a_v100_1.json
                 --spot-trace $SKY/16-node/aws-08-27-2023/us-east-2b_v100_1.json --spot-trace $ZERO)
+# Every pool is an AWS trace and prices are AWS's: a reclaimed instance gets AWS's two-minute interruption notice
+# (--notice-s 120; the simulator's default of 30 s is GCP's).
 H100=(--profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge)
 run() {  # name, then fleetserve simulate arguments
   local name=$1; shift
-  nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 "$@" \
+  nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 --notice-s 120 "$@" \
     --json $OUT/$name.json --markdown $OUT/$name.md --plot $OUT/$name.png
 }
 # ServeGen (Alibaba Bailian M-small): day 2, 05:00-09:00, the morning ramp (the rate about doubles), scaled to a mean.

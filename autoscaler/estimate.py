@@ -169,4 +169,5 @@ def estimate_capacity(
         residuals = (*residuals, measured)[-PREFILL_SAMPLES_KEPT:]
     return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share,
                             prefill_tail_s=max(prefill_s, prefill_tail_s), prefill_tokens_per_s=speed,
-                            largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated, prefill_residuals=residuals)
+                            largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated,
+                            prefill_residuals=residuals)

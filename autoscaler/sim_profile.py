@@ -145,11 +145,11 @@ def load_profile(path: str | Path) -> ReplicaProfile:
     kv_tokens = _positive(data, "kv_cache_tokens", path, default=10**9, kind=int)
     if "max_num_batched_tokens" in data:
         budget = _positive(data, "max_num_batched_tokens", path, kind=int)
-    else:
+    else:  # what `fleetserve serve` picks on this device when given no --max-num-batched-tokens
         device = data.get("device")
         if device not in DEVICES:
             raise InputError(f"{path}: profile field 'device' is {device!r}, expected one of {', '.join(DEVICES)} "
-                             "(it sets the engine's token budget where max_num_batched_tokens is not given)")  # what `fleetserve serve` picks on this device when given no --max-num-batched-tokens
+                             "(it sets the engine's token budget where max_num_batched_tokens is not given)")
         memory_gib = _positive(data, "gpu_memory_gib", path) if device == "cuda" else 0.0
         budget = default_max_num_batched_tokens(device, int(memory_gib * 2**30))
     return ReplicaProfile(

@@ -10,8 +10,9 @@ from the snapshot, so request lengths come from recorded traces instead: each cl
 the given length traces (clients assigned in turn by id), so a client keeps its kind of request and the mix follows
 which clients are active.
 
-  python -m fleetserve.autoscaler.sim_servegen --clients ../shared/data/servegen-alibaba-bailian/m-small_client_windows.csv.gz \\
-      --start-h 29 --hours 4 --mean-rate 4 --lengths ../shared/data/azure-llm-2023/conv.csv --out /tmp/servegen.csv
+  python -m fleetserve.autoscaler.sim_servegen \\
+      --clients ../shared/data/servegen-alibaba-bailian/m-small_client_windows.csv.gz --start-h 29 --hours 4 \\
+      --mean-rate 4 --lengths ../shared/data/azure-llm-2023/conv.csv --out /tmp/servegen.csv
 """
 
 import argparse
@@ -43,10 +44,11 @@ def _client_windows(path: str, start_s: float, end_s: float) -> list[tuple[int, 
                 shape, scale = float(row["pattern_param1"]), float(row["pattern_param2"])
                 pattern = row["arrival_pattern"]
             except (KeyError, ValueError, TypeError):
-                raise InputError(f"{path}:{number}: expected ServeGen client-window columns "
-                                 "client_id,window_start_s,rate_rps,cv,arrival_pattern,pattern_param1,pattern_param2") from None
+                raise InputError(f"{path}:{number}: expected ServeGen client-window columns client_id,"
+                                 "window_start_s,rate_rps,cv,arrival_pattern,pattern_param1,pattern_param2") from None
             if pattern not in ("Gamma", "Weibull") or not all(math.isfinite(v) and v > 0 for v in (rate, shape, scale)):
-                raise InputError(f"{path}:{number}: pattern {pattern!r} ({shape}, {scale}) at rate {rate} is not usable")
+                raise InputError(f"{path}:{number}: pattern {pattern!r} ({shape}, {scale}) at rate {rate} "
+                                 "is not usable")
             rows.append((int(row["client_id"]), start, rate, pattern, shape, scale))
     if not rows:
         raise InputError(f"{path}: no active client window between {start_s:g} s and {end_s:g} s")

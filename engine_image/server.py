@@ -29,7 +29,7 @@ from fleetserve.engine.protocol import (ApiError, ChatCompletionRequest, Complet
                                         usage_chunk)
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.tokenizer_export import tokenizer_handler
-from fleetserve.engine.tool_calls import HERMES_OPEN, ChoiceToolCalls, ParsedCall
+from fleetserve.engine.tool_calls import ChoiceToolCalls, stream_deltas, tool_call_format
 
 if TYPE_CHECKING:  # the server only calls the engine; importing it here would load torch for nothing
     from fleetserve.engine.async_engine import AsyncEngine
@@ -465,38 +465,31 @@ async def completion_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], r
 
 
 def tool_calls_of(body: ChatCompletionRequest, tokenizer) -> ChoiceToolCalls:
-    hermes = HERMES_OPEN in (getattr(tokenizer, "chat_template", None) or "")
+    """The parser of one choice's output; the chat template tells how the model writes calls under "auto"."""
     name = body.tool_choice.function.name if body.tool_mode == "named" else None
-    return ChoiceToolCalls(body.tool_mode, hermes, name)
-
-
-def tool_call_deltas(calls: list[ParsedCall], first_index: int) -> list[dict]:
-    """As OpenAI streams them: each call with its index among the choice's calls, id, name and arguments."""
-    return [{"index": first_index + i, **call.to_openai()} for i, call in enumerate(calls)]
+    return ChoiceToolCalls(body.tool_mode, tool_call_format(getattr(tokenizer, "chat_template", None)), name)
 
 
 async def chat_chunks(outputs: AsyncIterator[tuple[int, RequestOutput]], request_id: str,
                       body: ChatCompletionRequest, choices: list[Choice], tokenizer) -> AsyncIterator[dict]:
     created, last = int(time.time()), {}
     tools = [tool_calls_of(body, tokenizer) for _ in choices]
-    num_calls = [0] * len(choices)
     for index in range(len(choices)):
         yield chat_chunk(request_id, body.model, created, {"role": "assistant", "content": ""}, None, None,
                          body.include_usage, index)
     async for index, output in outputs:
         logprobs = chat_logprobs(output.logprobs) if output.logprobs is not None else None
-        content, calls = tools[index].feed(output.new_text)
+        content, deltas = tools[index].feed(output.new_text)
         reason = output.finish_reason
         if output.finished:
-            rest, more_calls, reason = tools[index].finish(output.finish_reason)
-            content, calls = content + rest, calls + more_calls
-        if content or calls or output.finished or logprobs:
-            delta = {"content": content} if content else {}
-            if calls:
-                delta["tool_calls"] = tool_call_deltas(calls, num_calls[index])
-                num_calls[index] += len(calls)
-            yield chat_chunk(request_id, body.model, created, delta, reason if output.finished else None, logprobs,
-                             body.include_usage, index)
+            rest, more, reason = tools[index].finish(output.finish_reason)
+            content, deltas = content + rest, deltas + more
+        if content or deltas or output.finished or logprobs:
+            parts = stream_deltas(content, deltas)  # a call's first delta and its fragments go in separate chunks
+            for i, delta in enumerate(parts):
+                yield chat_chunk(request_id, body.model, created, delta,
+                                 reason if output.finished and i == len(parts) - 1 else None,
+                                 logprobs if i == 0 else None, body.include_usage, index)
         last[index] = output
     if body.include_usage and last:
         yield usage_chunk(request_id, "chat.completion.chunk", body.model, created, *usage_of(choices, last))
@@ -531,9 +524,9 @@ async def collect_chat(outputs: AsyncIterator[tuple[int, RequestOutput]], reques
     texts, logprobs, last = await _drain_outputs(outputs, choices)
     replies = []
     for i, text in enumerate(texts):
-        tools = tool_calls_of(body, tokenizer)
-        content, calls = tools.feed(text)
-        rest, more_calls, reason = tools.finish(_finish_reason(last, i))
-        replies.append((assistant_message(content + rest, [call.to_openai() for call in calls + more_calls]), reason,
+        tools = tool_calls_of(body, tokenizer)  # the same parser as a stream's, fed the whole text
+        content, _ = tools.feed(text)
+        rest, _, reason = tools.finish(_finish_reason(last, i))
+        replies.append((assistant_message(content + rest, [call.to_openai() for call in tools.calls]), reason,
                         chat_logprobs(logprobs[i]) if body.logprobs else None))
     return chat_response(request_id, body.model, replies, *usage_of(choices, last))

@@ -154,7 +154,7 @@ class CompletionRequest(_SamplingRequest):
     logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool | None = False
     best_of: StrictInt | None = None
-    suffix: str | None = None
+    suffix: str | None = None  # fill-in-the-middle: the server checks the tokenizer has the tokens for it
 
     prompt_field: ClassVar[str] = "prompt"
     max_tokens_field: ClassVar[str] = "max_tokens"
@@ -186,13 +186,6 @@ class CompletionRequest(_SamplingRequest):
     def _best_of_one(cls, value: int | None) -> int | None:
         if value not in (None, 1):
             raise ValueError("only best_of=1 is supported")
-        return value
-
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("suffix is not supported (it needs a fill-in-the-middle model)")
         return value
 
     def default_max_tokens(self, room: int) -> int:

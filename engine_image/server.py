@@ -222,16 +222,37 @@ class Choice:
     echo: str = ""  # completions' echo: the prompt's text, returned before the completion
 
 
+FIM_TOKENS = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder
+              ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))  # StarCoder, StarCoder2, SantaCoder
+
+
+def fim_token_ids(tokenizer, vocab_size: int) -> tuple[int, int, int] | None:
+    """The tokenizer's fill-in-the-middle tokens (prefix, suffix, middle), None if it has no set of them."""
+    for names in FIM_TOKENS:
+        ids = [tokenizer.convert_tokens_to_ids(name) for name in names]
+        if all(isinstance(i, int) and 0 <= i < vocab_size and tokenizer.convert_ids_to_tokens(i) == name
+               for i, name in zip(ids, names)):
+            return ids[0], ids[1], ids[2]
+    return None
+
+
 def prepare_completion(raw: bytes, engine: "AsyncEngine") -> tuple[CompletionRequest, list[Choice]]:
     body = parse_request(CompletionRequest, decode_json(raw))
     check_model_name(body.model, engine.model_name)
+    fim = fim_token_ids(engine.tokenizer, engine.vocab_size) if body.suffix else None
+    if body.suffix and fim is None:
+        raise ApiError(400, "Invalid value for 'suffix': this model has no fill-in-the-middle tokens "
+                       f"({', '.join(FIM_TOKENS[0])} or {', '.join(FIM_TOKENS[1])}).", "suffix", "invalid_value")
+    suffix_ids = engine.tokenizer.encode(body.suffix, add_special_tokens=False) if fim is not None else []
     choices = []
     for prompt in body.prompt:
         if isinstance(prompt, str):
-            prompt_ids, text = engine.tokenizer.encode(prompt), prompt
+            prompt_ids, text = engine.tokenizer.encode(prompt, add_special_tokens=fim is None), prompt
         else:
             prompt_ids = check_token_ids(prompt, engine.vocab_size)
             text = engine.tokenizer.decode(prompt_ids) if body.echo else ""
+        if fim is not None:  # PSM order: the model writes what goes between prompt and suffix
+            prompt_ids = [fim[0], *prompt_ids, fim[1], *suffix_ids, fim[2]]
         params = body.sampling_params(len(prompt_ids), engine.max_model_len)
         choices += copies(prompt_ids, params, body.num_choices_per_prompt, text if body.echo else "")
     check_logit_bias(body.logit_bias, engine.vocab_size)

@@ -94,7 +94,8 @@ def test_named_function_is_forced_and_streamed_in_fragments(client):
     Weather.model_validate_json(call.function.arguments)
     first = next(chunk.choices[0].delta.tool_calls[0] for chunk in client.chat.completions.create(**params, stream=True)
                  if chunk.choices[0].delta.tool_calls)
-    assert (first.index, first.type, first.function.name, first.function.arguments) == (0, "function", "get_weather", "")
+    assert (first.index, first.type, first.function.name, first.function.arguments) == (
+        0, "function", "get_weather", "")
     streamed, fragments = accumulated(client.chat.completions.create(**params, stream=True))
     assert calls_of(streamed.choices[0].message) == calls_of(reply.choices[0].message)
     assert fragments > 3 and streamed.choices[0].finish_reason == "stop"  # the arguments came as they were generated

@@ -7,12 +7,9 @@ import copy
 
 import openai
 import pytest
-
-from fleetserve.engine.server import ServerOptions, build_app, start_site
+from tiny_servers import openai_servers, tiny_engine
 
 MODEL = "tiny-coder"
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
-        "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 49152 + 64, "eos_token_id": 2}
 QWEN_FIM = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
 STARCODER_FIM = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
 
@@ -36,29 +33,14 @@ class FimEngine:
 
 @pytest.fixture(scope="module")
 def engine(engine_loop):
-    from fleetserve.engine.async_engine import AsyncEngine
-    from fleetserve.engine.config import EngineConfig
-
-    engine = AsyncEngine(EngineConfig(model="random://qwen3-0.6b", served_model_name=MODEL, hf_overrides=TINY,
-                                      max_model_len=512, max_num_seqs=4, device="cpu", dtype="float32"))
-    engine_loop.call(engine.start(), timeout=300)
-    yield engine
-    engine_loop.call(engine.shutdown())
+    with tiny_engine(engine_loop, "qwen3-0.6b", MODEL, max_model_len=512, vocab_size=49152 + 64) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def serve(engine_loop):
-    runners = []
-
-    def start(engine) -> openai.OpenAI:
-        runner = engine_loop.call(start_site(build_app(engine, ServerOptions(max_num_seqs=4)), "127.0.0.1", 0))
-        runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        return openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="unused", timeout=120, max_retries=0)
-
-    yield start
-    for runner in runners:
-        engine_loop.call(runner.cleanup())
+    with openai_servers(engine_loop) as start:
+        yield start
 
 
 @pytest.mark.parametrize("fim_tokens", [QWEN_FIM, STARCODER_FIM])

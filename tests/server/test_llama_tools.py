@@ -12,30 +12,13 @@ import os
 import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from pydantic import BaseModel, Field
+from tiny_servers import TOOLS, Weather, openai_servers, tiny_engine
 
 from fleetserve.engine.loader import CONFIG_DIR
 from fleetserve.engine.outputs import RequestOutput
-from fleetserve.engine.server import ServerOptions, build_app, start_site
 from fleetserve.engine.tool_calls import tool_call_format
 
 MODEL = "tiny-llama-3.1"
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
-        "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 49152, "eos_token_id": 2}  # SmolLM2's <|im_end|>
-
-
-class Weather(BaseModel):
-    city: str = Field(max_length=16)
-    unit: str = Field(pattern="^(celsius|fahrenheit)$")
-
-
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
-                                      "parameters": Weather.model_json_schema()}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {
-        "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"],
-        "additionalProperties": False}}},
-]
 
 
 class ScriptedEngine:
@@ -64,30 +47,14 @@ class ScriptedEngine:
 
 @pytest.fixture(scope="module")
 def llama(engine_loop):
-    from fleetserve.engine.async_engine import AsyncEngine
-    from fleetserve.engine.config import EngineConfig
-
-    engine = AsyncEngine(EngineConfig(model="random://llama-3.1-8b", served_model_name=MODEL, hf_overrides=TINY,
-                                      max_model_len=2048, max_num_seqs=4, device="cpu", dtype="float32"))
-    engine_loop.call(engine.start(), timeout=300)
-    yield engine
-    engine_loop.call(engine.shutdown())
+    with tiny_engine(engine_loop, "llama-3.1-8b", MODEL, max_model_len=2048) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def serve(engine_loop):
-    """Starts a server in front of an engine; -> an openai client for it."""
-    runners = []
-
-    def start(engine) -> openai.OpenAI:
-        runner = engine_loop.call(start_site(build_app(engine, ServerOptions(max_num_seqs=4)), "127.0.0.1", 0))
-        runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        return openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="unused", timeout=120, max_retries=0)
-
-    yield start
-    for runner in runners:
-        engine_loop.call(runner.cleanup())
+    with openai_servers(engine_loop) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")

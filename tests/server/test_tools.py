@@ -8,47 +8,17 @@ import json
 import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from pydantic import BaseModel, Field
+from tiny_servers import TOOLS, Weather, openai_servers, tiny_engine
 
 from fleetserve.engine.tool_calls import ChoiceToolCalls, stream_deltas
-from fleetserve.engine.server import ServerOptions, build_app, start_site
 
 MODEL = "tiny-qwen3"
-TINY = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
-        "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 49152, "eos_token_id": 2}  # SmolLM2's <|im_end|>
-
-
-class Weather(BaseModel):
-    city: str = Field(max_length=16)
-    unit: str = Field(pattern="^(celsius|fahrenheit)$")
-
-
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
-                                      "parameters": Weather.model_json_schema(), "strict": True}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {
-        "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"],
-        "additionalProperties": False}}},
-]
 
 
 @pytest.fixture(scope="module")
 def client(engine_loop):
-    from fleetserve.engine.async_engine import AsyncEngine
-    from fleetserve.engine.config import EngineConfig
-
-    engine = AsyncEngine(EngineConfig(model="random://qwen3-0.6b", served_model_name=MODEL, hf_overrides=TINY,
-                                      max_model_len=1024, max_num_seqs=4, device="cpu", dtype="float32"))
-    engine_loop.call(engine.start(), timeout=300)
-
-    async def serve():
-        return await start_site(build_app(engine, ServerOptions(max_num_seqs=4)), "127.0.0.1", 0)
-
-    runner = engine_loop.call(serve())
-    host, port = runner.addresses[0][:2]
-    yield openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="unused", timeout=120, max_retries=0)
-    engine_loop.call(runner.cleanup())
-    engine_loop.call(engine.shutdown())
+    with tiny_engine(engine_loop, "qwen3-0.6b", MODEL) as engine, openai_servers(engine_loop) as serve:
+        yield serve(engine)
 
 
 def test_agent_loop_call_tool_result_final_answer(client):

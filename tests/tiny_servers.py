@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import openai
+from openai.lib.streaming.chat import ChatCompletionStreamState
 from pydantic import BaseModel, Field
 
 from fleetserve.engine.server import ServerOptions, build_app, start_site
@@ -61,3 +62,19 @@ def openai_servers(engine_loop) -> Iterator[Callable[[object], openai.OpenAI]]:
     finally:
         for runner in runners:
             engine_loop.call(runner.cleanup())
+
+
+def accumulated(stream) -> tuple[object, int]:
+    """A raw chat stream as the SDK's own accumulation builds it -> (the completion, the tool-call argument
+    fragments seen after each call's first delta)."""
+    state, fragments = ChatCompletionStreamState(), 0
+    for chunk in stream:
+        state.handle_chunk(chunk)
+        fragments += sum(1 for choice in chunk.choices for call in choice.delta.tool_calls or []
+                         if call.id is None and call.function.arguments)
+    return state.current_completion_snapshot, fragments  # get_final_completion() refuses a cut reply
+
+
+def calls_of(message) -> list[tuple[str, str]]:
+    """A message's tool calls as (name, arguments)."""
+    return [(call.function.name, call.function.arguments) for call in message.tool_calls or []]

@@ -11,8 +11,7 @@ import os
 
 import openai
 import pytest
-from openai.lib.streaming.chat import ChatCompletionStreamState
-from tiny_servers import TOOLS, Weather, openai_servers, tiny_engine
+from tiny_servers import TOOLS, Weather, accumulated, calls_of, openai_servers, tiny_engine
 
 from fleetserve.engine.loader import CONFIG_DIR
 from fleetserve.engine.outputs import RequestOutput
@@ -62,20 +61,6 @@ def client(llama, serve):
     return serve(llama)
 
 
-def streamed(stream) -> tuple[object, int]:
-    """A raw stream as the SDK accumulates it -> (the completion so far, the argument fragments seen)."""
-    state, fragments = ChatCompletionStreamState(), 0
-    for chunk in stream:
-        state.handle_chunk(chunk)
-        fragments += sum(1 for choice in chunk.choices for call in choice.delta.tool_calls or []
-                         if call.id is None and call.function.arguments)
-    return state.current_completion_snapshot, fragments
-
-
-def calls_of(message) -> list[tuple[str, str]]:
-    return [(call.function.name, call.function.arguments) for call in message.tool_calls or []]
-
-
 def test_the_template_takes_the_tools_and_teaches_json_calls(client, llama):
     assert tool_call_format(llama.tokenizer.chat_template) == "llama_json"
     hi = [{"role": "user", "content": "Hi"}]
@@ -94,7 +79,7 @@ def test_constrained_calls_stream_into_the_non_streamed_answer(client, tool_choi
     [(name, arguments)] = calls_of(reply.choices[0].message)
     if name == "get_weather":
         Weather.model_validate_json(arguments)
-    snapshot, fragments = streamed(client.chat.completions.create(**params, stream=True))
+    snapshot, fragments = accumulated(client.chat.completions.create(**params, stream=True))
     assert calls_of(snapshot.choices[0].message) == [(name, arguments)] and fragments > 3
     assert snapshot.choices[0].finish_reason == reply.choices[0].finish_reason
 
@@ -135,7 +120,7 @@ def test_auto_calls_parse_and_stream_alike(llama, serve, chat_template, reply, c
     choice = answer.choices[0]
     assert (choice.message.content, calls_of(choice.message)) == (content, calls)
     assert choice.finish_reason == ("tool_calls" if calls else "stop")
-    snapshot, fragments = streamed(client.chat.completions.create(**params, stream=True))
+    snapshot, fragments = accumulated(client.chat.completions.create(**params, stream=True))
     assert calls_of(snapshot.choices[0].message) == calls and snapshot.choices[0].finish_reason == choice.finish_reason
     assert (snapshot.choices[0].message.content or None) == content
     assert fragments > 2 * len(calls) or not calls  # the arguments came a few tokens at a time

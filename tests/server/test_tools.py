@@ -7,8 +7,7 @@ import json
 
 import openai
 import pytest
-from openai.lib.streaming.chat import ChatCompletionStreamState
-from tiny_servers import TOOLS, Weather, openai_servers, tiny_engine
+from tiny_servers import TOOLS, Weather, accumulated, calls_of, openai_servers, tiny_engine
 
 from fleetserve.engine.tool_calls import ChoiceToolCalls, stream_deltas
 
@@ -38,20 +37,6 @@ def test_agent_loop_call_tool_result_final_answer(client):
                                            max_tokens=8, temperature=0)
     assert final.choices[0].message.tool_calls is None
     assert isinstance(final.choices[0].message.content, str)
-
-
-def accumulated(stream) -> tuple[object, int]:
-    """A raw stream as the SDK's own accumulation builds it -> (the completion, the argument fragments seen)."""
-    state, fragments = ChatCompletionStreamState(), 0
-    for chunk in stream:
-        state.handle_chunk(chunk)
-        fragments += sum(1 for choice in chunk.choices for call in choice.delta.tool_calls or []
-                         if call.id is None and call.function.arguments)
-    return state.current_completion_snapshot, fragments  # get_final_completion() refuses a cut reply
-
-
-def calls_of(message) -> list[tuple[str, str]]:
-    return [(call.function.name, call.function.arguments) for call in message.tool_calls or []]
 
 
 def test_named_function_is_forced_and_streamed_in_fragments(client):

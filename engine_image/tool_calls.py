@@ -100,40 +100,40 @@ class _Calls:
         return deltas
 
 
+# a call object's start, token by token (JSON whitespace between them); None: the name, a JSON string
+CALL_HEADER = (("{",), ('"name"',), (":",), None, (",",), ('"arguments"', '"parameters"'), (":",), ("{",))
+
+
 def _match_header(text: str) -> tuple[str, str, int]:
-    """Matches `{"name": "<name>", "arguments"|"parameters": {` at the start of text (JSON whitespace allowed
-    between tokens) -> ("yes", name, index of the arguments' brace), ("maybe", "", 0) while text is a prefix of
-    one, or ("no", "", 0)."""
-    maybe, i, name = ("maybe", "", 0), 0, ""
-    for expect in ("{", '"name"', ":", "STRING", ",", '"arguments"|"parameters"', ":", "{"):
+    """Matches CALL_HEADER at the start of text -> ("yes", name, index of the arguments' brace), ("maybe", "", 0)
+    while text is a prefix of one, or ("no", "", 0)."""
+    i, name = 0, ""
+    for options in CALL_HEADER:
         while i < len(text) and text[i] in WHITESPACE:
             i += 1
         if i == len(text):
-            return maybe
-        if expect == "STRING":
+            return "maybe", "", 0
+        if options is None:
+            if text[i] != '"':
+                return "no", "", 0
             end = _string_end(text, i)
             if end is None:
-                return maybe
+                return "maybe", "", 0
             try:
                 name = json.loads(text[i:end])
-            except ValueError:
-                return "no", "", 0
-            if not isinstance(name, str):
+            except ValueError:  # a bad escape
                 return "no", "", 0
             i = end
             continue
-        options = expect.split("|")
         hit = next((option for option in options if text.startswith(option, i)), None)
         if hit is None:
-            return maybe if any(option.startswith(text[i:]) for option in options) else ("no", "", 0)
+            return ("maybe", "", 0) if any(option.startswith(text[i:]) for option in options) else ("no", "", 0)
         i += len(hit)
     return "yes", name, i - 1
 
 
 def _string_end(text: str, start: int) -> int | None:
-    """The index after the JSON string that starts at text[start], None if it has not ended yet (or is no string)."""
-    if text[start] != '"':
-        return start + 1  # json.loads will reject it
+    """The index after the JSON string that opens at text[start], None if it has not closed yet."""
     i = start + 1
     while i < len(text):
         if text[i] == "\\":
@@ -213,10 +213,11 @@ class _CallObject:
 # ---- the formats --------------------------------------------------------------------------------------------------
 
 class HermesCalls(_Calls):
-    """`<tool_call>` blocks anywhere in the text; the rest is content. Text that might be the start of the tag is
-    held back until the next piece tells. A block whose body is not a streamable call object (say, the arguments
-    before the name, or as a string) waits for its closing tag and is parsed whole; one that does not parse, or
-    never closes, stays content as the model wrote it."""
+    """`<tool_call>` blocks anywhere in the text; the rest is content. Text that might be the start of a tag is
+    held back until the next piece tells. A block whose body starts as a call object streams as a call (text
+    after the object in place of `</tool_call>` is content again); any other block (say, the arguments before the
+    name) waits for its closing tag and is parsed whole; one that does not parse, or never closes, stays content
+    as the model wrote it."""
 
     def __init__(self):
         super().__init__()
@@ -245,12 +246,13 @@ class HermesCalls(_Calls):
                     return content
                 else:
                     self.state, self.pending = "after", rest
-            elif self.state == "after":  # what follows the object, up to the closing tag, is dropped
-                end = self.pending.find(HERMES_CLOSE)
-                if end < 0:
-                    self.pending = self.pending[len(self.pending) - _partial_suffix(self.pending, HERMES_CLOSE):]
+            elif self.state == "after":  # the closing tag; text in its place is content again
+                body = self.pending.lstrip(WHITESPACE)
+                if HERMES_CLOSE.startswith(body):  # empty, or a prefix of the tag: wait
                     return content
-                self.state, self.pending = "content", self.pending[end + len(HERMES_CLOSE):]
+                self.state = "content"
+                if body.startswith(HERMES_CLOSE):
+                    self.pending = body[len(HERMES_CLOSE):]
             else:  # "whole"
                 end = self.pending.find(HERMES_CLOSE)
                 if end < 0:

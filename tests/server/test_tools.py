@@ -152,6 +152,10 @@ HERMES_TEXT = ('Let me check.<tool_call>\n{"name": "get_weather", "arguments": {
     (("auto", "hermes"), 'Hi <tool_call>{"name": "get_time", "arguments": {"zo', "length", (
         "Hi ", [("get_time", '{"zo')], "length")),
     (("auto", "hermes"), 'Hi <tool_call>{"name": "get_ti', "length", ('Hi <tool_call>{"name": "get_ti', [], "length")),
+    (("auto", "hermes"), '<tool_call>{"name": "get_time", "arguments": {}}\n then</tool_call>', "stop", (
+        "\n then</tool_call>", [("get_time", "{}")], "tool_calls")),
+    (("auto", "hermes"), '<tool_call>{"name": "get_\\x", "arguments": {}}</tool_call>', "stop", (
+        '<tool_call>{"name": "get_\\x", "arguments": {}}</tool_call>', [], "stop")),
     (("auto", "llama_json"), '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}; '
                              '{"name": "get_time", "parameters": {}}', "stop", (
         "", [("get_weather", '{"city": "Paris"}'), ("get_time", "{}")], "tool_calls")),

@@ -4,7 +4,8 @@
 No request is lost to a replica that goes away:
 - a refusal before the first byte (connection error, 503 while draining, 429) is retried on another replica, and
   when all refuse, again after a backoff, until `hold_timeout`;
-- a stream whose replica dies is continued on another one (`continuation`), as one answer to the client;
+- a stream whose replica dies is continued on another one (`continuation`), as one answer to the client, waiting
+  for room as a new request would when every other replica is full;
 - with no replica at all (scaled to zero) a request waits, bounded in number and time, while `on_demand` asks
   for one.
 """
@@ -289,9 +290,19 @@ class Proxy:
                 return response
 
     async def _continue_on_another(self, follow_up: dict, dead: set[str], headers: dict):
+        """A replica that takes the rest of a stream. While every live one refuses (full: the dead one's streams
+        all arrive at once), the stream waits and tries them again, as a new request would, until `hold_timeout`."""
         hashes = self.tokenizer.block_hashes(follow_up["prompt"])
         tried = set(dead)
-        while (url := self.router.choose(hashes, self.pool.loads(), exclude=frozenset(tried))) is not None:
+        give_up_at, backoff = time.monotonic() + self.options.hold_timeout, FIRST_BACKOFF_S
+        while True:
+            url = self.router.choose(hashes, self.pool.loads(), exclude=frozenset(tried))
+            if url is None:
+                if time.monotonic() + backoff >= give_up_at:
+                    return None, None
+                await self._back_off(backoff)
+                tried, backoff = set(dead), min(2 * backoff, LONGEST_BACKOFF_S)
+                continue
             tried.add(url)
             self.router.sent(url, hashes)
             try:
@@ -302,7 +313,6 @@ class Proxy:
             if upstream.status == 200:
                 return url, upstream
             upstream.release()
-        return None, None
 
     async def _pump(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, so_far: StreamSoFar,
                     tokens_before: int | None) -> bool:

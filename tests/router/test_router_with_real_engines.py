@@ -114,3 +114,34 @@ async def test_replica_killed_mid_stream_every_client_gets_a_whole_answer(start_
     assert completions_text[:40] == reference[:40]
     metrics = httpx.get(f"{router}/metrics").text
     assert "fleetserve_router_failovers_total" in metrics
+
+
+async def test_streams_of_a_killed_replica_wait_for_room_on_a_full_one(start_engines, start_router):
+    # Each engine takes 2 running + 1 waiting. Two streams on each; when one engine dies, its two streams go to the
+    # other at once: one fits its queue, the other is refused (429) until a stream there ends, and waits for it.
+    engines = start_engines(2, "--max-num-seqs", "2", "--max-waiting", "1")
+    router = start_router(list(engines), "--policy", "least-loaded")
+    api = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
+    replicas: list[str] = []
+    streaming = asyncio.Event()
+
+    async def one_stream(index: int) -> tuple[str, str | None]:
+        response = await api.completions.with_raw_response.create(
+            model=MODEL, prompt=f"Tell story number {index}.", max_tokens=80, temperature=0, stream=True,
+            extra_body={"ignore_eos": True})
+        replicas.append(response.headers["X-FleetServe-Replica"])
+        text, finish = "", None
+        async for chunk in response.parse():
+            for choice in chunk.choices:
+                text += choice.text
+                finish = choice.finish_reason or finish
+            if len(replicas) == 4 and len(text) > 20:
+                streaming.set()
+        return text, finish
+
+    streams = [asyncio.create_task(one_stream(i)) for i in range(4)]
+    await asyncio.wait_for(streaming.wait(), 120)
+    assert sorted(replicas.count(url) for url in engines) == [2, 2]
+    engines[replicas[0]].send_signal(signal.SIGKILL)
+    results = await asyncio.wait_for(asyncio.gather(*streams), 300)
+    assert all(finish == "length" and len(text) > 80 for text, finish in results), results

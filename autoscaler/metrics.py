@@ -14,6 +14,9 @@ from fleetserve.api.labels import INSTANCE_TARGET_LABEL
 # Prometheus needs at least two samples in a rate window, and a missed scrape must not empty it: at least 4x the
 # PodMonitor's 15 s scrape interval.
 DEFAULT_WINDOW_S = 60
+# Bursts are remembered for this many rate windows (5 min at the default window: a burst that returns within about
+# one cold start finds the replicas it needs still there); a shorter window, reacting faster, forgets sooner too.
+BURST_HORIZON_WINDOWS = 5
 
 
 class MetricsUnavailable(Exception):
@@ -40,7 +43,8 @@ class MetricsSnapshot:
     # Prompt length at the SLO percentile: vLLM's vllm:request_prompt_tokens histogram (None where the engine
     # does not export it; the policy then plans with the mean prompt).
     prompt_tokens_quantile: float | None = None
-    # Highest prompt-token rate over any rate window within the last 5 min: the bursts a 60 s mean smooths away.
+    # Highest prompt-token rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the
+    # default 60 s): the bursts a mean over one window smooths away.
     prompt_tokens_burst_rate: float | None = None
 
 
@@ -102,7 +106,8 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
         "prompt_tokens_quantile": (
             f"histogram_quantile({quantile}, sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}[{w}])))"
         ),
-        "prompt_tokens_burst_rate": f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))[5m:15s])",
+        "prompt_tokens_burst_rate": (f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))"
+                                     f"[{BURST_HORIZON_WINDOWS * window_s}s:{max(1, window_s // 4)}s])"),
     }
 
 

@@ -56,3 +56,8 @@ def test_requests_the_router_holds_count_as_waiting():
     values = {"replicas_reporting": 2, "sample_age_s": 1, "waiting": 3, "running": 8, "router_held": 5}
     assert snapshot_from_values(values, 20).waiting == 8
     assert snapshot_from_values({**values, "router_held": None}, 20).waiting == 3  # no router, or none held
+
+
+def test_the_burst_horizon_follows_the_rate_window():
+    assert "[20s]))[100s:5s])" in build_queries(SELECTOR, 20, 0.99)["prompt_tokens_burst_rate"]
+    assert "[60s]))[300s:15s])" in build_queries(SELECTOR, 60, 0.99)["prompt_tokens_burst_rate"]

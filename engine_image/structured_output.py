@@ -52,8 +52,11 @@ class GrammarMasks:
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.defer = device.type == "cuda"  # overlapped steps: a step's tokens may still be on the device
         self.matchers: dict[str, xgr.GrammarMatcher] = {}
-        self._unaccepted: tuple["SampledBatch", list[str]] | None = None  # last step's tokens, not yet accepted
+        # the last step's tokens, not yet accepted, with the matchers they go to (a request removed since, or a
+        # new one under the same id, must not get them)
+        self._unaccepted: tuple["SampledBatch", list[tuple[str, xgr.GrammarMatcher | None]]] | None = None
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
         if grammar is not None:
@@ -63,11 +66,16 @@ class GrammarMasks:
         self.matchers.pop(request_id, None)
 
     def apply(self, logits: torch.Tensor, request_ids: list[str]) -> torch.Tensor:
-        """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already)."""
-        rows = [row for row, rid in enumerate(request_ids) if rid in self.matchers]
-        if not rows:
+        """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already). A
+        request whose grammar has ended (it accepted EOS) is left unmasked: with overlapped steps it can be in one
+        more batch before its end is seen, and the token drawn for it there is dropped."""
+        if not any(rid in self.matchers for rid in request_ids):
             return logits
         self._accept_last_step()
+        rows = [row for row, rid in enumerate(request_ids)
+                if rid in self.matchers and not self.matchers[rid].is_terminated()]
+        if not rows:
+            return logits
         bitmask = xgr.allocate_token_bitmask(len(rows), logits.shape[-1])
         for i, row in enumerate(rows):
             self.matchers[request_ids[row]].fill_next_token_bitmask(bitmask, i)
@@ -83,17 +91,16 @@ class GrammarMasks:
         """The step's tokens; accepted into the matchers when the next step needs them (or at once on the CPU,
         where they are already on the host)."""
         if any(rid in self.matchers for rid in request_ids):
-            self._unaccepted = (sampled, request_ids)
-            if self.device.type != "cuda":
+            self._unaccepted = (sampled, [(rid, self.matchers.get(rid)) for rid in request_ids])
+            if not self.defer:
                 self._accept_last_step()
 
     def _accept_last_step(self) -> None:
         if self._unaccepted is None:
             return
-        sampled, request_ids = self._unaccepted
+        sampled, matchers = self._unaccepted
         self._unaccepted = None
-        for rid, token in zip(request_ids, sampled.result()):
-            matcher = self.matchers.get(rid)
+        for (rid, matcher), token in zip(matchers, sampled.result()):
             if matcher is not None and not matcher.is_terminated() and not matcher.accept_token(token.token_id):
                 log.error("request %s: grammar rejected token %d", rid, token.token_id)
 

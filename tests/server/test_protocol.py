@@ -28,7 +28,7 @@ def chat(**fields):
     ({"logprobs": 21}, "logprobs"),
     ({"echo": True, "logprobs": 1}, "echo"),
     ({"best_of": 2}, "best_of"),
-    ({"suffix": "x"}, "suffix"),
+    ({"suffix": 3}, "suffix"),  # whether the model takes a suffix at all is the server's check (test_fim.py)
     ({"presence_penalty": 2.5}, "presence_penalty"),
     ({"frequency_penalty": -3}, "frequency_penalty"),
     ({"repetition_penalty": 0}, "repetition_penalty"),

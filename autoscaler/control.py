@@ -99,8 +99,10 @@ def _feedback(current: float, snapshot: MetricsSnapshot, slo: SloTarget, capacit
     """Integral feedback on the observed TTFT quantile. Not while the prompt tail alone breaks the SLO: those
     requests stay slow whatever the replica count, and chasing them only buys replicas."""
     observed = snapshot.ttft_quantile_s
-    if observed is None or capacity.prefill_tail_s >= slo.ttft_s * (1 - slo.headroom):
+    if observed is None:
         return current
+    if capacity.prefill_tail_s >= slo.ttft_s * (1 - slo.headroom):
+        return max(1.0, current / FEEDBACK_STEP)  # what was added before the tail grew is released, not kept
     if observed > slo.ttft_s and snapshot.waiting > 0:  # a slow tail with nothing queued is prefill, not capacity
         return min(FEEDBACK_MAX, current * FEEDBACK_STEP)
     if observed < slo.ttft_s / 2:
@@ -112,16 +114,20 @@ def _spot_not_serving(memory: LoopMemory, settings: LoopSettings, serving: int, 
     """Spot replicas of the plan that don't serve: covered by on-demand ones at once if those already run
     (make before break), by new on-demand ones once the shortfall outlasts the fallback delay."""
     spot = spot_share(serving, settings.spot)
-    # Spot that is starting on a node will serve within a cold start: only Pending or preempted spot is short.
-    shortfall = max(0, spot - observed.spot_ready - observed.spot_starting)
+    not_ready = max(0, spot - observed.spot_ready)
+    # On-demand replicas already up keep covering every spot replica not ready yet, starting ones included: they
+    # go once their spot replacements serve, never while those still load the model (make before break).
+    kept = min(not_ready, max(0, observed.on_demand_up - (serving - spot)))
+    # New on-demand replicas only for Pending or preempted spot: spot starting on a node serves within a cold start.
+    shortfall = max(0, not_ready - observed.spot_starting)
     if shortfall == 0:
         memory.spot_short_since = None
-        return 0
+        return kept
     if memory.spot_short_since is None:
         memory.spot_short_since = now
     if now - memory.spot_short_since >= SPOT_FALLBACK_AFTER_S:
-        return shortfall
-    return min(shortfall, max(0, observed.on_demand_up - (serving - spot)))
+        return max(shortfall, kept)
+    return kept
 
 
 def tick(

@@ -6,7 +6,7 @@ import pytest
 
 from fleetserve.api.placement import GroupShape, ReplicaSplit
 from fleetserve.api.spec import LLMDeploymentStatus, parse_spec
-from fleetserve.autoscaler import deployment_io, preemption
+from fleetserve.autoscaler import control, deployment_io, preemption
 from fleetserve.autoscaler.control import FEEDBACK_MAX, SPOT_FALLBACK_AFTER_S, LoopMemory, LoopSettings, Observed, tick
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable
 from fleetserve.autoscaler.policy import SloTarget
@@ -258,3 +258,26 @@ def test_scaling_active_message_follows_a_flip_of_its_status():
                                         "2026-01-01T00:00:05Z")
     condition = fields["conditions"][-1]
     assert condition["status"] == "False" and "timeout" in condition["message"]
+
+
+def test_on_demand_cover_stays_while_the_spot_replacements_load_the_model():
+    memory = LoopMemory()
+    first = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 0, on_demand_up=4), 0, now=0)
+    assert first.plan.on_demand == 4
+    # The spot replicas got nodes and are starting: not serving yet, so the on-demand ones stay.
+    starting = tick(SETTINGS, memory, load(6.0, 4), Observed(4, 0, on_demand_up=4, spot_starting=first.plan.spot), 0, now=5)
+    assert starting.plan.on_demand == 4
+    serving = tick(SETTINGS, memory, load(6.0, 8), Observed(8, first.plan.spot, 4), 0, now=10)
+    assert serving.plan.on_demand == 1
+
+
+def test_the_ttft_feedback_is_released_when_the_prompt_tail_alone_misses_the_slo():
+    memory = LoopMemory()
+    slow = dataclasses.replace(load(6.0, 6), ttft_quantile_s=1.5, waiting=3)
+    for now in range(0, 60, 5):
+        tick(SETTINGS, memory, slow, Observed(6, 5, 1), 0, now=now)
+    assert memory.feedback == pytest.approx(FEEDBACK_MAX)
+    # Prompts now so long that their prefill alone takes the SLO: no replica count helps, the extra goes.
+    memory.capacity = dataclasses.replace(memory.capacity, prefill_tail_s=10.0)
+    memory.feedback = control._feedback(memory.feedback, slow, SETTINGS.slo, memory.capacity)
+    assert memory.feedback < FEEDBACK_MAX

@@ -30,16 +30,17 @@ import random
 
 import numpy as np
 
-from fleetserve.autoscaler.metrics import MetricsSnapshot
+from fleetserve.autoscaler.metrics import BURST_HORIZON_WINDOWS, MetricsSnapshot
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
 
 ON_DEMAND, SPOT = "on_demand", "spot"
 ROUTING = ("round_robin", "least_loaded", "ideal")
-METRICS_KEPT_S = 360.0  # longest look-back of any query: the 5 min burst horizon plus one window
 SCRAPE_INTERVAL_S = 15.0  # the PodMonitor's scrape interval: policies see the cluster as of the last scrape
-BURST_WINDOW_S = 60.0  # short rate window of the burst query (4 scrapes, as Prometheus needs)
-BURST_HORIZON_S = 300.0  # the burst query's look-back: the highest short-window rate in the last 5 minutes
+MAX_WINDOW_S = 60.0  # longest rate window a policy asks `snapshot` for (the live loop's default)
+# Longest look-back of any query: the burst query's, BURST_HORIZON_WINDOWS rate windows (as the live loop's
+# query in metrics.py), plus one window.
+METRICS_KEPT_S = (BURST_HORIZON_WINDOWS + 1) * MAX_WINDOW_S
 
 
 @dataclasses.dataclass
@@ -165,6 +166,7 @@ class Cluster:
 
     def snapshot(self, t: float, window_s: float) -> MetricsSnapshot:
         """What the Prometheus queries of metrics.py return: computed at each scrape, stale in between."""
+        assert window_s <= MAX_WINDOW_S, f"rate window {window_s} s: metrics are kept for {MAX_WINDOW_S} s windows"
         scrape_t = math.floor(t / SCRAPE_INTERVAL_S) * SCRAPE_INTERVAL_S
         if self._scraped is None or self._scraped[:2] != (scrape_t, window_s):
             self._scraped = (scrape_t, window_s, self._measure(t, window_s))
@@ -183,15 +185,17 @@ class Cluster:
         def at_quantile(values):
             return values[int(self.quantile * (len(values) - 1))] if values else None
 
-        # Highest prompt-token rate over any BURST_WINDOW_S in the last BURST_HORIZON_S, at scrape resolution.
+        # Highest prompt-token rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end
+        # every quarter window: the live loop's query (metrics.py; 5 min at 15 s steps at the default 60 s).
         burst = 0.0
         if self._arrivals:
+            horizon_s, step_s = BURST_HORIZON_WINDOWS * window_s, max(1.0, window_s // 4)
             times, tokens = np.array(self._arrivals).T
             cumulative = np.concatenate(([0.0], np.cumsum(tokens)))
-            ends = t - SCRAPE_INTERVAL_S * np.arange(int((BURST_HORIZON_S - BURST_WINDOW_S) / SCRAPE_INTERVAL_S) + 1)
+            ends = t - step_s * np.arange(int((horizon_s - window_s) / step_s) + 1)
             in_window = (cumulative[np.searchsorted(times, ends, side="right")]
-                         - cumulative[np.searchsorted(times, ends - BURST_WINDOW_S, side="right")])
-            burst = float(in_window.max()) / BURST_WINDOW_S
+                         - cumulative[np.searchsorted(times, ends - window_s, side="right")])
+            burst = float(in_window.max()) / window_s
         multi_token = [q for q in done if q.trace.output_tokens > 1]
         return MetricsSnapshot(
             replicas_reporting=len(serving),

@@ -20,7 +20,7 @@ every token of context above (or below) that, plus the prefill chunk's tokens at
 step time is linearly interpolated between the listed batch sizes and extrapolated from the last two. A cold start
 is drawn uniformly from `cached_s` with probability `cached_share` (image and weights already on the node) and from
 `uncached_s` otherwise. Without `max_num_batched_tokens`, the budget is the one the engine picks for `device` and
-`gpu_memory_gib` when `serve` is given none (engine_image/config.default_max_num_batched_tokens: 8192 on a CUDA
+`gpu_memory_gib` when `serve` is given none (fleetserve.api.engine_defaults.default_max_num_batched_tokens: 8192 on a CUDA
 device of 70 GiB or more, else 2048), so the simulated replica runs what a default deployment runs.
 """
 
@@ -34,7 +34,7 @@ import statistics
 from pathlib import Path
 
 from fleetserve.autoscaler.sim_traces import InputError
-from fleetserve.engine.config import default_max_num_batched_tokens
+from fleetserve.api.engine_defaults import default_max_num_batched_tokens
 
 DEVICES = ("cuda", "cpu")
 

@@ -147,14 +147,20 @@ def served(results: dict, key: str, flags: list[str], work) -> None:
         online_bench.stop_server(proc)
 
 
+def warm_then_256(base: str, entry: dict, run_256: bool) -> int:
+    """A server's untimed warm-up, then (unless skipped) the timed 256-request burst; the model's vocabulary size."""
+    import fleet
+
+    vocab = fleet.shape_config(SHAPE)["vocab_size"]
+    asyncio.run(burst(base, warmup_requests(vocab)))
+    if run_256:
+        entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+    return vocab
+
+
 def http_best(args):
     def work(base: str, entry: dict) -> None:
-        import fleet
-
-        vocab = fleet.shape_config(SHAPE)["vocab_size"]
-        asyncio.run(burst(base, warmup_requests(vocab)))
-        if not args.only_1024:
-            entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+        vocab = warm_then_256(base, entry, not args.only_1024)
         entry["1024"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100)))
         if args.no_stream_too:  # the same burst without streaming: what the per-token path costs
             entry["1024_no_stream"] = asyncio.run(burst(base, workloads.offline_requests(vocab, count=1024, seed=100),
@@ -165,13 +171,9 @@ def http_best(args):
 
 def http_defaults(args):
     def work(base: str, entry: dict) -> None:
-        import fleet
         import online_bench
 
-        vocab = fleet.shape_config(SHAPE)["vocab_size"]
-        asyncio.run(burst(base, warmup_requests(vocab)))
-        if not args.only_trace:
-            entry["256"] = asyncio.run(burst(base, workloads.offline_requests(vocab, seed=0)))
+        vocab = warm_then_256(base, entry, not args.only_trace)
         trace = workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests)
         natural_rate = len(trace) / max(r.arrival_s for r in trace)
         saturation = asyncio.run(burst(base, workloads.azure_trace(args.trace, vocab, 1.0, args.trace_requests,

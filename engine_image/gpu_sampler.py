@@ -4,6 +4,7 @@ distribution). Every row is handled by batched tensor ops and one sampling launc
 in a single copy, the step's one synchronisation.
 """
 
+import functools
 import random
 
 import torch
@@ -77,8 +78,9 @@ class GpuSampler:
         want_logprobs = any(p.logprobs is not None for p in params)
         # logprobs stay those of the model's raw distribution (vLLM's default): taken before any adjustment
         logprobs = torch.log_softmax(logits, -1) if want_logprobs else None
-        logits = self.processors.apply(logits, request_ids, lambda values, dtype: upload(values, dtype, self.device))
-        logits = self.grammars.apply(logits, request_ids)
+        to_device = functools.partial(upload, device=self.device)
+        logits = self.processors.apply(logits, request_ids, to_device)
+        logits = self.grammars.apply(logits, request_ids, to_device)
         tokens = logits.argmax(-1)
         sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
         if sampled_rows:

@@ -20,12 +20,12 @@ class _History:
         self.counts: torch.Tensor | None = None  # [vocab] float32: times each token was generated
         self.in_prompt: torch.Tensor | None = None  # [vocab] bool, only for a repetition penalty
 
-    def ensure(self, vocab: int, device: torch.device) -> None:
+    def ensure(self, vocab: int, device: torch.device, upload: Upload) -> None:
         if self.counts is None:  # the vocabulary is the logits' width, first known at the first step
             self.counts = torch.zeros(vocab, dtype=torch.float32, device=device)
             if self.params.repetition_penalty != 1.0:
                 self.in_prompt = torch.zeros(vocab, dtype=torch.bool, device=device)
-                self.in_prompt[torch.tensor(self.prompt_token_ids, device=device)] = True
+                self.in_prompt[upload(self.prompt_token_ids, torch.long)] = True
 
 
 class LogitsProcessors:
@@ -47,7 +47,7 @@ class LogitsProcessors:
             return logits
         histories = [self.histories[request_ids[row]] for row in rows]
         for history in histories:
-            history.ensure(logits.shape[-1], logits.device)
+            history.ensure(logits.shape[-1], logits.device, upload)
         index = upload(rows, torch.long)
         adjusted = adjust(logits.index_select(0, index), [h.params for h in histories],
                           torch.stack([h.counts for h in histories]),

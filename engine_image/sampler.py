@@ -34,6 +34,10 @@ class SampledBatch:
         return self._result
 
 
+def host_tensor(values: list, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
 class Sampler:
     def __init__(self, device: torch.device):
         self.device = device
@@ -76,8 +80,8 @@ class Sampler:
                 ) -> list[SampledToken]:
         # logprobs stay those of the model's raw distribution (vLLM's default); the choice uses the adjusted one
         logprobs = torch.log_softmax(logits, -1) if any(p.logprobs is not None for p in params) else None
-        logits = self.processors.apply(logits, request_ids, lambda values, dtype: torch.tensor(values, dtype=dtype))
-        logits = self.grammars.apply(logits, request_ids)
+        logits = self.processors.apply(logits, request_ids, host_tensor)
+        logits = self.grammars.apply(logits, request_ids, host_tensor)
         greedy_ids = logits.argmax(-1).tolist()
         out = []
         for row, (request_id, p) in enumerate(zip(request_ids, params)):

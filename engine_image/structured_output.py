@@ -18,6 +18,7 @@ import torch
 import xgrammar as xgr
 
 if TYPE_CHECKING:  # the sampler imports this module
+    from fleetserve.engine.logits_processing import Upload
     from fleetserve.engine.sampler import SampledBatch
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class GrammarMasks:
     def remove(self, request_id: str) -> None:
         self.matchers.pop(request_id, None)
 
-    def apply(self, logits: torch.Tensor, request_ids: list[str]) -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, request_ids: list[str], upload: "Upload") -> torch.Tensor:
         """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already). A
         request whose grammar has ended (it accepted EOS) is left unmasked: with overlapped steps it can be in one
         more batch before its end is seen, and the token drawn for it there is dropped."""
@@ -81,7 +82,7 @@ class GrammarMasks:
             self.matchers[request_ids[row]].fill_next_token_bitmask(bitmask, i)
         if self.device.type == "cuda":
             bitmask = bitmask.pin_memory().to(self.device, non_blocking=True)
-        index = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
         allowed = unpack_bitmask(bitmask, logits.shape[-1])
         with torch.inference_mode():  # the runner's logits are inference tensors: in place, only the masked rows
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))

@@ -9,7 +9,7 @@ import json
 import jsonschema
 import torch
 
-from fleetserve.engine.sampler import SampledBatch, SampledToken
+from fleetserve.engine.sampler import SampledBatch, SampledToken, host_tensor
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.structured_output import GrammarMasks, grammar_compiler
 
@@ -41,5 +41,5 @@ def test_unaccepted_tokens_never_reach_a_new_request_under_the_same_id(tokenizer
     masks.record(SampledBatch(torch.tensor([first]), lambda: [SampledToken(first)]), ["r"])
     masks.remove("r")  # finished (aborted, say) before its token was accepted
     masks.add("r", grammar)  # a new request under the same id
-    logits = masks.apply(torch.zeros(1, vocab), ["r"])
+    logits = masks.apply(torch.zeros(1, vocab), ["r"], host_tensor)
     assert torch.isfinite(logits[0, first])  # the new grammar is at its start: "{" is still what it wants

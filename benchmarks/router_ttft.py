@@ -1,6 +1,12 @@
 """Time to first token through `fleetserve router` in front of real engines on this machine (issue #15, item 2):
-the prefix, least-loaded and round-robin policies in one run, on the same requests, each in front of freshly
-started engines (no policy inherits another's warm prefix caches).
+the prefix, least-loaded and round-robin policies in one run, on the same requests at the same arrival times, each
+in front of freshly started engines (no policy inherits another's warm prefix caches).
+
+The cores are shared with other people's work, whose load comes and goes over minutes, and a p99 of one replay
+of 240 requests is its third-worst request: one burst decides it. So the replay is repeated --rounds times, the
+policies taking turns within each round and the order rotating between rounds (no policy always runs first, or
+always last), and the percentiles are reported pooled over the rounds and per round, so the spread between rounds
+of one policy shows how large a difference between policies must be to mean anything.
 
 Workload: the Mooncake conversation trace in arrival order, one conversation in --every kept whole. Every request
 starts with the same block (a system prompt) and its second block names its conversation: later turns repeat the
@@ -14,9 +20,10 @@ equal ids are equal cache blocks). A prompt keeps its first --max-blocks ids, so
 under a second. Arrivals keep the trace's gaps, scaled so the window arrives at --rate requests/s. Completions
 stream with --max-tokens tokens (ignore_eos), so TTFT is queueing plus prefill.
 
-Reported per policy: client TTFT percentiles, ok/failed requests, the engines' own prefix-cache hit ratio
+Reported per policy (pooled, and per round): client TTFT percentiles, ok/failed requests, the engines' own prefix-cache hit ratio
 (vllm:prefix_cache_hits / queries, in tokens, summed over replicas, from before to after the replay), the
-router's estimated one (fleetserve_router_prefix_cached_blocks / prefix_blocks) and requests per replica.
+router's estimated one (fleetserve_router_prefix_cached_blocks / prefix_blocks) and requests per replica. The
+JSON keeps every request's TTFT and replica per run.
 
     .venv/bin/python benchmarks/router_ttft.py  # writes benchmarks/results/router-ttft.{json,md,png}
 """
@@ -139,6 +146,12 @@ async def one(session: aiohttp.ClientSession, router: str, prompt: str, max_toke
     return {"ttft_s": first - sent, "replica": replica, "done_s": time.perf_counter()}
 
 
+def rotated(policies: list[str], round_index: int) -> list[str]:
+    """The order the policies run in this round: each round starts one policy later."""
+    shift = round_index % len(policies)
+    return policies[shift:] + policies[:shift]
+
+
 def start(command: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, **ENGINE_ENV})
@@ -149,6 +162,7 @@ async def fleet(policy: str, replicas: int, logs: Path):
     """Fresh engines and a router with this policy, each engine and the router warmed by one request; yields
     (engine URLs, router URL, client session) and stops them all after."""
     fleetserve = [sys.executable, "-m", "fleetserve"]
+    logs.mkdir(parents=True, exist_ok=True)
     engines = {f"http://127.0.0.1:{port}": start([*fleetserve, "serve", "--host", "127.0.0.1", "--port", str(port),
                                                   *ENGINE_ARGS], logs / f"{policy}-engine-{i}.log")
                for i, port in enumerate(free_port() for _ in range(replicas))}
@@ -175,11 +189,11 @@ async def fleet(policy: str, replicas: int, logs: Path):
             stop_server(process)
 
 
-async def replay(policy: str, engines: list[str], router: str, session: aiohttp.ClientSession, prompts: list[str],
-                 delays: list[float], max_tokens: int) -> dict:
+async def replay(policy: str, round_index: int, engines: list[str], router: str, session: aiohttp.ClientSession,
+                 prompts: list[str], delays: list[float], max_tokens: int) -> dict:
     before = await scrape(session, [*engines, router])
     load_before = os.getloadavg()
-    with tqdm(total=len(prompts), desc=policy, unit="req") as progress:
+    with tqdm(total=len(prompts), desc=f"round {round_index + 1} {policy}", unit="req") as progress:
         async def tracked(prompt: str, delay: float) -> dict:
             result = await one(session, router, prompt, max_tokens, delay)
             progress.update()
@@ -192,10 +206,9 @@ async def replay(policy: str, engines: list[str], router: str, session: aiohttp.
     ttfts = [r["ttft_s"] for r in ok]
     per_replica = [sum(r["replica"] == url for r in results) for url in engines]
     return {
-        "policy": policy, "ok": len(ok), "failed": len(results) - len(ok),
+        "policy": policy, "round": round_index, "ok": len(ok), "failed": len(results) - len(ok),
         "errors": sorted({r["error"] for r in results if "error" in r})[:5],
-        "ttft_p50_s": percentile(ttfts, 50), "ttft_p95_s": percentile(ttfts, 95),
-        "ttft_p99_s": percentile(ttfts, 99), "ttft_mean_s": sum(ttfts) / len(ttfts) if ttfts else float("nan"),
+        **ttft_summary(ttfts),
         "completed_per_s": len(ok) / (max(r["done_s"] for r in ok) - started) if ok else 0.0,
         "engine_hit_ratio": delta["vllm:prefix_cache_hits_total"] / max(1.0, delta["vllm:prefix_cache_queries_total"]),
         "router_estimated_hit_ratio": (delta["fleetserve_router_prefix_cached_blocks_total"]
@@ -203,33 +216,59 @@ async def replay(policy: str, engines: list[str], router: str, session: aiohttp.
         "counters_before": before, "counters_after": after,
         "requests_per_replica": per_replica, "imbalance": max(per_replica) / (sum(per_replica) / len(engines)),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "ttft_s": ttfts,
+        # Per request, in arrival order: its TTFT (None if it failed) and the replica (index into the engines).
+        "request_ttft_s": [r.get("ttft_s") for r in results],
+        "request_replica": [engines.index(r["replica"]) if r.get("replica") in engines else None for r in results],
     }
+
+
+def ttft_summary(ttfts: list[float]) -> dict:
+    return {"ttft_p50_s": percentile(ttfts, 50), "ttft_p95_s": percentile(ttfts, 95),
+            "ttft_p99_s": percentile(ttfts, 99), "ttft_mean_s": sum(ttfts) / len(ttfts) if ttfts else float("nan")}
+
+
+def pooled(runs: list[dict], policy: str) -> dict:
+    """One policy's runs over all rounds: TTFT percentiles of all their requests together, each round's p99, and
+    the engines' hit ratio over all of them."""
+    mine = [run for run in runs if run["policy"] == policy]
+    ttfts = [t for run in mine for t in run["request_ttft_s"] if t is not None]
+    delta = {name: sum(run["counters_after"][name] - run["counters_before"][name] for run in mine) for name in COUNTERS}
+    return {"policy": policy, "rounds": len(mine), "ok": sum(run["ok"] for run in mine),
+            "failed": sum(run["failed"] for run in mine), **ttft_summary(ttfts),
+            "round_p99_s": [run["ttft_p99_s"] for run in sorted(mine, key=lambda run: run["round"])],
+            "engine_hit_ratio": delta["vllm:prefix_cache_hits_total"] / max(1.0, delta["vllm:prefix_cache_queries_total"]),
+            "requests_per_replica": [sum(c) for c in zip(*(run["requests_per_replica"] for run in mine))]}
 
 
 async def run_all(args: argparse.Namespace, window: list[TraceRequest], delays: list[float], logs: Path) -> list[dict]:
     prompts, runs = None, []
-    for policy in args.policies:
-        async with fleet(policy, args.replicas, logs) as (engines, router, session):
-            if prompts is None:  # the words come from the engines' own tokenizer, as the router's blocks do
-                async with session.get(f"{engines[0]}/v1/tokenizer") as answer:
-                    words = block_words((await answer.json())["tokenizer"])
-                prompts = [prompt_text(r.hashes, words, args.seed) for r in window]
-            runs.append(await replay(policy, engines, router, session, prompts, delays, args.max_tokens))
+    for round_index in range(args.rounds):
+        for policy in rotated(args.policies, round_index):
+            async with fleet(policy, args.replicas, logs / f"round-{round_index + 1}") as (engines, router, session):
+                if prompts is None:  # the words come from the engines' own tokenizer, as the router's blocks do
+                    async with session.get(f"{engines[0]}/v1/tokenizer") as answer:
+                        words = block_words((await answer.json())["tokenizer"])
+                    prompts = [prompt_text(r.hashes, words, args.seed) for r in window]
+                runs.append(await replay(policy, round_index, engines, router, session, prompts, delays,
+                                         args.max_tokens))
     return runs
 
 
 def markdown(report: dict) -> str:
     setup = report["setup"]
-    runs = {run["policy"]: run for run in report["runs"]}
+    summary = {row["policy"]: row for row in report["summary"]}
     lines = [
         "# TTFT through the router, real engines on this machine (issue #15, item 2)", "",
-        f"Command: `{setup['command']}`  ",
+        f"Command: `{setup['command']}` at commit {setup['commit']}"
+        + (f" (uncommitted changes of others in the same tree: {', '.join(setup['uncommitted'])})"
+           if setup["uncommitted"] else "") + "  ",
         f"Machine: {setup['cpu']} ({setup['cpu_count']} cores, shared with other work), Python {setup['python']}; "
         f"{setup['date']}. Load average (1/5/15 min) at the start {'/'.join(f'{x:.1f}' for x in setup['load_start'])}"
         f", at the end {'/'.join(f'{x:.1f}' for x in setup['load_end'])}.", "",
         f"Setup: {setup['replicas']} `fleetserve serve` engines ({MODEL}, CPU, `{' '.join(ENGINE_ARGS)}`, "
-        f"OMP_NUM_THREADS=1), restarted for every policy, behind `fleetserve router --policy P`. Workload: "
+        f"OMP_NUM_THREADS=1: one torch thread each, so {setup['replicas']} engines share the {setup['cpu_count']} "
+        "cores with the router, the client and other people's work), restarted for every run, behind "
+        f"`fleetserve router --policy P`. Workload: "
         f"{Path(setup['trace']).name} in arrival order, one conversation in {setup['every']} kept whole (second block "
         f"id a multiple of {setup['every']}), kept requests "
         f"{setup['offset']}..{setup['offset'] + setup['requests'] - 1}"
@@ -241,46 +280,65 @@ def markdown(report: dict) -> str:
         "share), "
         f"arrivals scaled to {setup['rate']:g} req/s ({setup['rate_reason']}), streamed, {setup['max_tokens']} "
         "tokens each (ignore_eos).", "",
-        "| policy | ok | failed | TTFT p50 (ms) | p95 (ms) | p99 (ms) | mean (ms) | engines' hit ratio "
-        "| router's estimate | requests per replica | imbalance (max/mean) | completed/s | load avg during |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{setup['rounds']} rounds; in each, every policy replays the same requests at the same times, the order "
+        "rotating between rounds (" + "; ".join(f"round {i + 1}: {', '.join(order)}"
+                                                   for i, order in enumerate(setup['orders'])) + ").", "",
+        f"## Pooled over the rounds ({setup['rounds']} x {setup['requests']} requests per policy)", "",
+        "| policy | ok | failed | TTFT p50 (ms) | p95 (ms) | p99 (ms) | mean (ms) | p99 per round (ms) "
+        "| engines' hit ratio | requests per replica |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for row in report["summary"]:
+        lines.append(
+            f"| {row['policy']} | {row['ok']} | {row['failed']} | {1e3 * row['ttft_p50_s']:.0f} "
+            f"| {1e3 * row['ttft_p95_s']:.0f} | {1e3 * row['ttft_p99_s']:.0f} | {1e3 * row['ttft_mean_s']:.0f} "
+            f"| {' / '.join(f'{1e3 * p:.0f}' for p in row['round_p99_s'])} | {row['engine_hit_ratio']:.1%} "
+            f"| {' / '.join(map(str, row['requests_per_replica']))} |")
+    lines += ["", "## Each run", "",
+              "| round | policy | ok | failed | TTFT p50 (ms) | p95 (ms) | p99 (ms) | mean (ms) | engines' hit ratio "
+              "| router's estimate | requests per replica | imbalance (max/mean) | completed/s | load avg during |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         lines.append(
-            f"| {run['policy']} | {run['ok']} | {run['failed']} | {1e3 * run['ttft_p50_s']:.0f} "
+            f"| {run['round'] + 1} | {run['policy']} | {run['ok']} | {run['failed']} | {1e3 * run['ttft_p50_s']:.0f} "
             f"| {1e3 * run['ttft_p95_s']:.0f} | {1e3 * run['ttft_p99_s']:.0f} | {1e3 * run['ttft_mean_s']:.0f} "
             f"| {run['engine_hit_ratio']:.1%} | {run['router_estimated_hit_ratio']:.1%} "
             f"| {' / '.join(map(str, run['requests_per_replica']))} | {run['imbalance']:.2f}x "
             f"| {run['completed_per_s']:.2f} "
             f"| {run['load_average_before'][0]:.1f} -> {run['load_average_after'][0]:.1f} |")
     lines.append("")
-    lines += [f"Failures under {run['policy']}: {'; '.join(run['errors'])}" for run in report["runs"] if run["errors"]]
-    if "prefix" in runs and "least-loaded" in runs:
-        prefix, least = runs["prefix"]["ttft_p99_s"], runs["least-loaded"]["ttft_p99_s"]
-        p, ll = runs["prefix"], runs["least-loaded"]
-        lines += [f"Target (p99 TTFT of prefix no worse than least-loaded): {1e3 * prefix:.0f} ms vs "
-                  f"{1e3 * least:.0f} ms: **{'met' if prefix <= least else 'missed'}**. Prefix served "
+    lines += [f"Failures in round {run['round'] + 1} under {run['policy']}: {'; '.join(run['errors'])}"
+              for run in report["runs"] if run["errors"]]
+    if "prefix" in summary and "least-loaded" in summary:
+        p, ll = summary["prefix"], summary["least-loaded"]
+        wins = sum(a <= b for a, b in zip(p["round_p99_s"], ll["round_p99_s"]))
+        lines += [f"Target (p99 TTFT of prefix no worse than least-loaded), pooled: {1e3 * p['ttft_p99_s']:.0f} ms "
+                  f"vs {1e3 * ll['ttft_p99_s']:.0f} ms: **{'met' if p['ttft_p99_s'] <= ll['ttft_p99_s'] else 'missed'}**"
+                  f"; prefix's p99 was no worse in {wins} of {len(p['round_p99_s'])} rounds. Prefix served "
                   f"{p['engine_hit_ratio']:.1%} of prompt tokens from the engines' caches (least-loaded "
-                  f"{ll['engine_hit_ratio']:.1%}, ceiling {setup['ceiling_hit_ratio']:.1%} of blocks), with requests "
-                  f"per replica {' / '.join(map(str, p['requests_per_replica']))} (least-loaded "
-                  f"{' / '.join(map(str, ll['requests_per_replica']))}).", ""]
-        if p["router_estimated_hit_ratio"] > 0.999:  # router/proxy.py reads the index after choose() recorded it
-            lines += ["The router's estimate reads 100% under prefix because the proxy counts the chosen replica's "
-                      "cached prefix after `Router.choose` has recorded the prompt there; the other policies keep no "
-                      "index, so theirs read 0%. The engines' counters are the measurement.", ""]
+                  f"{ll['engine_hit_ratio']:.1%}, ceiling {setup['ceiling_hit_ratio']:.1%} of blocks).", ""]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in report["runs"]:
-        ttfts = sorted(1e3 * t for t in run["ttft_s"])
-        ax.step(ttfts, [(i + 1) / len(ttfts) for i in range(len(ttfts))], where="post",
-                label=f"{run['policy']} (p99 {1e3 * run['ttft_p99_s']:.0f} ms)")
-    ax.set(xscale="log", xlabel="TTFT (ms)", ylabel="fraction of requests",
-           title=f"TTFT CDF, {report['setup']['replicas']} CPU replicas, {report['setup']['rate']:g} req/s")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, (cdf, by_request) = plt.subplots(1, 2, figsize=(13, 4.5))
+    arrivals_s = report["setup"]["arrival_s"]
+    for row in report["summary"]:
+        runs = [run for run in report["runs"] if run["policy"] == row["policy"]]
+        ttfts = sorted(1e3 * t for run in runs for t in run["request_ttft_s"] if t is not None)
+        cdf.step(ttfts, [(i + 1) / len(ttfts) for i in range(len(ttfts))], where="post",
+                 label=f"{row['policy']} (p99 {1e3 * row['ttft_p99_s']:.0f} ms)")
+        worst = [max((1e3 * run["request_ttft_s"][i] for run in runs if run["request_ttft_s"][i] is not None),
+                     default=float("nan")) for i in range(len(arrivals_s))]
+        by_request.plot(arrivals_s, worst, marker=".", linewidth=0.6, label=row["policy"])
+    cdf.set(xscale="log", xlabel="TTFT (ms)", ylabel="fraction of requests",
+            title=f"TTFT CDF over {report['setup']['rounds']} rounds, {report['setup']['replicas']} CPU replicas, "
+                  f"{report['setup']['rate']:g} req/s")
+    by_request.set(yscale="log", xlabel="arrival (s into the replay)", ylabel="TTFT (ms), worst of the rounds",
+                   title="each request's worst TTFT over the rounds")
+    for ax in (cdf, by_request):
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -291,7 +349,9 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=20,
                         help="keep the conversations whose second block id is a multiple of this (1: all)")
     parser.add_argument("--offset", type=int, default=0, help="the window starts at this kept request")
-    parser.add_argument("--requests", type=int, default=120, help="requests in the window")
+    parser.add_argument("--requests", type=int, default=240, help="requests in the window")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="replays of the window per policy, the policies' order rotating between rounds")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="mean arrival rate, requests/s")
     parser.add_argument("--max-blocks", type=int, default=8,
                         help=f"trace blocks kept per prompt ({BLOCK_TOKENS} tokens each)")
@@ -303,7 +363,7 @@ def main() -> int:
                         help="writes OUT.json, OUT.md and OUT.png")
     args = parser.parse_args()
     for flag, value in (("--every", args.every), ("--requests", args.requests), ("--max-blocks", args.max_blocks),
-                        ("--max-tokens", args.max_tokens), ("--replicas", args.replicas)):
+                        ("--max-tokens", args.max_tokens), ("--replicas", args.replicas), ("--rounds", args.rounds)):
         if value < 1:
             parser.error(f"{flag}: must be at least 1, got {value}")
     if args.offset < 0:
@@ -326,6 +386,10 @@ def main() -> int:
     delays = arrivals(window, args.rate)
     reuse = window_reuse(window)
     load_start = os.getloadavg()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # Others work in the same tree: what differed from the commit when the engines and the router started.
+    uncommitted = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True).stdout.split("\n")
     logs = Path(tempfile.mkdtemp(prefix="router-ttft-"))  # kept: the router's log explains failed requests
     try:
         runs = asyncio.run(run_all(args, window, delays, logs))
@@ -334,7 +398,8 @@ def main() -> int:
         return 1
     report = {
         "setup": {
-            "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]),
+            "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]), "commit": commit,
+            "uncommitted": [line[3:] for line in uncommitted if line],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "load_start": load_start, "load_end": os.getloadavg(),  # others' jobs share these cores
@@ -343,10 +408,13 @@ def main() -> int:
             "rate_reason": (f"about {args.rate / SATURATION_RPS:.0%} of the {SATURATION_RPS:g} req/s measured at "
                             "saturation"),
             "max_blocks": args.max_blocks, "max_tokens": args.max_tokens, "replicas": args.replicas,
-            "policies": args.policies, "seed": args.seed, "block_tokens": BLOCK_TOKENS,
+            "policies": args.policies, "rounds": args.rounds,
+            "orders": [rotated(args.policies, i) for i in range(args.rounds)], "seed": args.seed,
+            "block_tokens": BLOCK_TOKENS, "arrival_s": delays,
             "mean_prompt_tokens": BLOCK_TOKENS * sum(len(r.hashes) for r in window) / len(window),
             **reuse, "engine_args": ENGINE_ARGS, "engine_env": ENGINE_ENV,
         },
+        "summary": [pooled(runs, policy) for policy in args.policies],
         "runs": runs,
     }
     write_results(args.out, report, markdown, plot)

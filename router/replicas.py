@@ -36,6 +36,15 @@ class Replica:
         beyond ours (other routers' requests), which a scrape interval would leave stale for our own."""
         return self.outstanding + max(0.0, self.running + self.waiting - self.outstanding_at_scrape)
 
+    def observe(self, report: dict[str, float], ours_before: int) -> None:
+        """Takes a scrape's report; `ours_before` is `outstanding` when the scrape was sent. Of ours, the report can
+        hold up to the most we had there while it was out: requests that finished meanwhile may be in it though no
+        longer in `outstanding`, and subtracting only those still out would count them twice, as phantom load on
+        this replica until the next scrape (under a burst, when scrapes are slowest and requests finish fastest)."""
+        for name, value in report.items():
+            setattr(self, name, value)
+        self.outstanding_at_scrape = max(ours_before, self.outstanding)
+
 
 def parse_load(text: str) -> dict[str, float]:
     """The load gauges out of a Prometheus text exposition (one replica, one model: sums over label sets)."""
@@ -105,9 +114,7 @@ class ReplicaPool:
                 log.warning("replica %s unreachable: %s", replica.url, error or type(error).__name__)
             replica.reachable = False
             return
-        for name, value in values.items():
-            setattr(replica, name, value)
-        replica.outstanding_at_scrape = min(ours, replica.outstanding)
+        replica.observe(values, ours)
         if not replica.reachable:
             log.info("replica %s reachable again", replica.url)
             replica.reachable = True

@@ -45,6 +45,16 @@ def test_load_is_read_from_the_engines_metrics_and_not_counted_twice():
     assert replica.load == 3
 
 
+def test_requests_that_finish_while_a_scrape_is_out_are_not_counted_twice():
+    replica = Replica("http://r", outstanding=4)
+    ours_before = replica.outstanding  # the scrape goes out; the engine counts our 4 and answers
+    replica.outstanding = 1  # 3 of them finish before the answer is read
+    replica.observe({"running": 4.0, "waiting": 0.0}, ours_before)
+    assert replica.load == 1  # only ours still out: no other router's requests are there
+    replica.outstanding = 3  # 2 sent after the answer: counted once, by us
+    assert replica.load == 3
+
+
 @pytest.mark.parametrize("flags, message", [
     ([], "either --backend"),
     (["--backend", "localhost:8000"], "--backend: expected an http(s) URL"),

@@ -46,6 +46,19 @@ def test_at_low_load_affinity_never_queues_behind_a_busy_replica_while_one_is_id
     assert router.choose([1, 2, 3, 4], {"a": 8, "b": 8, "c": 7}) == "a"
 
 
+def test_a_prefix_barely_longer_than_the_least_loaded_replicas_buys_no_affinity():
+    router = Router("prefix")
+    loads = {"a": 4, "b": 4, "c": 3}
+    router.index.record("a", [1, 2, 3])
+    router.index.record("b", [1, 2])
+    router.index.record("c", [1, 2])
+    # "a" saves one block of eight over the least loaded "c": under MIN_AFFINITY_SHARE, so "c" takes it.
+    assert router.choose([1, 2, 3, 4, 5, 6, 7, 8], loads) == "c"
+    # Two blocks of eight is a quarter: affinity wins within the bound.
+    router.index.record("a", [1, 2, 3, 4])
+    assert router.choose([1, 2, 3, 4, 5, 6, 7, 8], loads) == "a"
+
+
 def test_prefix_prefers_the_longest_cached_prefix():
     router = Router("prefix")
     loads = dict.fromkeys(REPLICAS, 10)

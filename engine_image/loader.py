@@ -43,22 +43,50 @@ class LoadedModel:
 
 
 def load(config: EngineConfig, with_tokenizer: bool = True) -> LoadedModel:
-    source = config.model
     device, dtype = config.resolved_device(), config.resolved_dtype()
-    scheme, sep, rest = source.partition("://")
-    if not sep:
-        return _from_hf_dir(source, config, device, dtype, with_tokenizer)
-    if scheme == "builtin":
-        if rest != "smollm2-135m-instruct":
-            raise ValueError(f"model: unknown builtin {source!r} (known: builtin://smollm2-135m-instruct)")
+    kind, path = resolve_source(config.model)
+    if kind == "builtin":
         hf_model, tokenizer = load_builtin_hf()
         return from_hf_model(hf_model, tokenizer, device, dtype, config.hf_overrides)
-    if scheme == "hf":
-        return _from_hf_dir(_download(rest), config, device, dtype, with_tokenizer)
-    if scheme == "random":
-        return _random(rest, config, device, dtype, with_tokenizer)
-    raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} "
-                     "(use builtin://, hf://, random:// or a path)")
+    if kind == "folder":
+        return _from_hf_dir(path, config, device, dtype, with_tokenizer)
+    return _random(path, config, device, dtype, with_tokenizer)
+
+
+def load_tokenizer(config: EngineConfig):
+    """The tokenizer `load` gives with the model, alone: for the API process of `fleetserve serve`, which renders
+    and tokenises prompts while the engine process holds the weights."""
+    kind, path = resolve_source(config.model)
+    if kind == "builtin":
+        return builtin_tokenizer()
+    if kind == "folder":
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    return _random_tokenizer(path)
+
+
+def resolve_source(source: str) -> tuple[str, str | None]:
+    """A model source -> ("builtin", None) | ("folder", an HF model folder) | ("random", a config .json);
+    hf:// is downloaded (or found in the HF cache) here. Raises ValueError naming what is wrong."""
+    scheme, sep, rest = source.partition("://")
+    if scheme == "builtin" and sep:
+        if rest != "smollm2-135m-instruct":
+            raise ValueError(f"model: unknown builtin {source!r} (known: builtin://smollm2-135m-instruct)")
+        return "builtin", None
+    if scheme == "random" and sep:
+        path = rest if rest.endswith(".json") else os.path.join(CONFIG_DIR, f"{rest}.json")
+        if not os.path.isfile(path):
+            known = sorted(f.removesuffix(".json") for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+            raise ValueError(f"model: no config for random://{rest} (known: {known}, or random://PATH.json)")
+        return "random", path
+    if sep and scheme != "hf":
+        raise ValueError(f"model: unknown source scheme {scheme!r} in {source!r} "
+                         "(use builtin://, hf://, random:// or a path)")
+    path = _download(rest) if sep else source
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"model: {path!r} is not a model folder (no config.json)")
+    return "folder", path
 
 
 def builtin_dir() -> str:
@@ -71,14 +99,20 @@ def builtin_dir() -> str:
 
 def load_builtin_hf():
     """The HF transformers model and tokenizer for the builtin GGUF (float32); also the tests' reference."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = builtin_tokenizer()
+    log.info("loading %s (dequantising the GGUF)", BUILTIN_GGUF)
+    hf_model = AutoModelForCausalLM.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF, dtype=torch.float32)
+    return hf_model.eval(), tokenizer
+
+
+def builtin_tokenizer():
+    """SmolLM2's tokenizer, read from the builtin GGUF; random:// models use it too."""
+    from transformers import AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = builtin_dir()
-    log.info("loading %s (dequantising the GGUF)", BUILTIN_GGUF)
-    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=BUILTIN_GGUF)
-    hf_model = AutoModelForCausalLM.from_pretrained(path, gguf_file=BUILTIN_GGUF, dtype=torch.float32)
-    return hf_model.eval(), tokenizer
+    return AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF)
 
 
 def from_hf_model(hf_model, tokenizer, device: str, dtype: torch.dtype, overrides: dict | None = None) -> LoadedModel:
@@ -146,8 +180,6 @@ def _from_hf_dir(path: str, config: EngineConfig, device: str, dtype: torch.dtyp
                  ) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"model: {path!r} is not a model folder (no config.json)")
     cfg = AutoConfig.from_pretrained(path)
     for key, value in config.hf_overrides.items():
         setattr(cfg, key, value)
@@ -201,24 +233,27 @@ def _download(spec: str) -> str:
                          f"({constants.HF_HUB_CACHE}); check the pod's network egress, proxy or HF_ENDPOINT") from None
 
 
-def _random(name: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool) -> LoadedModel:
-    from transformers import AutoConfig, AutoTokenizer
+def _random(path: str, config: EngineConfig, device: str, dtype: torch.dtype, with_tokenizer: bool
+            ) -> LoadedModel:
+    from transformers import AutoConfig
 
-    path = name if name.endswith(".json") else os.path.join(CONFIG_DIR, f"{name}.json")
-    if not os.path.isfile(path):
-        known = sorted(f.removesuffix(".json") for f in os.listdir(CONFIG_DIR))
-        raise ValueError(f"model: no config for random://{name} (known: {known}, or random://PATH.json)")
     cfg = AutoConfig.from_pretrained(path)
     for key, value in config.hf_overrides.items():
         setattr(cfg, key, value)
     model = _build(cfg, device, dtype)
     model.load_weights(_random_weights(cfg, device, dtype, config.seed))
-    tokenizer = AutoTokenizer.from_pretrained(builtin_dir(), gguf_file=BUILTIN_GGUF) if with_tokenizer else None
-    template = path.removesuffix(".json") + ".jinja"
-    if tokenizer is not None and os.path.isfile(template):  # the architecture's own template (e.g. with tools)
+    tokenizer = _random_tokenizer(path) if with_tokenizer else None
+    return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, None, None))
+
+
+def _random_tokenizer(config_path: str):
+    """SmolLM2's tokenizer, with the architecture's own chat template (e.g. one with tools) where one ships."""
+    tokenizer = builtin_tokenizer()
+    template = config_path.removesuffix(".json") + ".jinja"
+    if os.path.isfile(template):
         with open(template) as f:
             tokenizer.chat_template = f.read()
-    return LoadedModel(cfg, tokenizer, model, _eos_ids(cfg, None, None))
+    return tokenizer
 
 
 def _random_weights(cfg, device: str, dtype: torch.dtype, seed: int) -> Iterator[tuple[str, torch.Tensor]]:

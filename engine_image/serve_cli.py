@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--tensor-parallel-size", type=int, default=1,
                         help="ranks that shard the model, one per GPU, started by this command; a multi-node group "
                              "takes its layout from FLEETSERVE_NNODES and the rest of its environment (docs/tp.md)")
+    engine.add_argument("--engine-in-process", action="store_true",
+                        help="run the engine on a thread of the API server's process instead of a process of its "
+                             "own (tensor parallelism always does; docs/server.md)")
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)
@@ -91,11 +94,22 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("--port must be in 1..65535")
 
 
+def build_engine(config: EngineConfig, in_process: bool):
+    """The engine in a process of its own, unless asked otherwise or tensor-parallel: rank 0's group (its TCP store,
+    the ranks it spawned, the watchdog behind `healthy`) lives in this process, so its engine stays here too."""
+    if in_process or config.tensor_parallel_size > 1:
+        from fleetserve.engine.async_engine import AsyncEngine
+
+        return AsyncEngine(config)
+    from fleetserve.engine.engine_process import EngineProcess
+
+    return EngineProcess(config)
+
+
 async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | None) -> int:
-    from fleetserve.engine.async_engine import AsyncEngine
     from fleetserve.engine.server import ServerOptions, STATE, build_app, start_site
 
-    engine = AsyncEngine(config)
+    engine = build_engine(config, args.engine_in_process)
     await engine.start()
     max_waiting = args.max_waiting or config.max_num_seqs  # a queue as deep as one batch by default
     app = build_app(engine, ServerOptions(max_waiting=max_waiting, max_num_seqs=config.max_num_seqs,

@@ -17,7 +17,7 @@ def tokenizer_description(tokenizer, block_size: int) -> dict:
 
 
 def tokenizer_handler(engine):
-    description = tokenizer_description(engine.tokenizer, engine.engine.config.block_size)
+    description = tokenizer_description(engine.tokenizer, engine.block_size)
 
     async def handle(_: web.Request) -> web.Response:
         return web.json_response(description)

@@ -52,7 +52,7 @@ class Observed:
 @dataclasses.dataclass
 class LoopMemory:
     serving: int | None = None  # replicas the SLO needs (before spot extras and fallback); None until known
-    history: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+    history: list[tuple[float, int, int]] = dataclasses.field(default_factory=list)  # see policy.stabilize
     itl_samples: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=ITL_SAMPLES_KEPT))
     capacity: CapacityEstimate = PRIOR
     cold_start_s: float = COLD_START_PRIOR_S
@@ -72,8 +72,8 @@ class TickResult:
     reason: str
 
 
-def _forget_old(history: list[tuple[float, int]], now: float, keep_s: float) -> list[tuple[float, int]]:
-    return [(t, n) for t, n in history if t >= now - keep_s]
+def _forget_old(history: list[tuple[float, int, int]], now: float, keep_s: float) -> list[tuple[float, int, int]]:
+    return [entry for entry in history if entry[0] >= now - keep_s]
 
 
 def _track_cold_start(memory: LoopMemory, observed: Observed, now: float) -> None:
@@ -151,10 +151,10 @@ def tick(
         memory.serving = clamp(observed.ready, settings.min_replicas, settings.max_replicas)
         # A fresh loop (or a restarted operator) has no history: record the running scale as a recommendation
         # made now, so nothing scales down before one full delay of real observations.
-        memory.history = [(now, memory.serving)]
+        memory.history = [(now, memory.serving, memory.serving)]
     if wake and memory.serving == 0 and settings.max_replicas > 0:
         memory.serving = max(1, settings.min_replicas)
-        memory.history = [(now, memory.serving)]
+        memory.history = [(now, memory.serving, memory.serving)]
         memory.scale_up_started = (now, memory.serving)
         plan = split(memory.serving, settings.spot, memory.preemptions, memory.cold_start_s, 0)
         return TickResult(plan, memory.serving, True, f"woken from zero: {plan.reason}")
@@ -162,7 +162,7 @@ def tick(
         return TickResult(None, memory.serving, False, f"holding {memory.serving} replicas: {snapshot}")
 
     _track_cold_start(memory, observed, now)
-    sample = batch_itl_sample(snapshot)
+    sample = batch_itl_sample(snapshot, memory.capacity.prefill_tokens_per_s)
     if sample:
         memory.itl_samples.append(sample)
     memory.capacity = estimate_capacity(
@@ -174,8 +174,9 @@ def tick(
         load, memory.capacity, settings.slo, observed.ready, memory.cold_start_s, settings.max_replicas
     )
     wanted = clamp(recommendation.replicas, settings.min_replicas, settings.max_replicas)
+    held = clamp(recommendation.held, settings.min_replicas, settings.max_replicas)
     memory.history = _forget_old(
-        memory.history + [(now, wanted)], now, max(settings.scale_up_stabilization_s, settings.scale_down_delay_s)
+        memory.history + [(now, wanted, held)], now, max(settings.scale_up_stabilization_s, settings.scale_down_delay_s)
     )
     serving = stabilize(
         memory.history, now, memory.serving, settings.scale_up_stabilization_s, settings.scale_down_delay_s

@@ -29,6 +29,8 @@ PREFILL_SAMPLES_KEPT = 120
 # minus queue time varies by for other reasons (decode steps that share the prefill's steps, the prompt mix), and
 # dividing that by a small rho would read it as a large residual: more replicas, a smaller rho, a larger reading.
 PREFILL_QUEUE_MIN_SHARE = 0.1
+# Highest prefill share taken from one window: the decode stretch 1 / (1 - share) stays finite on a saturated one.
+MAX_PREFILL_SHARE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +112,19 @@ def fit_itl_line(samples: list[tuple[float, float]]) -> ItlLine | None:
     return ItlLine(base_s=max(0.0, mean_i - slope * mean_b), per_sequence_s=slope)
 
 
-def batch_itl_sample(snapshot: MetricsSnapshot) -> tuple[float, float] | None:
-    """This tick's (running sequences per replica, mean ITL), or None when nothing was decoded."""
+def batch_itl_sample(snapshot: MetricsSnapshot, prefill_tokens_per_s: float) -> tuple[float, float] | None:
+    """This tick's (running sequences per replica, decode step), or None when nothing was decoded. A step decodes
+    one token of every running sequence and prefills a chunk, so the measured ITL is the decode step stretched by
+    the share of the replica's time its prompt chunks took (prompt tokens prefilled per second per replica / the
+    fastest prefill speed seen); that share is taken out. Left in, a window that prefilled a backlog (a lost spot
+    zone, a burst) read as a steep ITL-versus-batch line, and the fleet planned at it for the ten minutes the sample
+    was kept."""
     if snapshot.itl_mean_s is None or snapshot.running <= 0:
         return None
-    return snapshot.running / snapshot.replicas_reporting, snapshot.itl_mean_s
+    share = 0.0
+    if prefill_tokens_per_s > 0:
+        share = min(MAX_PREFILL_SHARE, snapshot.prompt_tokens_rate / snapshot.replicas_reporting / prefill_tokens_per_s)
+    return snapshot.running / snapshot.replicas_reporting, snapshot.itl_mean_s * (1 - share)
 
 
 def estimate_capacity(
@@ -131,26 +141,29 @@ def estimate_capacity(
     kv_slots = max_num_seqs
     if snapshot.kv_cache_usage and snapshot.kv_cache_usage >= MIN_KV_USAGE_FOR_ESTIMATE and running_per_replica > 0:
         kv_slots = int(running_per_replica / snapshot.kv_cache_usage)
-    itl_line = fit_itl_line(itl_samples)
-    itl_slots = itl_line.largest_batch_within(itl_slo_s, max_num_seqs) if itl_line else max_num_seqs
-    largest_batch = max([previous.largest_batch_seen, *(b for b, _ in itl_samples)])
-    trusted = math.ceil(BATCH_TRUST_FACTOR * largest_batch) if largest_batch else max_num_seqs
-    slots = max(1, min(kv_slots, itl_slots, trusted, max_num_seqs))
-
     queue_s = snapshot.queue_time_mean_s or 0.0
     measured_prefill_s = max(0.0, (snapshot.ttft_mean_s or queue_s) - queue_s)
-    prompt_mean = snapshot.prompt_tokens_rate / snapshot.completion_rate
+    # The prompts of the requests the TTFT mean is over, so the prefill speed below compares like with like.
+    prompt_mean = snapshot.prompt_tokens_mean or snapshot.prompt_tokens_rate / snapshot.completion_rate
     speed = previous.prefill_tokens_per_s
     if measured_prefill_s > 0 and prompt_mean > 0:
         speed = max(speed, prompt_mean / measured_prefill_s)
     prefill_s = prompt_mean / speed if speed > 0 else measured_prefill_s
+    prefill_share = min(MAX_PREFILL_SHARE, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
+    # The samples are decode steps (batch_itl_sample); at this prefill share a token takes a step / (1 - share).
+    itl_line = fit_itl_line(itl_samples)
+    itl_slots = itl_line.largest_batch_within(itl_slo_s * (1 - prefill_share), max_num_seqs) if itl_line else max_num_seqs
+    largest_batch = max([previous.largest_batch_seen, *(b for b, _ in itl_samples)])
+    trusted = math.ceil(BATCH_TRUST_FACTOR * largest_batch) if largest_batch else max_num_seqs
+    slots = max(1, min(kv_slots, itl_slots, trusted, max_num_seqs))
+
     prompt_tail = snapshot.prompt_tokens_quantile or prompt_mean  # the mean where the engine has no histogram
     prefill_tail_s = prompt_tail / speed if speed > 0 else measured_prefill_s
     in_engine_s = max(prefill_s, snapshot.e2e_mean_s - queue_s)
     output_tokens = snapshot.generation_tokens_rate / snapshot.completion_rate
     if itl_line and output_tokens > 0:
         # Decode time at the batch size we plan to run at, not at today's (possibly lighter) batch.
-        service_time_s = prefill_s + output_tokens * itl_line.at(slots)
+        service_time_s = prefill_s + output_tokens * itl_line.at(slots) / (1 - prefill_share)
         service_time_s = max(service_time_s, in_engine_s)
     else:
         service_time_s = in_engine_s
@@ -162,7 +175,6 @@ def estimate_capacity(
     if saturated > 0 and tokens_rate > 0:
         # Little's law: `slots` requests of today's mean size, at that throughput, each hold a slot this long.
         service_time_s = max(service_time_s, slots * tokens_rate / snapshot.completion_rate / saturated)
-    prefill_share = min(0.95, snapshot.arrival_rate * prefill_s / snapshot.replicas_reporting)
     residuals = previous.prefill_residuals
     if prefill_share >= PREFILL_QUEUE_MIN_SHARE:
         measured = max(0.0, measured_prefill_s - prefill_s) * (1 - prefill_share) / prefill_share

@@ -43,6 +43,10 @@ class MetricsSnapshot:
     # Prompt length at the SLO percentile: vLLM's vllm:request_prompt_tokens histogram (None where the engine
     # does not export it; the policy then plans with the mean prompt).
     prompt_tokens_quantile: float | None = None
+    # Mean prompt of the requests finished in the window (vllm:request_prompt_tokens, observed when a request ends,
+    # as TTFT is); None where the engine does not export it: the prompt-token rate over completions instead. The
+    # counter counts a prompt at its first token, so in a window of long requests the two populations differ.
+    prompt_tokens_mean: float | None = None
     # Highest prompt-token rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the
     # default 60 s): the bursts a mean over one window smooths away.
     prompt_tokens_burst_rate: float | None = None
@@ -103,6 +107,7 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
             f"histogram_quantile({quantile}, sum by (le) "
             f"(rate(vllm:time_to_first_token_seconds_bucket{{{s}}}[{w}])))"
         ),
+        "prompt_tokens_mean": _mean_of_histogram("vllm:request_prompt_tokens", s, w),
         "prompt_tokens_quantile": (
             f"histogram_quantile({quantile}, sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}[{w}])))"
         ),
@@ -141,6 +146,7 @@ def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: floa
         queue_time_mean_s=values.get("queue_time_mean_s"),
         e2e_mean_s=values.get("e2e_mean_s"),
         ttft_quantile_s=values.get("ttft_quantile_s"),
+        prompt_tokens_mean=values.get("prompt_tokens_mean"),
         prompt_tokens_quantile=values.get("prompt_tokens_quantile"),
         prompt_tokens_burst_rate=values.get("prompt_tokens_burst_rate"),
     )

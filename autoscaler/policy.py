@@ -34,6 +34,13 @@ class Recommendation:
     replicas: int
     predicted_ttft_s: float
     reason: str
+    # Of `replicas`, what the arrival rate alone needs (SLO and utilisation cap, no backlog to drain). Replicas
+    # beyond it only drain a queue; once it is gone they are not needed, so `stabilize` holds only these.
+    sustained: int | None = None
+
+    @property
+    def held(self) -> int:
+        return self.replicas if self.sustained is None else self.sustained
 
 
 def service_time_at(load: Load, capacity: CapacityEstimate, replicas: int) -> float:
@@ -98,30 +105,36 @@ def recommend(
     """Smallest replica count whose predicted TTFT meets the SLO with headroom, that stays under the utilisation
     cap and that drains the backlog (including what piles up while new replicas cold-start)."""
     if load.arrival_rate <= 0 and load.backlog <= 0 and load.in_flight <= 0:
-        return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests")
+        return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests", 0)
     target = slo.ttft_s * (1 - slo.headroom)
     # Requests keep piling up on the ready replicas until new ones finish their cold start.
     ready_service_s = service_time_at(load, capacity, ready_replicas)
     ready_rate = 0.0 if ready_service_s == UNSTABLE else ready_replicas * capacity.slots_per_replica / ready_service_s
     backlog = load.backlog + max(0.0, load.arrival_rate - ready_rate) * cold_start_s
     drain_within_s = max(slo.ttft_s, cold_start_s)
+    sustained = None
     for replicas in range(1, max_replicas + 1):
         service_s = service_time_at(load, capacity, replicas)
         if service_s == UNSTABLE:
             continue
         ttft = predicted_ttft(load, capacity, replicas, slo.quantile, target)
-        drain = backlog_drain_time(backlog, load.arrival_rate, service_s, replicas * capacity.slots_per_replica)
         utilisation = load.arrival_rate * service_s / (replicas * capacity.slots_per_replica)
-        if ttft <= target and drain <= drain_within_s and utilisation <= slo.max_utilization:
+        if ttft > target or utilisation > slo.max_utilization:
+            continue
+        sustained = sustained or replicas
+        drain = backlog_drain_time(backlog, load.arrival_rate, service_s, replicas * capacity.slots_per_replica)
+        if drain <= drain_within_s:
             queued = f"; {backlog:.0f} queued drain in {drain:.0f}s" if backlog else ""
             return Recommendation(
                 replicas, ttft,
                 f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
                 f" ({capacity.slots_per_replica} slots x {service_s:.1f}s per replica){queued}",
+                sustained,
             )
     ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile, target)
     shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"
-    return Recommendation(max_replicas, ttft, f"SLO not reachable within max={max_replicas}: predicted TTFT {shown}")
+    return Recommendation(max_replicas, ttft, f"SLO not reachable within max={max_replicas}: predicted TTFT {shown}",
+                          sustained)
 
 
 def clamp(replicas: int, min_replicas: int, max_replicas: int) -> int:
@@ -129,17 +142,19 @@ def clamp(replicas: int, min_replicas: int, max_replicas: int) -> int:
 
 
 def stabilize(
-    history: list[tuple[float, int]], now: float, current: int, up_window_s: float, down_delay_s: float
+    history: list[tuple[float, int, int]], now: float, current: int, up_window_s: float, down_delay_s: float
 ) -> int:
-    """Kubernetes-HPA-style damping over (time, recommended replicas) history, newest last.
+    """Kubernetes-HPA-style damping over (time, recommended replicas, of those held) history, newest last.
 
-    Scale up to the lowest recommendation of the up window (0 s = at once); scale down only to the highest
-    recommendation of the down delay, so a dip shorter than the delay never removes a replica.
+    Scale up to the lowest recommendation of the up window (0 s = at once); scale down only to the highest held
+    recommendation of the down delay, so a dip of the load shorter than the delay never removes a replica. Replicas
+    recommended only to drain a queue (`Recommendation.sustained`) are not held: when the queue is gone, so is
+    their reason, and holding them for the delay paid for a fleet sized for a backlog that no longer existed.
     """
     if not history:
         return current
-    up_target = min(n for t, n in history if t >= now - up_window_s) if up_window_s > 0 else history[-1][1]
-    down_target = max(n for t, n in history if t >= now - down_delay_s)
+    up_target = min(n for t, n, _ in history if t >= now - up_window_s) if up_window_s > 0 else history[-1][1]
+    down_target = max(history[-1][1], *(held for t, _, held in history if t >= now - down_delay_s))
     if up_target > current:
         return up_target
     if down_target < current:

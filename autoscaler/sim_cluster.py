@@ -138,6 +138,11 @@ class Cluster:
         self.preemptions = 0
         self._arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, prompt tokens)
         self._recent: collections.deque[SimRequest] = collections.deque()  # finished within METRICS_KEPT_S
+        # What the engine counts as it happens rather than at a request's end (engine_image/llm_engine.py,
+        # server.py): (first token time, prompt tokens) when a prefill completes, and (end time, tokens, sum of their
+        # gaps) for each stretch of decode steps; within MAX_WINDOW_S, the longest window they are read over.
+        self._first_tokens: collections.deque[tuple[float, int]] = collections.deque()
+        self._decoded: collections.deque[tuple[float, float, float]] = collections.deque()
         self._tiebreak = itertools.count()
         self._next_replica = 0
         self._scraped: tuple[float, float, MetricsSnapshot] | None = None  # (scrape time, window, snapshot)
@@ -196,21 +201,24 @@ class Cluster:
             in_window = (cumulative[np.searchsorted(times, ends, side="right")]
                          - cumulative[np.searchsorted(times, ends - window_s, side="right")])
             burst = float(in_window.max()) / window_s
-        multi_token = [q for q in done if q.trace.output_tokens > 1]
+        decoded = [(tokens, gaps_s) for end, tokens, gaps_s in self._decoded if end > t - window_s]
+        decoded_tokens = sum(tokens for tokens, _ in decoded)
+        first_tokens = [prompt for at, prompt in self._first_tokens if t - window_s < at <= t]
         return MetricsSnapshot(
             replicas_reporting=len(serving),
             arrival_rate=self.arrival_rate(t, window_s),
             waiting=len(self.queue) + sum(len(r.waiting) for r in serving),
             running=sum(r.in_engine() for r in serving),
             kv_cache_usage=mean(r.kv_tokens / self.profile.kv_cache_tokens for r in serving),
-            prompt_tokens_rate=sum(q.trace.prompt_tokens for q in done) / window_s,
-            generation_tokens_rate=sum(q.trace.output_tokens for q in done) / window_s,
+            prompt_tokens_rate=sum(first_tokens) / window_s,
+            generation_tokens_rate=(len(first_tokens) + decoded_tokens) / window_s,
             completion_rate=len(done) / window_s,
             ttft_mean_s=mean(ttfts),
-            itl_mean_s=mean(q.itl_s for q in multi_token),
+            itl_mean_s=sum(gaps_s for _, gaps_s in decoded) / decoded_tokens if decoded_tokens else None,
             queue_time_mean_s=mean(q.admitted_s - q.trace.arrival_s for q in done),
             e2e_mean_s=mean(q.finish_s - q.trace.arrival_s for q in done),
             ttft_quantile_s=at_quantile(ttfts),
+            prompt_tokens_mean=mean(prompts),
             prompt_tokens_quantile=at_quantile(prompts),
             prompt_tokens_burst_rate=burst,
         )
@@ -392,6 +400,7 @@ class Cluster:
             request.prefill_left = 0.0
             # Arrivals within a simulation step are admitted at its start: never before its own prefill is done.
             request.first_token_s = max(now, request.admitted_s + self.profile.prefill_s(request.trace.prompt_tokens))
+            self._first_tokens.append((request.first_token_s, request.trace.prompt_tokens))
             if request.trace.output_tokens <= 1:
                 request.finish_s = request.first_token_s
                 self._done(replica, request)
@@ -407,6 +416,7 @@ class Cluster:
     def _decode(self, replica: Replica, start_s: float, steps: float, step_s: float) -> None:
         start_clock = replica.clock
         replica.clock += steps
+        self._decoded.append((start_s + steps * step_s, steps * len(replica.running), steps * step_s * len(replica.running)))
         while replica.running and replica.running[0][0] <= replica.clock:
             finish_clock, _, request = heapq.heappop(replica.running)
             request.finish_s = max(request.first_token_s, start_s + (finish_clock - start_clock) * step_s)
@@ -423,6 +433,10 @@ class Cluster:
             self._arrivals.popleft()
         while self._recent and self._recent[0].finish_s <= t - METRICS_KEPT_S:
             self._recent.popleft()
+        while self._first_tokens and self._first_tokens[0][0] <= t - MAX_WINDOW_S:
+            self._first_tokens.popleft()
+        while self._decoded and self._decoded[0][0] <= t - MAX_WINDOW_S:
+            self._decoded.popleft()
 
     # --- the bill ----------------------------------------------------------------------------------
     def gpu_hours(self, kind: str, start_s: float, end_s: float) -> float:

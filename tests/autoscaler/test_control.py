@@ -47,7 +47,7 @@ def test_prometheus_gap_holds_the_scale_and_reports_it():
 def test_decisions_follow_a_load_step_up_and_down():
     memory = LoopMemory()
     low = tick(SETTINGS, memory, load(1.0, 2), Observed(2, 1, 1), 0, now=0)
-    high = tick(SETTINGS, memory, load(12.0, 2, waiting=40), Observed(2, 1, 1), 0, now=5)
+    high = tick(SETTINGS, memory, load(12.0, 8), Observed(8, 7, 1), 0, now=5)
     assert high.serving > low.serving  # up at once
     held = tick(SETTINGS, memory, load(1.0, high.serving), Observed(high.serving, high.serving - 1, 1), 0, now=30)
     assert held.serving == high.serving  # down only after the delay
@@ -55,6 +55,16 @@ def test_decisions_follow_a_load_step_up_and_down():
     for now in range(35, 200, 5):
         down = tick(SETTINGS, memory, load(1.0, down.serving), Observed(down.serving, down.serving - 1, 1), 0, now=now)
     assert down.serving < high.serving
+
+
+def test_replicas_for_a_queue_go_with_the_queue_not_after_the_delay():
+    memory = LoopMemory()
+    rate = tick(SETTINGS, memory, load(12.0, 8), Observed(8, 7, 1), 0, now=0).serving
+    queued = tick(SETTINGS, memory, load(12.0, rate, waiting=3000), Observed(rate, rate - 1, 1), 0, now=5)
+    assert queued.serving > rate
+    drained = tick(SETTINGS, memory, load(12.0, queued.serving), Observed(queued.serving, queued.serving - 1, 1), 0,
+                   now=10)
+    assert drained.serving == rate  # the queue gone, its replicas go at once; the rate's stay
 
 
 def test_pending_spot_falls_back_to_on_demand_within_seconds_and_moves_back():

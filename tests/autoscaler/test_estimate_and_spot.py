@@ -3,7 +3,8 @@
 import pytest
 
 from fleetserve.autoscaler.estimate import (
-    PREFILL_QUEUE_MIN_SHARE, PREFILL_SAMPLES_KEPT, PRIOR, CapacityEstimate, estimate_capacity, fit_itl_line,
+    PREFILL_QUEUE_MIN_SHARE, PREFILL_SAMPLES_KEPT, PRIOR, CapacityEstimate, batch_itl_sample, estimate_capacity,
+    fit_itl_line,
 )
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable, snapshot_from_values
 from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings, overprovision, poisson_quantile, split
@@ -27,13 +28,22 @@ def test_slots_come_from_measured_kv_occupancy():
 
 
 def test_slots_are_limited_by_the_itl_slo_through_the_fitted_line():
-    samples = [(4, 0.02), (8, 0.03), (16, 0.05)]  # ITL = 0.01 + 0.0025 * batch
+    samples = [(4, 0.02), (8, 0.03), (16, 0.05)]  # decode step = 0.01 + 0.0025 * batch
     line = fit_itl_line(samples)
     assert line.base_s == pytest.approx(0.01) and line.per_sequence_s == pytest.approx(0.0025)
     estimate = estimate_capacity(snapshot(kv_cache_usage=0.01), PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256)
-    assert estimate.slots_per_replica == 20
-    # Service time is planned at that larger batch: 200 tokens x ITL(20) plus prefill.
-    assert estimate.service_time_s == pytest.approx(0.2 + 200 * 0.06)
+    # Prompts take 20% of a replica's time (2 req/s x 0.2 s over 2 replicas), so a token takes a step / 0.8: the
+    # step may be 0.048 s, batch 15.
+    assert estimate.slots_per_replica == 15
+    # Service time is planned at that larger batch: 200 tokens x ITL(15) plus prefill.
+    assert estimate.service_time_s == pytest.approx(0.2 + 200 * (0.01 + 0.0025 * 15) / 0.8)
+
+
+def test_an_itl_sample_is_the_decode_step_without_the_prompt_chunks_it_shared():
+    # 1000 prompt tokens/s per replica at 5000 tokens/s: 20% of each step is prefill, so a 0.04 s ITL is a 0.032 s
+    # decode step; before the prefill speed is known, the ITL is taken as it is.
+    assert batch_itl_sample(snapshot(), 5000.0) == (10.0, pytest.approx(0.032))
+    assert batch_itl_sample(snapshot(), 0.0) == (10.0, 0.04)
 
 
 def test_the_itl_fit_is_not_trusted_far_beyond_the_batches_seen():
@@ -92,21 +102,22 @@ def test_overprovisioning_follows_the_learned_preemption_rate():
 
 
 def test_saturated_replicas_bound_the_capacity_the_model_promises():
-    # The ITL fit promises 20 slots x 12.2 s per replica: 1.6 requests/s. Saturated (every slot busy, a queue),
-    # the two replicas complete 1 request/s in all, 0.5 each: Little's law gives 20 x 2 / 1.0 = 40 s a slot.
+    # The ITL fit promises 15 slots x 12.1 s per replica: 1.2 requests/s. Saturated (every slot busy, a queue),
+    # the two replicas complete 1 request/s in all, 0.5 each: Little's law gives 15 x 2 / 1.0 = 30 s a slot.
     samples = [(4, 0.02), (8, 0.03), (16, 0.05)]
     busy = snapshot(kv_cache_usage=0.01, running=40.0, waiting=12.0, completion_rate=1.0,
                     prompt_tokens_rate=1000.0, generation_tokens_rate=200.0)
     estimate = estimate_capacity(busy, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256)
-    assert estimate.slots_per_replica == 20
+    assert estimate.slots_per_replica == 15
     assert estimate.saturated_tokens_per_s == pytest.approx(600.0)
-    assert estimate.service_time_s == pytest.approx(40.0)
-    # The queue gone, the bound stays, scaled to today's request size (half the tokens: half the time).
+    assert estimate.service_time_s == pytest.approx(30.0)
+    # The queue gone, the bound stays, scaled to today's request size (half the tokens: half the time a slot; the
+    # lighter prefill share, 0.1, lets a replica run 17 slots within the ITL SLO: 17 x 600 / 1.0 / 600 s).
     calm = snapshot(kv_cache_usage=0.01, running=10.0, waiting=0.0, completion_rate=1.0,
                     prompt_tokens_rate=500.0, generation_tokens_rate=100.0)
     later = estimate_capacity(calm, estimate, samples, itl_slo_s=0.06, max_num_seqs=256)
     assert later.saturated_tokens_per_s == pytest.approx(600.0)
-    assert later.service_time_s == pytest.approx(20.0)
+    assert later.slots_per_replica == 17 and later.service_time_s == pytest.approx(17.0)
     # Unsaturated windows never set the bound.
     assert estimate_capacity(calm, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256).saturated_tokens_per_s == 0
 

@@ -107,27 +107,43 @@ def test_the_prompt_tail_not_the_mean_sets_the_prefill_in_the_ttft():
 
 
 def test_stabilize_scales_up_at_once_and_down_only_after_the_delay():
-    assert stabilize([(0, 2), (5, 6)], now=5, current=2, up_window_s=0, down_delay_s=60) == 6
-    history = [(0, 6), (5, 2), (10, 2)]
+    assert stabilize([(0, 2, 2), (5, 6, 6)], now=5, current=2, up_window_s=0, down_delay_s=60) == 6
+    history = [(0, 6, 6), (5, 2, 2), (10, 2, 2)]
     assert stabilize(history, now=10, current=6, up_window_s=0, down_delay_s=60) == 6  # a 10 s dip is ignored
-    later = [(65, 2), (70, 2)]
+    later = [(65, 2, 2), (70, 2, 2)]
     assert stabilize(later, now=70, current=6, up_window_s=0, down_delay_s=60) == 2
 
 
+def test_replicas_wanted_only_to_drain_a_queue_are_not_held_for_the_delay():
+    # 12 were wanted to drain a queue, of which the arrival rate needed 4; the queue is gone 20 s later.
+    history = [(0, 12, 4), (20, 4, 4)]
+    assert stabilize(history, now=20, current=12, up_window_s=0, down_delay_s=300) == 4
+    # While the queue is there, its replicas stay.
+    assert stabilize([(0, 12, 4), (5, 10, 4)], now=5, current=12, up_window_s=0, down_delay_s=300) == 10
+
+
+def test_a_backlog_adds_replicas_beyond_what_the_rate_sustains():
+    capacity = CapacityEstimate(slots_per_replica=8, service_time_s=4.0, prefill_s=0.1)
+    calm = recommend(Load(4.0, 0, 10), capacity, SLO, ready_replicas=4, cold_start_s=60, max_replicas=50)
+    queued = recommend(Load(4.0, 400, 10), capacity, SLO, ready_replicas=4, cold_start_s=60, max_replicas=50)
+    assert queued.replicas > calm.replicas and queued.sustained == calm.sustained == calm.replicas
+
+
 def test_stabilize_does_not_flap_on_an_oscillating_load():
-    history, current = [(0, 4)], 4  # as control.tick seeds it: the running scale counts as a wish made now
+    history, current = [(0, 4, 4)], 4  # as control.tick seeds it: the running scale counts as a wish made now
     scales = []
     for second in range(5, 300, 5):
-        history = [(t, n) for t, n in history if t >= second - 120] + [(second, 4 if (second // 20) % 2 else 2)]
+        wish = 4 if (second // 20) % 2 else 2
+        history = [entry for entry in history if entry[0] >= second - 120] + [(second, wish, wish)]
         current = stabilize(history, second, current, up_window_s=0, down_delay_s=120)
         scales.append(current)
     assert set(scales) == {4}
 
 
 def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
-    history = [(0, 2), (5, 8), (10, 5)]
+    history = [(0, 2, 2), (5, 8, 8), (10, 5, 5)]
     assert stabilize(history, now=10, current=2, up_window_s=30, down_delay_s=300) == 2
-    assert stabilize([(40, 8), (45, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
+    assert stabilize([(40, 8, 8), (45, 5, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
 
 
 

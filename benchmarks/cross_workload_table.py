@@ -1,7 +1,9 @@
 """The cross-workload table (issue 13) from the `fleetserve simulate --repeats` JSONs in one folder: per workload,
 FleetServe's worst case over the repeats against the four targets.
 
-  .venv/bin/python benchmarks/cross_workload_table.py benchmarks/results/cross_workload > benchmarks/results/cross_workload/README.md
+  .venv/bin/python benchmarks/cross_workload_table.py benchmarks/results/cross_workload COMMIT > benchmarks/results/cross_workload/README.md
+
+COMMIT: the commit the runs were made at (run.sh passes it).
 """
 
 import json
@@ -9,10 +11,12 @@ import sys
 from pathlib import Path
 
 # Which workloads were looked at while the policy changed (run.sh says why); all others are held out.
-TUNE_SET = {"azure_conv_l4", "mooncake_conversation_h100", "mooncake_synthetic_h100", "servegen_azure_lengths_l4"}
+TUNE_SET = {"azure_conv_l4", "mooncake_conversation_h100", "mooncake_synthetic_h100", "servegen_azure_lengths_l4",
+            "azure_conv_x8_h100", "servegen_mix_h100", "mooncake_conversation_h100_held_out_pools"}
 ATTAINMENT_TARGET, COST_TARGET = 0.99, 0.40
 ORDER = ["azure_conv_l4", "mooncake_conversation_h100", "mooncake_synthetic_h100", "servegen_azure_lengths_l4",
-         "azure_conv_x8_h100", "servegen_mix_h100", "mooncake_conversation_h100_held_out_pools"]
+         "azure_conv_x8_h100", "servegen_mix_h100", "mooncake_conversation_h100_held_out_pools",
+         "servegen_mmid_h100_third_pools"]
 
 
 def row(name: str, report: dict) -> str:
@@ -44,12 +48,13 @@ def row(name: str, report: dict) -> str:
 
 
 def main() -> int:
-    folder = Path(sys.argv[1])
+    folder, commit = Path(sys.argv[1]), sys.argv[2]
     reports = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))
                if "summary" in json.loads(path.read_text())}
     names = [n for n in ORDER if n in reports] + sorted(n for n in reports if n not in ORDER)
     print("# Cross-workload evaluation (issue 13)\n")
-    print("Made by `bash benchmarks/results/cross_workload/run.sh` (every command is in it). Each workload ran 10 spot "
+    print(f"Made by `bash benchmarks/results/cross_workload/run.sh` at commit {commit} (every command is in it). "
+          "Each workload ran 10 spot "
           "offsets and seeds (repeat 0 at each spot trace's worst window); FleetServe's worst repeat, its mean in "
           "brackets. Targets: >= 99% of feasible requests within the 2 s TTFT SLO, <= 40% of static_ondemand_min's "
           "cost, cheaper than every baseline whose worst attainment reaches FleetServe's worst (compared with the "

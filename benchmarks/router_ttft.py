@@ -260,7 +260,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# TTFT through the router, real engines on this machine (issue #15, item 2)", "",
         f"Command: `{setup['command']}` at commit {setup['commit']}"
-        + (f" (uncommitted changes of others in the same tree: {', '.join(setup['uncommitted'])})"
+        + (f" (uncommitted in the tree at the start, which others work in too: {', '.join(setup['uncommitted'])})"
            if setup["uncommitted"] else "") + "  ",
         f"Machine: {setup['cpu']} ({setup['cpu_count']} cores, shared with other work), Python {setup['python']}; "
         f"{setup['date']}. Load average (1/5/15 min) at the start {'/'.join(f'{x:.1f}' for x in setup['load_start'])}"
@@ -316,7 +316,11 @@ def markdown(report: dict) -> str:
                   f"vs {1e3 * ll['ttft_p99_s']:.0f} ms: **{'met' if p['ttft_p99_s'] <= ll['ttft_p99_s'] else 'missed'}**"
                   f"; prefix's p99 was no worse in {wins} of {len(p['round_p99_s'])} rounds. Prefix served "
                   f"{p['engine_hit_ratio']:.1%} of prompt tokens from the engines' caches (least-loaded "
-                  f"{ll['engine_hit_ratio']:.1%}, ceiling {setup['ceiling_hit_ratio']:.1%} of blocks).", ""]
+                  f"{ll['engine_hit_ratio']:.1%}, ceiling {setup['ceiling_hit_ratio']:.1%} of blocks).", "",
+                  "Noise: between rounds, one policy's p99 moved by up to "
+                  f"{1e3 * max(max(row['round_p99_s']) - min(row['round_p99_s']) for row in report['summary']):.0f} ms "
+                  f"(its highest round's p99 less its lowest), against {1e3 * abs(p['ttft_p99_s'] - ll['ttft_p99_s']):.0f}"
+                  " ms between prefix's and least-loaded's pooled p99.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cross-workload evaluation (issue 13): each workload over 10 spot offsets and seeds (--repeats 10), all policies.
-# Run from the repo root: bash benchmarks/results/cross_workload/run.sh   (about 10 minutes on 2 cores)
+# Run from the repo root: bash benchmarks/results/cross_workload/run.sh   (about 15 minutes on 2 shared cores)
 #
 # Tune set: the workloads looked at while the policy was changed. Azure conversation on the L4 is the one the first
 # version was tuned on; both Mooncake traces were run while the prefill-queue term was written; the ServeGen run with
@@ -8,9 +8,9 @@
 # looked at and the estimate changed, so it moved here. The three runs on the second pool set (Azure x8, ServeGen
 # mixed lengths, Mooncake on those pools) were held out until 1a0ed4a; the round after it diagnosed every workload,
 # its fixes came partly from them, so they are tune runs now too.
-# Held-out set: defined before that round's fixes were run, run once after the policy was frozen: a third client
-# population (ServeGen M-mid), a length mix no run used (Azure conversation and Mooncake synthetic) and a third
-# spot-pool set that no run used.
+# Held-out set: defined when the policy was frozen (c490841) and run once after that: a third client population
+# (ServeGen M-mid), a length mix no run used (Azure conversation and Mooncake synthetic) and a third spot-pool set
+# that no run used.
 # Nothing in the policy is fitted to any of them; docs/autoscaler.md lists every constant and its reason.
 set -euo pipefail
 # The commit the results belong to; the simulator and the policy must be as committed there.

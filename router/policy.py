@@ -77,6 +77,7 @@ class Router:
             self._turn += 1
             return candidates[self._turn % len(candidates)]
         if self.policy == "least-loaded":
+            self._turn += 1
             return min(candidates, key=lambda r: (loads[r], self._rotation(r, candidates)))
         # Bounded load: a replica qualifies if taking the request leaves it within `balance` times the mean load
         # after it, and the least loaded always does. No rounding up of the bound (as consistent hashing with

@@ -81,6 +81,8 @@ def test_round_robin_and_least_loaded():
     turns = Router("round-robin")
     assert {turns.choose([], dict.fromkeys(REPLICAS, 0)) for _ in REPLICAS} == set(REPLICAS)
     assert Router("least-loaded").choose([], {"a": 3, "b": 1, "c": 2}) == "b"
+    least = Router("least-loaded")  # ties go round the replicas, never always to the first name
+    assert {least.choose([], dict.fromkeys(REPLICAS, 0)) for _ in REPLICAS} == set(REPLICAS)
 
 
 def test_bad_arguments_raise_clear_errors():

@@ -8,7 +8,7 @@
    on fresh prompts (target >= 21,000 output tok/s in every run), and 1,024 requests (no lower than 256);
 4. the same engine config behind `fleetserve serve` (its default layout: the engine in a process of its own), the
    same requests sent at once over HTTP, streaming (target >= 90% of in-process at 256 and at 1,024); the section
-   http_best_in_thread (not run by default) repeats it with `--engine-in-process`, the layout before issue 14;
+   http_best_in_thread (not run by default) repeats it with `--engine-process off`, the layout before issue 14;
 5. `fleetserve serve` with its defaults on the 256 requests (target within 10% of the best config), then the Azure
    conversation trace: its saturation rate (all requests at once), then replayed at 80% of it (target TTFT p99 < 1 s).
 
@@ -269,7 +269,7 @@ def main() -> int:
              "in_process": lambda: in_process(results, args.runs, args.diagnose),
              "http_best": lambda: served(results, "http_best", BEST_FLAGS, http_best(args)),
              "http_best_in_thread": lambda: served(results, "http_best_in_thread",
-                                                   [*BEST_FLAGS, "--engine-in-process"], http_best(args)),
+                                                   [*BEST_FLAGS, "--engine-process", "off"], http_best(args)),
              "http_defaults": lambda: served(results, "http_defaults", [], http_defaults(args))}
     for name in args.sections.split(","):
         try:

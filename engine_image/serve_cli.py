@@ -16,6 +16,7 @@ from fleetserve.engine.group_layout import group_layout
 logger = logging.getLogger("fleetserve.serve")
 
 API_KEY_ENV = "FLEETSERVE_API_KEY"
+ENGINE_PROCESS_MODES = ("auto", "on", "off")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--tensor-parallel-size", type=int, default=1,
                         help="ranks that shard the model, one per GPU, started by this command; a multi-node group "
                              "takes its layout from FLEETSERVE_NNODES and the rest of its environment (docs/tp.md)")
-    engine.add_argument("--engine-in-process", action="store_true",
-                        help="run the engine on a thread of the API server's process instead of a process of its "
-                             "own (tensor parallelism always does; docs/server.md)")
+    engine.add_argument("--engine-process", choices=ENGINE_PROCESS_MODES, default="auto",
+                        help="on: the engine core in a process of its own, the API server's event loop in this one; "
+                             "off: the engine on a thread of this process; auto (default): on with a GPU, off on "
+                             "the CPU and under tensor parallelism (docs/server.md)")
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)
@@ -86,6 +88,9 @@ def how_to_query(host: str, port: int, model: str, with_key: bool) -> str:
 
 
 def validate(args: argparse.Namespace) -> None:
+    if args.engine_process == "on" and args.tensor_parallel_size > 1:
+        raise ValueError("--engine-process on: tensor parallelism keeps the engine in the API server's process "
+                         "(rank 0's group lives there); use auto or off")
     if args.max_waiting is not None and args.max_waiting < 1:
         raise ValueError("--max-waiting must be >= 1")
     if args.drain_seconds < 0:
@@ -94,22 +99,30 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("--port must be in 1..65535")
 
 
-def build_engine(config: EngineConfig, in_process: bool):
-    """The engine in a process of its own, unless asked otherwise or tensor-parallel: rank 0's group (its TCP store,
-    the ranks it spawned, the watchdog behind `healthy`) lives in this process, so its engine stays here too."""
-    if in_process or config.tensor_parallel_size > 1:
-        from fleetserve.engine.async_engine import AsyncEngine
+def engine_in_own_process(mode: str, device: str, tensor_parallel_size: int) -> bool:
+    """auto: only on a GPU, where the event loop's per-chunk work for hundreds of streams would otherwise take the GIL
+    from the launches that keep the GPU busy; on the CPU the step itself is the bottleneck and a second process
+    would only add its own torch and tokenizer (~650 MB). Tensor parallelism keeps the engine here: rank 0's group
+    (its TCP store, the ranks it spawned, the watchdog behind `healthy`) lives in this process."""
+    if tensor_parallel_size > 1:
+        return False
+    return mode == "on" or (mode == "auto" and device == "cuda")
 
-        return AsyncEngine(config)
-    from fleetserve.engine.engine_process import EngineProcess
 
-    return EngineProcess(config)
+def build_engine(config: EngineConfig, mode: str):
+    if engine_in_own_process(mode, config.resolved_device(), config.tensor_parallel_size):
+        from fleetserve.engine.engine_process import EngineProcess
+
+        return EngineProcess(config)
+    from fleetserve.engine.async_engine import AsyncEngine
+
+    return AsyncEngine(config)
 
 
 async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | None) -> int:
     from fleetserve.engine.server import ServerOptions, STATE, build_app, start_site
 
-    engine = build_engine(config, args.engine_in_process)
+    engine = build_engine(config, args.engine_process)
     await engine.start()
     max_waiting = args.max_waiting or config.max_num_seqs  # a queue as deep as one batch by default
     app = build_app(engine, ServerOptions(max_waiting=max_waiting, max_num_seqs=config.max_num_seqs,

@@ -170,7 +170,8 @@ def test_a_dead_engine_process_ends_every_stream_with_an_error(engine_loop):
 def serve_tiny(tmp_path: Path, port: int) -> subprocess.Popen:
     log = (tmp_path / "serve.log").open("w")
     return subprocess.Popen([str(Path(sys.executable).with_name("fleetserve")), "serve", "--model",
-                             f"random://{TINY_LLAMA}", "--device", "cpu", "--port", str(port)],
+                             f"random://{TINY_LLAMA}", "--device", "cpu", "--engine-process", "on",
+                             "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 

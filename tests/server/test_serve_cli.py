@@ -5,7 +5,15 @@ import argparse
 import pytest
 
 from fleetserve.engine.config import default_max_num_batched_tokens
-from fleetserve.engine.serve_cli import add_arguments, engine_config_from, how_to_query, read_api_key, run, validate
+from fleetserve.engine.serve_cli import (
+    add_arguments,
+    engine_config_from,
+    engine_in_own_process,
+    how_to_query,
+    read_api_key,
+    run,
+    validate,
+)
 
 
 def parse(*argv):
@@ -35,10 +43,19 @@ def test_server_flags_and_defaults():
     assert (args.host, args.port, args.max_waiting, args.drain_seconds) == ("0.0.0.0", 9000, 4, 5.0)
 
 
-@pytest.mark.parametrize("argv", [["--max-waiting", "0"], ["--drain-seconds", "-1"], ["--port", "0"]])
+@pytest.mark.parametrize("argv", [["--max-waiting", "0"], ["--drain-seconds", "-1"], ["--port", "0"],
+                                  ["--engine-process", "on", "--tensor-parallel-size", "2"]])
 def test_bad_server_flags_are_rejected(argv):
     with pytest.raises(ValueError, match=argv[0]):
         validate(parse(*argv))
+
+
+@pytest.mark.parametrize("mode,device,tp,own", [
+    ("auto", "cuda", 1, True), ("auto", "cpu", 1, False), ("auto", "cuda", 2, False),
+    ("on", "cpu", 1, True), ("off", "cuda", 1, False)])
+def test_the_engine_gets_a_process_of_its_own_by_default_only_on_a_gpu(mode, device, tp, own):
+    assert parse().engine_process == "auto"
+    assert engine_in_own_process(mode, device, tp) is own
 
 
 def test_api_key_from_file_then_environment(tmp_path):

@@ -43,6 +43,7 @@ SPOT_TAINT = {"key": "cloud.google.com/gke-spot", "value": "true", "effect": "No
 RECLAIM_TAINT = {"key": "cloud.google.com/impending-node-termination", "value": "true", "effect": "NoSchedule"}
 SPOT_NOTICE_S = 15  # what GKE gives a spot VM's pods
 SPOT_RETURNS_AFTER_S = 45
+MAX_REPLICAS = 4
 ON_PROCESS_NODES = {"nodeSelector": {"fleetserve.test/process-node": "true"}, "tolerations": [PROCESS_NODE_TOLERATION]}
 
 
@@ -59,7 +60,7 @@ def deployment() -> dict:
         "engine": {"maxNumSeqs": 16, "maxModelLen": 1024},
         "resources": {"cpu": "1", "memory": "2Gi"},
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],  # two cores for everything: no thread oversubscription
-        "replicas": {"min": 1, "max": 4},
+        "replicas": {"min": 1, "max": MAX_REPLICAS},
         "autoscaling": {"enabled": True, "slo": {"ttftSeconds": 2.0, "itlSeconds": 0.25, "percentile": 95},
                         "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S},
         "capacity": {"onDemand": {"minReplicas": 1, **ON_PROCESS_NODES},
@@ -137,10 +138,14 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
         high_start, high_end = load_phases[0].seconds, load_phases[0].seconds + load_phases[1].seconds
         for at in (high_start + 0.3 * load_phases[1].seconds, high_end + 0.1 * load_phases[2].seconds):
             await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-            # A reclaim with no spot replica on the node would test nothing: wait (bounded) until one serves.
-            await cluster.wait_for("a spot replica serving", lambda: any(
-                p["spec"].get("nodeName") == spots[-1].name and p["status"].get("phase") == "Running"
-                for p in engine_pods(cluster, NAME, "spot")), timeout=load_phases[1].seconds)
+            # A reclaim tests the cover only if it takes serving capacity away and the cover has room to grow: wait
+            # (bounded) until a spot replica on the node is Ready and on-demand is below the fleet's max. (A replica
+            # still loading when its node goes takes nothing away; and while an earlier reclaim's cover still holds
+            # every replica on on-demand, there is nothing left for a new one to add.)
+            await cluster.wait_for("a spot replica serving, with room for on-demand to cover it", lambda: any(
+                p["spec"].get("nodeName") == spots[-1].name and ready(p) for p in engine_pods(cluster, NAME, "spot"))
+                and timeline.samples and timeline.samples[-1].on_demand_desired < MAX_REPLICAS,
+                timeout=load_phases[1].seconds)
             await reclaim(cluster, timeline, spots[-1])
             await asyncio.sleep(SPOT_RETURNS_AFTER_S)
             timeline.mark("spot back")

@@ -5,7 +5,8 @@ Two in-process runs on the same engine, same prompts, same lengths, every reques
   masked: the same N unconstrained requests + M requests constrained by a JSON schema (an array of strings long
           enough that the grammar never completes before --output-len, so every masked request lives as long)
 The only difference is the mask. Reported per run: the unconstrained requests' mean inter-token latency (from the
-step that produced each token), the run's wall time and output tokens/s, and the sampler's own time per step.
+step that produced each token), the run's wall time and output tokens/s, the sampler's own time per step, and of it
+the grammar's host work per step: accepting the previous step's tokens (with any wait for them) and filling masks.
 On a GPU, a batch with a constrained request also waits for the previous step's tokens before masking (the
 matcher must see them), so the masked run shows that cost too.
 
@@ -36,17 +37,26 @@ def sync(engine: LLMEngine) -> None:
         torch.cuda.synchronize()
 
 
-def run(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams], free: int) -> dict:
-    """Steps until all finish; the first `free` requests are the unconstrained ones measured."""
-    sampler_seconds, original = [], engine.sampler.sample_async
+def timed(owner, name: str, seconds: list[float]) -> None:
+    """Wraps owner.name so that each call's duration lands in `seconds` (undone by `del owner.name`)."""
+    original = getattr(owner, name)
 
-    def timed(*args, **kwargs):
+    def wrapper(*args, **kwargs):
         start = time.perf_counter()
         out = original(*args, **kwargs)
-        sampler_seconds.append(time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
         return out
 
-    engine.sampler.sample_async = timed
+    setattr(owner, name, wrapper)
+
+
+def run(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams], free: int) -> dict:
+    """Steps until all finish; the first `free` requests are the unconstrained ones measured."""
+    sampler_seconds, accept_seconds, fill_seconds = [], [], []
+    grammars = engine.sampler.grammars
+    timed(engine.sampler, "sample_async", sampler_seconds)
+    timed(grammars, "_accept_last_step", accept_seconds)
+    timed(grammars, "fill", fill_seconds)
     ids = [f"r{i}" for i in range(len(prompts))]
     for rid, prompt, p in zip(ids, prompts, params):
         engine.add_request(rid, prompt, p)
@@ -63,12 +73,15 @@ def run(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams
                 token_times[out.request_id].append(now)
     sync(engine)
     wall = time.perf_counter() - start
-    del engine.sampler.sample_async  # the class's method again
+    del engine.sampler.sample_async, grammars._accept_last_step, grammars.fill  # the class's methods again
+    steps = len(sampler_seconds)
     gaps = [b - a for times in token_times.values() for a, b in zip(times, times[1:])]
     return {"wall_s": round(wall, 3), "output_tokens_per_s": round(produced / wall, 1),
             "free_itl_ms_mean": round(statistics.mean(gaps) * 1e3, 3),
             "free_itl_ms_p99": round(sorted(gaps)[int(0.99 * (len(gaps) - 1))] * 1e3, 3),
-            "sampler_ms_per_step": round(statistics.mean(sampler_seconds) * 1e3, 3)}
+            "sampler_ms_per_step": round(statistics.mean(sampler_seconds) * 1e3, 3),
+            "grammar_accept_ms_per_step": round(sum(accept_seconds) / steps * 1e3, 3),
+            "grammar_fill_ms_per_step": round(sum(fill_seconds) / steps * 1e3, 3)}
 
 
 def main():
@@ -92,7 +105,10 @@ def main():
     prompts = [torch.randint(100, vocab, (args.prompt_len,), generator=gen).tolist() for _ in range(total)]
     free = SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True)
     masked = SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True, grammar=grammar)
-    run(engine, prompts[:2], [free] * 2, 2)  # warm-up: kernels, graphs
+    warm_up = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    warm_up_masked = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, grammar=grammar)
+    for extra in (warm_up, warm_up_masked):  # kernels, graphs and pinned buffers of every batch size, both paths
+        run(engine, prompts, [warm_up] * args.free + [extra] * args.constrained, args.free)
     results = {"model": args.model, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "free": args.free, "constrained": args.constrained, "prompt_len": args.prompt_len,
                "output_len": args.output_len, "runs": []}

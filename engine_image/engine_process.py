@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from fleetserve.engine import loader
 from fleetserve.engine.async_engine import RequestStreams, StepLoop
 from fleetserve.engine.config import EngineConfig
-from fleetserve.engine.llm_engine import LLMEngine
+from fleetserve.engine.llm_engine import LLMEngine, validate_request
 from fleetserve.engine.outputs import EngineStats, RequestOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
@@ -123,9 +123,7 @@ class EngineProcess(RequestStreams):
                                    num_waiting=self._stats.num_waiting + self._adds_sent - self._adds_taken)
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        # LLMEngine.validate reads only max_model_len and vocab_size, which this class has too: the same checks and
-        # messages, before anything is sent
-        LLMEngine.validate(self, prompt_token_ids, params)
+        validate_request(prompt_token_ids, params, self.max_model_len, self.vocab_size)  # before anything is sent
 
     def _accepting(self) -> bool:
         return self.healthy and not self._stopping

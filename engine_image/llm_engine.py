@@ -56,6 +56,25 @@ class _LaunchedStep:
     sampled: SampledBatch
 
 
+def validate_request(prompt_token_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int) -> None:
+    """Raises ValueError naming the field when an engine of these settings cannot serve this request."""
+    if not prompt_token_ids:
+        raise ValueError("prompt: must not be empty")
+    if len(prompt_token_ids) >= max_model_len:
+        raise ValueError(f"prompt: {len(prompt_token_ids)} tokens leave no room to generate within "
+                         f"max_model_len {max_model_len}")
+    if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab_size:
+        raise ValueError(f"prompt: token ids must be in [0, {vocab_size})")
+    if params.max_tokens < 1:
+        raise ValueError("max_tokens: must be >= 1")
+    if params.temperature < 0:
+        raise ValueError("temperature: must be >= 0")
+    if not 0 < params.top_p <= 1:
+        raise ValueError("top_p: must be in (0, 1]")
+    if params.top_k < 0:
+        raise ValueError("top_k: must be >= 0 (0 means off)")
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig, loaded: loader.LoadedModel | None = None):
         """`loaded` lets several engines (tests, benchmarks) share one set of weights."""
@@ -105,22 +124,7 @@ class LLMEngine:
         self.scheduler.add(seq)
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Raises ValueError naming the field when the engine cannot serve this request. Reads only settings."""
-        if not prompt_token_ids:
-            raise ValueError("prompt: must not be empty")
-        if len(prompt_token_ids) >= self.max_model_len:
-            raise ValueError(f"prompt: {len(prompt_token_ids)} tokens leave no room to generate within "
-                             f"max_model_len {self.max_model_len}")
-        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size:
-            raise ValueError(f"prompt: token ids must be in [0, {self.vocab_size})")
-        if params.max_tokens < 1:
-            raise ValueError("max_tokens: must be >= 1")
-        if params.temperature < 0:
-            raise ValueError("temperature: must be >= 0")
-        if not 0 < params.top_p <= 1:
-            raise ValueError("top_p: must be in (0, 1]")
-        if params.top_k < 0:
-            raise ValueError("top_k: must be >= 0 (0 means off)")
+        validate_request(prompt_token_ids, params, self.max_model_len, self.vocab_size)
 
     def abort(self, request_id: str, error: str | None = None) -> RequestOutput | None:
         """Ends the request now and frees its blocks; returns its final output (None if unknown)."""

@@ -56,9 +56,9 @@ class GrammarMasks:
         self.defer = device.type == "cuda"  # overlapped steps: a step's tokens may still be on the device
         self.matchers: dict[str, xgr.GrammarMatcher] = {}
         self.batch_matcher = xgr.BatchGrammarMatcher()  # threads: half the host's cores (xgrammar's "auto")
-        # the last step's tokens, not yet accepted, with the matchers they go to (a request removed since, or a
-        # new one under the same id, must not get them)
-        self._unaccepted: tuple["SampledBatch", list[tuple[str, xgr.GrammarMatcher | None]]] | None = None
+        # the last step's tokens, not yet accepted, with the constrained rows' matchers they go to (a request
+        # removed since, or a new one under the same id, must not get them)
+        self._unaccepted: tuple["SampledBatch", list[tuple[int, str, xgr.GrammarMatcher]]] | None = None
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
         if grammar is not None:
@@ -78,13 +78,8 @@ class GrammarMasks:
                 if rid in self.matchers and not self.matchers[rid].is_terminated()]
         if not rows:
             return logits
-        on_gpu = self.device.type == "cuda"
-        bitmask = torch.full(xgr.get_bitmask_shape(len(rows), logits.shape[-1]), -1, dtype=xgr.bitmask_dtype,
-                             pin_memory=on_gpu)
-        # the rows' masks are filled in parallel: serially, 64 rows of a JSON schema took up to 5 ms a step, time the
-        # host spends on every step's critical path (the next step's sampling waits for it)
-        self.batch_matcher.batch_fill_next_token_bitmask([self.matchers[request_ids[row]] for row in rows], bitmask)
-        if on_gpu:
+        bitmask = self.fill([self.matchers[request_ids[row]] for row in rows], logits.shape[-1])
+        if self.device.type == "cuda":
             bitmask = bitmask.to(self.device, non_blocking=True)
         index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
         allowed = unpack_bitmask(bitmask, logits.shape[-1])
@@ -92,22 +87,33 @@ class GrammarMasks:
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
 
+    def fill(self, matchers: list[xgr.GrammarMatcher], vocab: int) -> torch.Tensor:
+        """The matchers' next-token bitmasks, int32 [len(matchers), words], in pinned memory on a GPU machine. The
+        rows are filled in parallel: serially, 64 rows of a JSON schema took up to 5 ms a step, time the host
+        spends on every step's critical path (the step's sampling waits for it)."""
+        bitmask = torch.full(xgr.get_bitmask_shape(len(matchers), vocab), -1, dtype=xgr.bitmask_dtype,
+                             pin_memory=self.device.type == "cuda")
+        self.batch_matcher.batch_fill_next_token_bitmask(matchers, bitmask)
+        return bitmask
+
     def record(self, sampled: "SampledBatch", request_ids: list[str]) -> None:
         """The step's tokens; accepted into the matchers when the next step needs them (or at once on the CPU,
         where they are already on the host)."""
-        if any(rid in self.matchers for rid in request_ids):
-            self._unaccepted = (sampled, [(rid, self.matchers.get(rid)) for rid in request_ids])
+        constrained = [(row, rid, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
+        if constrained:
+            self._unaccepted = (sampled, constrained)
             if not self.defer:
                 self._accept_last_step()
 
     def _accept_last_step(self) -> None:
         if self._unaccepted is None:
             return
-        sampled, matchers = self._unaccepted
+        sampled, constrained = self._unaccepted
         self._unaccepted = None
-        for (rid, matcher), token in zip(matchers, sampled.result()):
-            if matcher is not None and not matcher.is_terminated() and not matcher.accept_token(token.token_id):
-                log.error("request %s: grammar rejected token %d", rid, token.token_id)
+        tokens = sampled.result()
+        for row, rid, matcher in constrained:
+            if not matcher.is_terminated() and not matcher.accept_token(tokens[row].token_id):
+                log.error("request %s: grammar rejected token %d", rid, tokens[row].token_id)
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -170,59 +170,45 @@ class Proxy:
         hashes = self.tokenizer.block_hashes(prompt_ids) if self.tokenizer else []
         path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         headers = self._forwarded(request)
-        tried: set[str] = set()
         last_refusal: tuple[int, bytes, str] | None = None
-        give_up_at, backoff = time.monotonic() + self.options.hold_timeout, FIRST_BACKOFF_S
-        while True:
-            started = time.perf_counter()
-            loads = self.pool.loads()
-            url = self.router.choose(hashes, loads, exclude=frozenset(tried))
-            self.metrics.decision.observe(time.perf_counter() - started)
-            if url is None and time.monotonic() + backoff < give_up_at:
-                # Every replica refused (full, draining, gone): a burst waits here for room, as it would in one
-                # replica's queue, instead of failing; replicas the autoscaler adds meanwhile join the next round.
-                await self._back_off(backoff)
-                tried.clear()
-                backoff = min(2 * backoff, LONGEST_BACKOFF_S)
-                await self._wait_for_replica()
-                continue
-            if url is None:
-                if last_refusal is not None:  # every replica kept refusing: pass the last refusal on
-                    status, payload, content_type = last_refusal
-                    return web.Response(body=payload, status=status, content_type=content_type,
-                                        headers={"Retry-After": "1"})
-                raise ApiError(503, "no replica could take the request; try again")
-            if tried:
-                self.metrics.retries.inc()
-            tried.add(url)
-            self.metrics.prefix_blocks.inc(len(hashes))
-            self.metrics.prefix_cached_blocks.inc(self.router.sent(url, hashes))
-            replica = self.pool.replicas[url]
-            replica.outstanding += 1
-            try:
-                upstream = await self.session.post(url + path, json=body, headers=headers)
-            except REPLICA_GONE as error:
-                replica.outstanding -= 1
-                log.warning("replica %s refused a request (%s); trying another", url, error or type(error).__name__)
-                self._replica_gone(url)
-                continue
-            try:
-                if upstream.status in RETRYABLE_STATUS:
-                    last_refusal = (upstream.status, await upstream.read(), upstream.content_type)
+        attempts = 0
+        async with contextlib.aclosing(self._replicas_in_turn(hashes, wake=True)) as replicas:
+            async for url in replicas:
+                if attempts:
+                    self.metrics.retries.inc()
+                attempts += 1
+                self.metrics.prefix_blocks.inc(len(hashes))
+                self.metrics.prefix_cached_blocks.inc(self.router.sent(url, hashes))
+                replica = self.pool.replicas[url]
+                replica.outstanding += 1
+                try:
+                    upstream = await self.session.post(url + path, json=body, headers=headers)
+                except REPLICA_GONE as error:
+                    replica.outstanding -= 1
+                    log.warning("replica %s refused a request (%s); trying another", url, error or type(error).__name__)
+                    self._replica_gone(url)
                     continue
-                if body.get("stream") is True and upstream.status == 200:
-                    return await self._relay_stream(request, kind, body, prompt_ids, upstream, url)
-                payload = await upstream.read()  # a replica dying here has sent the client nothing: retry
-                self.metrics.requests.labels("ok" if upstream.status < 400 else "rejected").inc()
-                return web.Response(body=payload, status=upstream.status, content_type=upstream.content_type,
-                                    headers={"X-FleetServe-Replica": url})
-            except REPLICA_GONE as error:
-                log.warning("replica %s went away before answering (%s); trying another", url, error or type(error).__name__)
-                self._replica_gone(url)
-                continue
-            finally:
-                replica.outstanding -= 1
-                upstream.release()
+                try:
+                    if upstream.status in RETRYABLE_STATUS:
+                        last_refusal = (upstream.status, await upstream.read(), upstream.content_type)
+                        continue
+                    if body.get("stream") is True and upstream.status == 200:
+                        return await self._relay_stream(request, kind, body, prompt_ids, upstream, url)
+                    payload = await upstream.read()  # a replica dying here has sent the client nothing: retry
+                    self.metrics.requests.labels("ok" if upstream.status < 400 else "rejected").inc()
+                    return web.Response(body=payload, status=upstream.status, content_type=upstream.content_type,
+                                        headers={"X-FleetServe-Replica": url})
+                except REPLICA_GONE as error:
+                    log.warning("replica %s went away before answering (%s); trying another", url, error or type(error).__name__)
+                    self._replica_gone(url)
+                    continue
+                finally:
+                    replica.outstanding -= 1
+                    upstream.release()
+        if last_refusal is not None:  # every replica kept refusing: pass the last refusal on
+            status, payload, content_type = last_refusal
+            return web.Response(body=payload, status=status, content_type=content_type, headers={"Retry-After": "1"})
+        raise ApiError(503, "no replica could take the request; try again")
 
     async def _back_off(self, seconds: float) -> None:
         with self._holding():
@@ -293,26 +279,41 @@ class Proxy:
         """A replica that takes the rest of a stream. While every live one refuses (full: the dead one's streams
         all arrive at once), the stream waits and tries them again, as a new request would, until `hold_timeout`."""
         hashes = self.tokenizer.block_hashes(follow_up["prompt"])
-        tried = set(dead)
+        async with contextlib.aclosing(self._replicas_in_turn(hashes, excluded=frozenset(dead))) as replicas:
+            async for url in replicas:
+                self.router.sent(url, hashes)
+                try:
+                    upstream = await self.session.post(url + "/v1/completions", json=follow_up, headers=headers)
+                except REPLICA_GONE:
+                    self._replica_gone(url)
+                    continue
+                if upstream.status == 200:
+                    return url, upstream
+                upstream.release()
+        return None, None
+
+    async def _replicas_in_turn(self, hashes: list[int], excluded: frozenset[str] = frozenset(), wake: bool = False):
+        """The replicas to try for a request, the router's choice first. Once every one has been tried (refused:
+        full, draining, gone), waits with a growing backoff and goes round again, until `hold_timeout`: a burst
+        waits here for room, as it would in one replica's queue, and replicas the autoscaler adds meanwhile join the
+        next round. `excluded`: never offered (replicas that died under this stream). `wake`: a round that finds
+        no replica at all holds the request while the deployment wakes, as a new request is held."""
+        tried = set(excluded)
         give_up_at, backoff = time.monotonic() + self.options.hold_timeout, FIRST_BACKOFF_S
         while True:
+            started = time.perf_counter()
             url = self.router.choose(hashes, self.pool.loads(), exclude=frozenset(tried))
-            if url is None:
-                if time.monotonic() + backoff >= give_up_at:
-                    return None, None
-                await self._back_off(backoff)
-                tried, backoff = set(dead), min(2 * backoff, LONGEST_BACKOFF_S)
+            self.metrics.decision.observe(time.perf_counter() - started)
+            if url is not None:
+                tried.add(url)
+                yield url
                 continue
-            tried.add(url)
-            self.router.sent(url, hashes)
-            try:
-                upstream = await self.session.post(url + "/v1/completions", json=follow_up, headers=headers)
-            except REPLICA_GONE:
-                self._replica_gone(url)
-                continue
-            if upstream.status == 200:
-                return url, upstream
-            upstream.release()
+            if time.monotonic() + backoff >= give_up_at:
+                return
+            await self._back_off(backoff)
+            tried, backoff = set(excluded), min(2 * backoff, LONGEST_BACKOFF_S)
+            if wake:
+                await self._wait_for_replica()
 
     async def _pump(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, so_far: StreamSoFar,
                     tokens_before: int | None) -> bool:

@@ -5,10 +5,10 @@ Two in-process runs on the same engine, same prompts, same lengths, every reques
   masked: the same N unconstrained requests + M requests constrained by a JSON schema (an array of strings long
           enough that the grammar never completes before --output-len, so every masked request lives as long)
 The only difference is the mask. Reported per run: the unconstrained requests' mean inter-token latency (from the
-step that produced each token), the run's wall time and output tokens/s, the sampler's own time per step, and of it
-the grammar's host work per step: accepting the previous step's tokens (with any wait for them) and filling masks.
-On a GPU, a batch with a constrained request also waits for the previous step's tokens before masking (the
-matcher must see them), so the masked run shows that cost too.
+step that produced each token), the run's wall time and output tokens/s, the sampler's own time per step, and the
+grammar's host work per step: accepting the previous step's tokens (with any wait for them) and filling masks. On a
+GPU, a batch with a constrained request samples only after the previous step is read back (the matchers must see
+its tokens), and that work runs on a helper thread meanwhile; the masked run shows what that costs.
 
     .venv/bin/python benchmarks/structured_output_bench.py --device cuda --model hf://Qwen/Qwen3-0.6B \
         --free 192 --constrained 64 --output-len 256 --out benchmarks/results/structured-output-gpu.json
@@ -55,7 +55,7 @@ def run(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams
     sampler_seconds, accept_seconds, fill_seconds = [], [], []
     grammars = engine.sampler.grammars
     timed(engine.sampler, "sample_async", sampler_seconds)
-    timed(grammars, "_accept_last_step", accept_seconds)
+    timed(grammars, "_accept", accept_seconds)
     timed(grammars, "fill", fill_seconds)
     ids = [f"r{i}" for i in range(len(prompts))]
     for rid, prompt, p in zip(ids, prompts, params):
@@ -73,7 +73,7 @@ def run(engine: LLMEngine, prompts: list[list[int]], params: list[SamplingParams
                 token_times[out.request_id].append(now)
     sync(engine)
     wall = time.perf_counter() - start
-    del engine.sampler.sample_async, grammars._accept_last_step, grammars.fill  # the class's methods again
+    del engine.sampler.sample_async, grammars._accept, grammars.fill  # the class's methods again
     steps = len(sampler_seconds)
     gaps = [b - a for times in token_times.values() for a, b in zip(times, times[1:])]
     return {"wall_s": round(wall, 3), "output_tokens_per_s": round(produced / wall, 1),

@@ -4,12 +4,15 @@ request then gets a matcher in the sampler, whose next-token bitmask sets every 
 in that request's row only. Rows of unconstrained requests are never read or written.
 
 A matcher must see a request's previous token before it can mask the next one. With overlapped steps (GPU) that
-token may still be on the device when the next step samples, so the step waits for the previous step's tokens,
-but only when a constrained request is in the batch, and only for the host copy already queued.
+token may still be on the device when the next step is launched. So a batch holding a constrained request samples
+only after the host has read the previous step back (LLMEngine._launch), and `prepare` fills its masks on a helper
+thread meanwhile: the helper accepts the previous step's tokens as they land, then fills, while the host does its
+per-token work for that step. The masks then cost the batch's unconstrained requests no host time of the step.
 """
 
 import functools
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -59,6 +62,8 @@ class GrammarMasks:
         # the last step's tokens, not yet accepted, with the constrained rows' matchers they go to (a request
         # removed since, or a new one under the same id, must not get them)
         self._unaccepted: tuple["SampledBatch", list[tuple[int, str, xgr.GrammarMatcher]]] | None = None
+        self._helper: ThreadPoolExecutor | None = None
+        self._prepared: Future | None = None  # (rows, bitmask) of the next batch to sample, from `prepare`
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
         if grammar is not None:
@@ -71,14 +76,18 @@ class GrammarMasks:
         """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already). A
         request whose grammar has ended (it accepted EOS) is left unmasked: with overlapped steps it can be in one
         more batch before its end is seen, and the token drawn for it there is dropped."""
-        if not any(rid in self.matchers for rid in request_ids):
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            rows, bitmask = prepared.result()
+        elif any(rid in self.matchers for rid in request_ids):
+            self._accept(self._take_unaccepted())
+            rows, bitmask = self._rows_and_masks(
+                [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers],
+                logits.shape[-1])
+        else:
             return logits
-        self._accept_last_step()
-        rows = [row for row, rid in enumerate(request_ids)
-                if rid in self.matchers and not self.matchers[rid].is_terminated()]
         if not rows:
             return logits
-        bitmask = self.fill([self.matchers[request_ids[row]] for row in rows], logits.shape[-1])
         if self.device.type == "cuda":
             bitmask = bitmask.to(self.device, non_blocking=True)
         index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
@@ -87,10 +96,34 @@ class GrammarMasks:
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
 
+    def prepare(self, request_ids: list[str], vocab: int) -> bool:
+        """With overlapped steps, for a batch whose sampling waits until the previous step is read back: starts
+        accepting that step's tokens and filling this batch's masks on the helper thread; `apply` takes them. False
+        (nothing started) if the batch has no constrained request."""
+        constrained = [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
+        if not self.defer or not constrained:
+            return False
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="grammar-masks")
+        unaccepted = self._take_unaccepted()
+
+        def accept_and_fill():
+            self._accept(unaccepted)
+            return self._rows_and_masks(constrained, vocab)
+
+        self._prepared = self._helper.submit(accept_and_fill)
+        return True
+
+    def _rows_and_masks(self, constrained: list[tuple[int, xgr.GrammarMatcher]], vocab: int
+                        ) -> tuple[list[int], torch.Tensor | None]:
+        """The rows still under a grammar and their bitmasks."""
+        live = [(row, matcher) for row, matcher in constrained if not matcher.is_terminated()]
+        return [row for row, _ in live], (self.fill([m for _, m in live], vocab) if live else None)
+
     def fill(self, matchers: list[xgr.GrammarMatcher], vocab: int) -> torch.Tensor:
         """The matchers' next-token bitmasks, int32 [len(matchers), words], in pinned memory on a GPU machine. The
-        rows are filled in parallel: serially, 64 rows of a JSON schema took up to 5 ms a step, time the host
-        spends on every step's critical path (the step's sampling waits for it)."""
+        rows are filled in parallel (xgrammar's threads, without the GIL): serially, 64 rows of a JSON schema took
+        up to 5 ms a step."""
         bitmask = torch.full(xgr.get_bitmask_shape(len(matchers), vocab), -1, dtype=xgr.bitmask_dtype,
                              pin_memory=self.device.type == "cuda")
         self.batch_matcher.batch_fill_next_token_bitmask(matchers, bitmask)
@@ -103,13 +136,17 @@ class GrammarMasks:
         if constrained:
             self._unaccepted = (sampled, constrained)
             if not self.defer:
-                self._accept_last_step()
+                self._accept(self._take_unaccepted())
 
-    def _accept_last_step(self) -> None:
-        if self._unaccepted is None:
+    def _take_unaccepted(self):
+        unaccepted, self._unaccepted = self._unaccepted, None
+        return unaccepted
+
+    @staticmethod
+    def _accept(unaccepted) -> None:
+        if unaccepted is None:
             return
-        sampled, constrained = self._unaccepted
-        self._unaccepted = None
+        sampled, constrained = unaccepted
         tokens = sampled.result()
         for row, rid, matcher in constrained:
             if not matcher.is_terminated() and not matcher.accept_token(tokens[row].token_id):

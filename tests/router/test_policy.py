@@ -42,6 +42,8 @@ def test_at_low_load_affinity_never_queues_behind_a_busy_replica_while_one_is_id
     router.index.record("a", [1, 2, 3])
     # One request more on "a" would be 2 against a mean of 1 after it: over the bound, however long its prefix.
     assert router.choose([1, 2, 3, 4], {"a": 1, "b": 1, "c": 0}) == "c"
+    # Within the bound ((0 + 1 + 3 + 1) / 3 x 1.25 = 2.08 >= 1 + 1), but "c" is idle: the request waits for none.
+    assert router.choose([1, 2, 3, 4], {"a": 1, "b": 3, "c": 0}) == "c"
     # Busy replicas all: one request over the mean is within 1.25x, so the prefix wins.
     assert router.choose([1, 2, 3, 4], {"a": 8, "b": 8, "c": 7}) == "a"
 

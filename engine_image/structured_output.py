@@ -79,13 +79,12 @@ class GrammarMasks:
         prepared, self._prepared = self._prepared, None
         if prepared is not None:
             rows, bitmask = prepared.result()
-        elif any(rid in self.matchers for rid in request_ids):
-            self._accept(self._take_unaccepted())
-            rows, bitmask = self._rows_and_masks(
-                [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers],
-                logits.shape[-1])
         else:
-            return logits
+            constrained = self._constrained(request_ids)
+            if not constrained:
+                return logits
+            self._accept(self._take_unaccepted())
+            rows, bitmask = self._rows_and_masks(constrained, logits.shape[-1])
         if not rows:
             return logits
         if self.device.type == "cuda":
@@ -100,7 +99,7 @@ class GrammarMasks:
         """With overlapped steps, for a batch whose sampling waits until the previous step is read back: starts
         accepting that step's tokens and filling this batch's masks on the helper thread; `apply` takes them. False
         (nothing started) if the batch has no constrained request."""
-        constrained = [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
+        constrained = self._constrained(request_ids)
         if not self.defer or not constrained:
             return False
         if self._helper is None:
@@ -113,6 +112,10 @@ class GrammarMasks:
 
         self._prepared = self._helper.submit(accept_and_fill)
         return True
+
+    def _constrained(self, request_ids: list[str]) -> list[tuple[int, xgr.GrammarMatcher]]:
+        """The batch's rows under a grammar, with their matchers."""
+        return [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
 
     def _rows_and_masks(self, constrained: list[tuple[int, xgr.GrammarMatcher]], vocab: int
                         ) -> tuple[list[int], torch.Tensor | None]:

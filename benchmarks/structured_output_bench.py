@@ -7,8 +7,8 @@ Two in-process runs on the same engine, same prompts, same lengths, every reques
 The only difference is the mask. Reported per run: the unconstrained requests' mean inter-token latency (from the
 step that produced each token), the run's wall time and output tokens/s, the sampler's own time per step, and the
 grammar's host work per step: accepting the previous step's tokens (with any wait for them) and filling masks. On a
-GPU, a batch with a constrained request samples only after the previous step is read back (the matchers must see
-its tokens), and that work runs on a helper thread meanwhile; the masked run shows what that costs.
+GPU, a batch with a constrained request waits for the previous step's tokens before it can mask (the matchers must
+see them), and the accepting and filling are host work of every such step; the masked run shows what that costs.
 
     .venv/bin/python benchmarks/structured_output_bench.py --device cuda --model hf://Qwen/Qwen3-0.6B \
         --free 192 --constrained 64 --output-len 256 --out benchmarks/results/structured-output-gpu.json

@@ -2,7 +2,6 @@
 a seeded request draws the same numbers whatever else shares its batch. Optional logprobs (of the model's raw
 distribution, like vLLM) with the top alternatives."""
 
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +27,11 @@ class SampledBatch:
         self.tokens = tokens
         self._read_back = read_back
         self._result: list[SampledToken] | None = None
-        self._lock = threading.Lock()  # the engine and the grammar masks' helper thread both read it back
 
     def result(self) -> list[SampledToken]:
-        with self._lock:
-            if self._result is None:
-                self._result = self._read_back()
-            return self._result
+        if self._result is None:
+            self._result = self._read_back()
+        return self._result
 
 
 def host_tensor(values: list, dtype: torch.dtype) -> torch.Tensor:

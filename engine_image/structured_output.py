@@ -4,15 +4,16 @@ request then gets a matcher in the sampler, whose next-token bitmask sets every 
 in that request's row only. Rows of unconstrained requests are never read or written.
 
 A matcher must see a request's previous token before it can mask the next one. With overlapped steps (GPU) that
-token may still be on the device when the next step is launched. So a batch holding a constrained request samples
-only after the host has read the previous step back (LLMEngine._launch), and `prepare` fills its masks on a helper
-thread meanwhile: the helper accepts the previous step's tokens as they land, then fills, while the host does its
-per-token work for that step. The masks then cost the batch's unconstrained requests no host time of the step.
+token may still be on the device when the next step is launched, so `apply` waits for it (the model's forward pass
+for the step is already queued, and the host reads that token back next anyway), accepts it, then fills the masks.
+That work is all on the host's side of the step, and all of it holds the GIL (xgrammar's bindings do not release
+it): a helper thread beside the engine's read back gained nothing and lost up to Python's 5 ms switch interval a
+step waiting for the GIL (benchmarks/results/structured-output-gpu.md). So it runs in line, as few Python calls as
+possible: one batched accept, one batched fill (xgrammar's own threads fill the rows in parallel).
 """
 
 import functools
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -62,8 +63,6 @@ class GrammarMasks:
         # the last step's tokens, not yet accepted, with the constrained rows' matchers they go to (a request
         # removed since, or a new one under the same id, must not get them)
         self._unaccepted: tuple["SampledBatch", list[tuple[int, str, xgr.GrammarMatcher]]] | None = None
-        self._helper: ThreadPoolExecutor | None = None
-        self._prepared: Future | None = None  # (rows, bitmask) of the next batch to sample, from `prepare`
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
         if grammar is not None:
@@ -76,17 +75,15 @@ class GrammarMasks:
         """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already). A
         request whose grammar has ended (it accepted EOS) is left unmasked: with overlapped steps it can be in one
         more batch before its end is seen, and the token drawn for it there is dropped."""
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None:
-            rows, bitmask = prepared.result()
-        else:
-            constrained = self._constrained(request_ids)
-            if not constrained:
-                return logits
-            self._accept(self._take_unaccepted())
-            rows, bitmask = self._rows_and_masks(constrained, logits.shape[-1])
-        if not rows:
+        constrained = self._constrained(request_ids)
+        if not constrained:
             return logits
+        self._accept(self._take_unaccepted())
+        live = [(row, matcher) for row, matcher in constrained if not matcher.is_terminated()]
+        if not live:
+            return logits
+        rows = [row for row, _ in live]
+        bitmask = self.fill([matcher for _, matcher in live], logits.shape[-1])
         if self.device.type == "cuda":
             bitmask = bitmask.to(self.device, non_blocking=True)
         index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
@@ -95,38 +92,14 @@ class GrammarMasks:
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
 
-    def prepare(self, request_ids: list[str], vocab: int) -> bool:
-        """With overlapped steps, for a batch whose sampling waits until the previous step is read back: starts
-        accepting that step's tokens and filling this batch's masks on the helper thread; `apply` takes them. False
-        (nothing started) if the batch has no constrained request."""
-        constrained = self._constrained(request_ids)
-        if not self.defer or not constrained:
-            return False
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="grammar-masks")
-        unaccepted = self._take_unaccepted()
-
-        def accept_and_fill():
-            self._accept(unaccepted)
-            return self._rows_and_masks(constrained, vocab)
-
-        self._prepared = self._helper.submit(accept_and_fill)
-        return True
-
     def _constrained(self, request_ids: list[str]) -> list[tuple[int, xgr.GrammarMatcher]]:
         """The batch's rows under a grammar, with their matchers."""
         return [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
 
-    def _rows_and_masks(self, constrained: list[tuple[int, xgr.GrammarMatcher]], vocab: int
-                        ) -> tuple[list[int], torch.Tensor | None]:
-        """The rows still under a grammar and their bitmasks."""
-        live = [(row, matcher) for row, matcher in constrained if not matcher.is_terminated()]
-        return [row for row, _ in live], (self.fill([m for _, m in live], vocab) if live else None)
-
     def fill(self, matchers: list[xgr.GrammarMatcher], vocab: int) -> torch.Tensor:
         """The matchers' next-token bitmasks, int32 [len(matchers), words], in pinned memory on a GPU machine. The
-        rows are filled in parallel (xgrammar's threads, without the GIL): serially, 64 rows of a JSON schema took
-        up to 5 ms a step."""
+        rows are filled in parallel by xgrammar's own threads: one after another, 64 rows of a JSON schema took up
+        to 5 ms a step."""
         bitmask = torch.full(xgr.get_bitmask_shape(len(matchers), vocab), -1, dtype=xgr.bitmask_dtype,
                              pin_memory=self.device.type == "cuda")
         self.batch_matcher.batch_fill_next_token_bitmask(matchers, bitmask)
@@ -151,9 +124,14 @@ class GrammarMasks:
             return
         sampled, constrained = unaccepted
         tokens = sampled.result()
-        for row, rid, matcher in constrained:
-            if not matcher.is_terminated() and not matcher.accept_token(tokens[row].token_id):
-                log.error("request %s: grammar rejected token %d", rid, tokens[row].token_id)
+        live = [(rid, matcher, tokens[row].token_id) for row, rid, matcher in constrained
+                if not matcher.is_terminated()]
+        if not live:
+            return
+        accepted = xgr.BatchGrammarMatcher.batch_accept_token([m for _, m, _ in live], [t for _, _, t in live])
+        for (rid, _, token), ok in zip(live, accepted):
+            if not ok:
+                log.error("request %s: grammar rejected token %d", rid, token)
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from fleetserve.engine.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from fleetserve.engine.step_broadcast import LeaderRunner
 
 log = logging.getLogger(__name__)
+ENDED_ROW = SamplingParams(temperature=0.0)  # a row whose request ended while its token was being computed
 
 
 def build_runner(model, config: EngineConfig) -> ModelRunner:
@@ -53,7 +54,8 @@ class _LaunchedStep:
     scheduled: list[Sequence]
     sampling: list[Sequence]
     positions: list[int]  # index in each sampling sequence's token_ids that its new token fills
-    sampled: SampledBatch
+    sampled: SampledBatch | None  # None while the sampling waits (see LLMEngine._launch)
+    logits: "torch.Tensor | None" = None  # kept for that sampling
 
 
 def validate_request(prompt_token_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int) -> None:
@@ -151,7 +153,10 @@ class LLMEngine:
             done, self._in_flight = self._in_flight, launched
         else:
             done = launched
-        return failed + (self._read_back(done) if done is not None else [])
+        outputs = failed + (self._read_back(done) if done is not None else [])
+        if launched is not None and launched.sampled is None:
+            outputs += self._sample_waiting(launched)
+        return outputs
 
     def _launch(self, pending_tokens) -> tuple[_LaunchedStep | None, list[RequestOutput]]:
         """Schedules and queues a step (model, then sampling); each sampling sequence gets a placeholder for its
@@ -160,10 +165,14 @@ class LLMEngine:
         if not scheduled:
             return None, []
         sampling = [seq for seq in scheduled if seq.samples_after_step()]
+        request_ids = [s.request_id for s in sampling]
         try:
             logits = self.runner.run(scheduled, pending_tokens)
-            sampled = self.sampler.sample_async(logits, [s.request_id for s in sampling],
-                                                [s.params for s in sampling])
+            # With overlapped steps, a batch holding a constrained request samples only after the host has read
+            # back the step before (step()): its masks need that step's tokens, and the grammar workers accept
+            # them and fill the masks meanwhile, so that the masks and the host's per-token work run side by side
+            waits = self.overlap and self.sampler.grammars.prepare(request_ids, logits.shape[-1])
+            sampled = None if waits else self.sampler.sample_async(logits, request_ids, [s.params for s in sampling])
         except Exception as exc:  # a fault fails this step's requests, the engine stays usable
             return None, self._fail_step(scheduled, exc)
         self.scheduler.advance(scheduled)
@@ -174,7 +183,19 @@ class LLMEngine:
             seq.num_pending += 1
             seq.pending_row = row
             seq.final_token_pending = self._at_length_limit(seq, len(seq))
-        return _LaunchedStep(scheduled, sampling, positions, sampled), []
+        return _LaunchedStep(scheduled, sampling, positions, sampled, None if sampled else logits), []
+
+    def _sample_waiting(self, step: _LaunchedStep) -> list[RequestOutput]:
+        """Queues the sampling of a launched step that waited for the read back of the step before. A request
+        that ended in that read back has left the sampler: its row is sampled greedily and its token dropped."""
+        params = [s.params if s.status != SequenceStatus.FINISHED else ENDED_ROW for s in step.sampling]
+        logits, step.logits = step.logits, None
+        try:
+            step.sampled = self.sampler.sample_async(logits, [s.request_id for s in step.sampling], params)
+        except Exception as exc:
+            self._in_flight = None
+            return self._fail_step([seq for seq in step.scheduled if seq.status != SequenceStatus.FINISHED], exc)
+        return []
 
     def _read_back(self, step: _LaunchedStep) -> list[RequestOutput]:
         """Waits for a launched step's tokens, then appends them: text, stop checks, finished requests."""

@@ -1,31 +1,29 @@
 """Grammar-constrained decoding with xgrammar (chosen over llguidance and outlines-core: benchmarks/results/
 grammar-libraries.md): JSON schemas compile once per request in the server's worker thread; each constrained
-request then gets a matcher in the sampler, whose next-token bitmask sets every token the grammar forbids to -inf
-in that request's row only. Rows of unconstrained requests are never read or written.
+request then gets a matcher, whose next-token bitmask sets every token the grammar forbids to -inf in that request's
+row only. Rows of unconstrained requests are never read or written.
 
-A matcher must see a request's previous token before it can mask the next one. With overlapped steps (GPU) that
-token may still be on the device when the next step is launched, so `apply` waits for it (the model's forward pass
-for the step is already queued, and the host reads that token back next anyway), accepts it, then fills the masks.
-That work is all on the host's side of the step, and all of it holds the GIL (xgrammar's bindings do not release
-it): a helper thread beside the engine's read back gained nothing and lost up to Python's 5 ms switch interval a
-step waiting for the GIL (benchmarks/results/structured-output-gpu.md). So it runs in line, as few Python calls as
-possible: one batched accept, one batched fill (xgrammar's own threads fill the rows in parallel).
+The matchers live in worker processes (grammar_workers.py): accepting tokens holds the GIL, and in the engine's
+process it would hold up every request in the batch. A matcher must see a request's previous token before it can
+mask the next one; with overlapped steps (GPU) that token may still be on the device when the next step is launched.
+So the engine, for a batch holding a constrained request, waits for the step before's tokens (it reads them next
+anyway), hands them to the workers with `prepare`, reads that step back while the workers accept and fill, and
+samples after (LLMEngine.step); `apply` collects the masks.
 """
 
 import functools
 import json
-import logging
 import re
 from typing import TYPE_CHECKING
 
 import torch
 import xgrammar as xgr
 
+from fleetserve.engine.grammar_workers import GrammarWorkers, default_processes
+
 if TYPE_CHECKING:  # the sampler imports this module
     from fleetserve.engine.logits_processing import Upload
     from fleetserve.engine.sampler import SampledBatch
-
-log = logging.getLogger(__name__)
 
 
 class GrammarCompiler:
@@ -53,85 +51,86 @@ def grammar_compiler(tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...]
 
 
 class GrammarMasks:
-    """The sampler's side: one matcher per constrained request."""
+    """The sampler's side: a key in the grammar workers per constrained request."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, processes: int | None = None):
         self.device = device
-        self.defer = device.type == "cuda"  # overlapped steps: a step's tokens may still be on the device
-        self.matchers: dict[str, xgr.GrammarMatcher] = {}
-        self.batch_matcher = xgr.BatchGrammarMatcher()  # threads: half the host's cores (xgrammar's "auto")
-        # the last step's tokens, not yet accepted, with the constrained rows' matchers they go to (a request
-        # removed since, or a new one under the same id, must not get them)
-        self._unaccepted: tuple["SampledBatch", list[tuple[int, str, xgr.GrammarMatcher]]] | None = None
+        self.processes = processes or default_processes()
+        self.workers: GrammarWorkers | None = None  # started with the first constrained request
+        self.keys: dict[str, tuple[GrammarWorkers, int]] = {}
+        # the last step's tokens, not yet accepted, with the (row, key) of its constrained requests
+        self._unaccepted: tuple["SampledBatch", list[tuple[int, tuple[GrammarWorkers, int]]]] | None = None
+        self._started: GrammarWorkers | None = None  # the workers filling the next batch's masks
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
-        if grammar is not None:
-            self.matchers[request_id] = xgr.GrammarMatcher(grammar)
+        if grammar is None:
+            return
+        if self.workers is None or not self.workers.alive:  # a pool that died keeps failing its own requests
+            self.workers = GrammarWorkers(grammar.tokenizer_info.serialize_json(), self.processes)
+        self.keys[request_id] = (self.workers, self.workers.add(str(grammar.grammar)))
 
     def remove(self, request_id: str) -> None:
-        self.matchers.pop(request_id, None)
+        entry = self.keys.pop(request_id, None)
+        if entry is not None:
+            entry[0].remove(entry[1])
+
+    def prepare(self, request_ids: list[str], vocab: int) -> bool:
+        """For a batch about to be sampled: if it holds a constrained request, waits for the previous step's
+        tokens and has the workers accept them and fill this batch's masks, meanwhile the caller reads that step
+        back; `apply` collects the masks. False (nothing started) if no request in the batch is constrained."""
+        constrained = self._constrained(request_ids)
+        if constrained:
+            self._start(constrained, len(request_ids), vocab)
+        return bool(constrained)
 
     def apply(self, logits: torch.Tensor, request_ids: list[str], upload: "Upload") -> torch.Tensor:
         """Masks the constrained rows of logits [n, vocab] in place (the caller has taken logprobs already). A
         request whose grammar has ended (it accepted EOS) is left unmasked: with overlapped steps it can be in one
         more batch before its end is seen, and the token drawn for it there is dropped."""
-        constrained = self._constrained(request_ids)
-        if not constrained:
+        if self._started is None:
+            constrained = self._constrained(request_ids)
+            if not constrained:
+                return logits
+            self._start(constrained, len(request_ids), logits.shape[-1])
+        workers, self._started = self._started, None
+        rows, shared = workers.finish_step()
+        if not rows:
             return logits
-        self._accept(self._take_unaccepted())
-        live = [(row, matcher) for row, matcher in constrained if not matcher.is_terminated()]
-        if not live:
-            return logits
-        rows = [row for row, _ in live]
-        bitmask = self.fill([matcher for _, matcher in live], logits.shape[-1])
-        if self.device.type == "cuda":
-            bitmask = bitmask.to(self.device, non_blocking=True)
         index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
-        allowed = unpack_bitmask(bitmask, logits.shape[-1])
+        pinned = self.device.type == "cuda"
+        bitmask = torch.empty((len(rows), shared.shape[1]), dtype=torch.int32, pin_memory=pinned)
+        torch.index_select(shared, 0, torch.tensor(rows), out=bitmask)
+        allowed = unpack_bitmask(bitmask.to(self.device, non_blocking=True), logits.shape[-1])
         with torch.inference_mode():  # the runner's logits are inference tensors: in place, only the masked rows
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
 
-    def _constrained(self, request_ids: list[str]) -> list[tuple[int, xgr.GrammarMatcher]]:
-        """The batch's rows under a grammar, with their matchers."""
-        return [(row, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
-
-    def fill(self, matchers: list[xgr.GrammarMatcher], vocab: int) -> torch.Tensor:
-        """The matchers' next-token bitmasks, int32 [len(matchers), words], in pinned memory on a GPU machine. The
-        rows are filled in parallel by xgrammar's own threads: one after another, 64 rows of a JSON schema took up
-        to 5 ms a step."""
-        bitmask = torch.full(xgr.get_bitmask_shape(len(matchers), vocab), -1, dtype=xgr.bitmask_dtype,
-                             pin_memory=self.device.type == "cuda")
-        self.batch_matcher.batch_fill_next_token_bitmask(matchers, bitmask)
-        return bitmask
-
     def record(self, sampled: "SampledBatch", request_ids: list[str]) -> None:
-        """The step's tokens; accepted into the matchers when the next step needs them (or at once on the CPU,
-        where they are already on the host)."""
-        constrained = [(row, rid, self.matchers[rid]) for row, rid in enumerate(request_ids) if rid in self.matchers]
+        """The step's tokens; sent to the workers with the next step's masks to fill."""
+        constrained = [(row, self.keys[rid]) for row, rid in enumerate(request_ids) if rid in self.keys]
         if constrained:
             self._unaccepted = (sampled, constrained)
-            if not self.defer:
-                self._accept(self._take_unaccepted())
 
-    def _take_unaccepted(self):
+    def _constrained(self, request_ids: list[str]) -> list[tuple[int, tuple[GrammarWorkers, int]]]:
+        """The batch's rows under a grammar, with their keys."""
+        return [(row, self.keys[rid]) for row, rid in enumerate(request_ids) if rid in self.keys]
+
+    def _start(self, constrained, rows: int, vocab: int) -> None:
+        if self._started is not None:  # a step's masks never collected (its step failed): not this batch's
+            self._started, uncollected = None, self._started
+            uncollected.finish_step()
+        workers = self.workers
+        if any(entry[0] is not workers or not workers.alive for _, entry in constrained):
+            raise RuntimeError("the grammar worker of a request in this batch has exited")
+        accepts = []
         unaccepted, self._unaccepted = self._unaccepted, None
-        return unaccepted
-
-    @staticmethod
-    def _accept(unaccepted) -> None:
-        if unaccepted is None:
-            return
-        sampled, constrained = unaccepted
-        tokens = sampled.result()
-        live = [(rid, matcher, tokens[row].token_id) for row, rid, matcher in constrained
-                if not matcher.is_terminated()]
-        if not live:
-            return
-        accepted = xgr.BatchGrammarMatcher.batch_accept_token([m for _, m, _ in live], [t for _, _, t in live])
-        for (rid, _, token), ok in zip(live, accepted):
-            if not ok:
-                log.error("request %s: grammar rejected token %d", rid, token)
+        if unaccepted is not None:
+            sampled, previous = unaccepted
+            tokens = sampled.result()
+            accepts = [(key, tokens[row].token_id) for row, (owner, key) in previous if owner is workers]
+        fills = [(key, row) for row, (_, key) in constrained]
+        workers.start_step(accepts, fills, rows, (vocab + 31) // 32)
+        self._started = workers
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -2,8 +2,9 @@
 before the previous step's tokens are read back, so a constrained request that has just accepted EOS is sampled
 once more (that token is dropped). Its ended grammar must not fail the step, which would abort the whole batch;
 and the tokens a step leaves unaccepted go to the matchers they were drawn for, never to a new request that
-reuses an id. As on a GPU, a batch with a constrained request masks only once the step before's tokens are read
-back and accepted: the tokens must be those of an engine that never overlaps."""
+reuses an id. As on a GPU, a batch with a constrained request can also sample only after the step before is read
+back, the grammar workers accepting and filling meanwhile: the tokens must be those of an engine that never
+overlaps."""
 
 import json
 
@@ -35,8 +36,7 @@ def test_a_constrained_request_ending_on_eos_leaves_its_batch_running(make_engin
 def test_unaccepted_tokens_never_reach_a_new_request_under_the_same_id(tokenizer):
     vocab = len(tokenizer)
     grammar = grammar_compiler(tokenizer, vocab, (tokenizer.eos_token_id,)).json_schema(SCHEMA)
-    masks = GrammarMasks(torch.device("cpu"))
-    masks.defer = True  # as on a GPU: the step's tokens are accepted when the next step needs them
+    masks = GrammarMasks(torch.device("cpu"))  # the step's tokens are accepted when the next step needs them
     masks.add("r", grammar)
     first = tokenizer.convert_tokens_to_ids("{")
     masks.record(SampledBatch(torch.tensor([first]), lambda: [SampledToken(first)]), ["r"])
@@ -46,19 +46,12 @@ def test_unaccepted_tokens_never_reach_a_new_request_under_the_same_id(tokenizer
     assert torch.isfinite(logits[0, first])  # the new grammar is at its start: "{" is still what it wants
 
 
-def test_masks_of_deferred_tokens_give_the_tokens_of_an_engine_without_overlap(make_engine, prompts):
+def test_masks_filled_beside_the_read_back_give_the_tokens_of_an_engine_without_overlap(make_engine, prompts):
     plain = make_engine(num_kv_blocks=64, max_model_len=512)
     overlapped = make_engine(num_kv_blocks=64, max_model_len=512, overlap_steps=True)
-    grammars = overlapped.sampler.grammars
-    grammars.defer = True  # as on a GPU: the masks wait for the step before's tokens
     waited = []
-    accept = grammars._accept
-
-    def accept_and_count(unaccepted):
-        waited.append(unaccepted is not None)
-        accept(unaccepted)
-
-    grammars._accept = accept_and_count
+    sample_waiting = overlapped._sample_waiting
+    overlapped._sample_waiting = lambda step: waited.append(step) or sample_waiting(step)
     grammar = grammar_compiler(plain.tokenizer, plain.vocab_size,
                                tuple(sorted(plain.loaded.eos_token_ids))).json_schema(SCHEMA)
     free = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
@@ -67,7 +60,7 @@ def test_masks_of_deferred_tokens_give_the_tokens_of_an_engine_without_overlap(m
     batch = [prompts[0], prompts[2], prompts[1], prompts[3]], [free, constrained, seeded, constrained]
     expected = plain.generate(*batch)
     got = overlapped.generate(*batch)
-    assert any(waited)  # tokens were accepted a step late, as on a GPU
+    assert waited  # the path under test ran
     assert [o.new_token_ids for o in got] == [o.new_token_ids for o in expected]
     assert [o.finish_reason for o in got] == ["length", "stop", "length", "stop"]  # constrained ones ended first
     for out in (got[1], got[3]):

@@ -4,7 +4,8 @@ a step, in series with its own per-token work, and every request in the batch wa
 (benchmarks/results/structured-output-gpu.md). Here the matchers accept the step's tokens and fill the next masks
 in worker processes while the engine's thread reads the step back; the masks land in shared memory.
 
-Each worker owns the matchers of the requests given to it (the least loaded one gets a new request) and fills their
+Workers are plain child processes (`python -m fleetserve.engine.grammar_workers FD`), not multiprocessing's spawn,
+which would import the user's main script again in each worker. Each worker owns the matchers of the requests given to it (the least loaded one gets a new request) and fills their
 rows of one shared int32 bitmask [rows, words]: rows are the batch's rows, so workers never write the same row.
 Matchers are keyed by a number given per request, never by request id: tokens drawn for a request that has since
 ended must not reach a new request under the same id.
@@ -12,10 +13,13 @@ ended must not reach a new request under the same id.
 
 import itertools
 import logging
-import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 import weakref
 from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
 
 import torch
 
@@ -29,15 +33,12 @@ def default_processes() -> int:
 
 class GrammarWorkers:
     def __init__(self, tokenizer_info_json: str, processes: int):
-        context = multiprocessing.get_context("spawn")  # never fork a process that holds CUDA or threads
         self._conns, self._procs = [], []
-        for index in range(processes):
-            parent, child = context.Pipe()
-            proc = context.Process(target=serve, args=(child, tokenizer_info_json), daemon=True,
-                                   name=f"fleetserve-grammar-{index}")
-            proc.start()
+        for _ in range(processes):
+            parent, child = socket.socketpair()
+            proc = subprocess.Popen([sys.executable, "-m", __name__, str(child.fileno())], pass_fds=[child.fileno()])
             child.close()
-            self._conns.append(parent)
+            self._conns.append(Connection(parent.detach()))
             self._procs.append(proc)
         self._load = [0] * processes
         self._owner: dict[int, int] = {}  # key -> worker
@@ -48,6 +49,8 @@ class GrammarWorkers:
         self._waiting: list[int] = []  # workers whose reply to the last step is not read yet
         self.alive = True
         self._finalizer = weakref.finalize(self, _shut_down, self._conns, self._procs, [None])
+        for worker in range(processes):
+            self._send(worker, ("tokenizer", tokenizer_info_json))
 
     def add(self, ebnf: str) -> int:
         """A new matcher for a grammar (its EBNF text: a compiled grammar does not pickle); returns its key."""
@@ -123,14 +126,18 @@ class GrammarWorkers:
             self._died(worker, exc)
 
     def _receive(self, worker: int):
+        conn, proc = self._conns[worker], self._procs[worker]
         try:
-            return self._conns[worker].recv()
+            while not conn.poll(1.0):  # a worker that is gone, or stuck, must not hang the engine
+                if proc.poll() is not None:
+                    raise EOFError
+            return conn.recv()
         except (OSError, EOFError) as exc:
             self._died(worker, exc)
 
     def _died(self, worker: int, exc: Exception):
         self.alive = False
-        code = self._procs[worker].exitcode
+        code = self._procs[worker].poll()
         raise RuntimeError(f"grammar worker {worker} exited (code {code}): {type(exc).__name__}") from exc
 
 
@@ -138,9 +145,11 @@ def _shut_down(conns, procs, shms) -> None:
     for conn in conns:
         conn.close()  # a worker's recv then ends: it exits
     for proc in procs:
-        proc.join(timeout=2)
-        if proc.is_alive():
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     for shm in shms:
         if shm is not None:
             try:
@@ -150,10 +159,14 @@ def _shut_down(conns, procs, shms) -> None:
             shm.unlink()
 
 
-def serve(conn, tokenizer_info_json: str) -> None:
-    """A worker's loop, until the engine closes its end of the pipe."""
+def serve(conn: Connection) -> None:
+    """A worker's loop, until the engine closes its end of the connection. The first message is the tokenizer's."""
     import xgrammar as xgr
 
+    try:
+        _, tokenizer_info_json = conn.recv()
+    except (EOFError, OSError):
+        return
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(tokenizer_info_json), max_threads=1)
     matchers: dict[int, xgr.GrammarMatcher] = {}
     shm, bitmask = None, None
@@ -174,12 +187,24 @@ def serve(conn, tokenizer_info_json: str) -> None:
             bitmask = None
             if shm is not None:
                 shm.close()
-            # the engine owns and unlinks it (a spawned worker registers it with the engine's resource tracker)
-            shm = shared_memory.SharedMemory(name=message[1])
+            shm = _attach(message[1])
             bitmask = torch.frombuffer(shm.buf, dtype=torch.int32, count=message[2] * message[3]).view(
                 message[2], message[3])
         elif kind == "step":
             conn.send(_step(matchers, bitmask, message[1], message[2]))
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """The engine's shared memory, which the engine unlinks: this process's resource tracker must not (before
+    Python 3.13 attaching registers it, and the tracker would unlink it when this worker exits)."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)
+    except TypeError:
+        from multiprocessing import resource_tracker
+
+        shm = shared_memory.SharedMemory(name=name)
+        resource_tracker.unregister(shm._name, "shared_memory")
+        return shm
 
 
 def _step(matchers, bitmask, accepts, fills):
@@ -197,3 +222,7 @@ def _step(matchers, bitmask, accepts, fills):
             matcher.fill_next_token_bitmask(bitmask, row)
             filled.append(row)
     return filled, rejected, None
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))

@@ -49,7 +49,7 @@ def test_a_dead_worker_fails_its_step_and_the_next_request_gets_new_workers(make
     workers = engine.sampler.grammars.workers
     for proc in workers._procs:
         proc.kill()
-        proc.join()
+        proc.wait()
     outputs = []
     while engine.has_unfinished_requests() or engine._in_flight is not None:
         outputs += engine.step()
@@ -68,7 +68,7 @@ def test_no_worker_process_outlives_its_engine_masks(make_engine, prompts, overl
     workers = engine.sampler.grammars.workers
     procs, name = workers._procs, workers._shm.name
     workers.close()
-    assert all(not proc.is_alive() for proc in procs)
+    assert all(proc.poll() is not None for proc in procs)
     with pytest.raises(FileNotFoundError):
         from multiprocessing import shared_memory
         shared_memory.SharedMemory(name=name)

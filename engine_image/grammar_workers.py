@@ -5,8 +5,9 @@ a step, in series with its own per-token work, and every request in the batch wa
 in worker processes while the engine's thread reads the step back; the masks land in shared memory.
 
 Workers are plain child processes (`python -m fleetserve.engine.grammar_workers FD`), not multiprocessing's spawn,
-which would import the user's main script again in each worker. Each worker owns the matchers of the requests given to it (the least loaded one gets a new request) and fills their
-rows of one shared int32 bitmask [rows, words]: rows are the batch's rows, so workers never write the same row.
+which would import the user's main script again in each worker. Each worker owns the matchers of the requests given to it (the least loaded one gets a new request) and fills the
+rows it is given of one shared int32 bitmask [rows, words], never a row of another worker. On a GPU machine the
+shared memory is pinned (registered with CUDA), so the masks go to the device straight from it.
 Matchers are keyed by a number given per request, never by request id: tokens drawn for a request that has since
 ended must not reach a new request under the same id.
 """
@@ -32,7 +33,8 @@ def default_processes() -> int:
 
 
 class GrammarWorkers:
-    def __init__(self, tokenizer_info_json: str, processes: int):
+    def __init__(self, tokenizer_info_json: str, processes: int, pin: bool = False):
+        self._pin = pin
         self._conns, self._procs = [], []
         for _ in range(processes):
             parent, child = socket.socketpair()
@@ -48,7 +50,7 @@ class GrammarWorkers:
         self._shape = (0, 0)
         self._waiting: list[int] = []  # workers whose reply to the last step is not read yet
         self.alive = True
-        self._finalizer = weakref.finalize(self, _shut_down, self._conns, self._procs, [None])
+        self._finalizer = weakref.finalize(self, _shut_down, self._conns, self._procs, None, False)
         for worker in range(processes):
             self._send(worker, ("tokenizer", tokenizer_info_json))
 
@@ -74,7 +76,7 @@ class GrammarWorkers:
     def start_step(self, accepts: list[tuple[int, int]], fills: list[tuple[int, int]], rows: int, words: int
                    ) -> None:
         """Sends each worker its matchers' new tokens (key, token id), to accept first, then the rows to fill
-        (key, row) of a bitmask [rows, words]. Returns at once; `finish_step` collects the result."""
+        (key, row) of a bitmask of at least [rows, words]. Returns at once; `finish_step` collects the result."""
         if rows > self._shape[0] or words != self._shape[1]:
             self._new_buffer(max(rows, self._shape[0]), words)
         by_worker: dict[int, tuple[list, list]] = {}
@@ -89,7 +91,7 @@ class GrammarWorkers:
 
     def finish_step(self) -> tuple[list[int], torch.Tensor]:
         """Waits for the workers: the rows filled (those of matchers that have not ended), sorted, and the bitmask
-        view [rows, words] in shared memory (valid until the next step starts)."""
+        in shared memory (valid until the next step starts)."""
         live = []
         waiting, self._waiting = self._waiting, []
         for worker in waiting:
@@ -110,14 +112,15 @@ class GrammarWorkers:
         old, self._view = self._shm, None  # no view may outlive its buffer: closing it would fail
         self._shm = shared_memory.SharedMemory(create=True, size=max(1, rows * words * 4))
         self._view = torch.frombuffer(self._shm.buf, dtype=torch.int32, count=rows * words).view(rows, words)
+        if self._pin:
+            _check(torch.cuda.cudart().cudaHostRegister(self._view.data_ptr(), self._shm.size, 0), "register")
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _shut_down, self._conns, self._procs, [self._shm])
+        self._finalizer = weakref.finalize(self, _shut_down, self._conns, self._procs, self._shm, self._pin)
         self._shape = (rows, words)
         for worker in range(len(self._conns)):
             self._send(worker, ("buffer", self._shm.name, rows, words))
         if old is not None:
-            old.close()
-            old.unlink()
+            _release(old, self._pin)
 
     def _send(self, worker: int, message) -> None:
         try:
@@ -141,7 +144,27 @@ class GrammarWorkers:
         raise RuntimeError(f"grammar worker {worker} exited (code {code}): {type(exc).__name__}") from exc
 
 
-def _shut_down(conns, procs, shms) -> None:
+def _check(error, what: str) -> None:
+    if error != 0:
+        raise RuntimeError(f"cudaHost{what.capitalize()} of the grammar masks' shared memory failed: error {error}")
+
+
+def _release(shm: shared_memory.SharedMemory, pinned: bool) -> None:
+    if pinned:
+        _check(torch.cuda.cudart().cudaHostUnregister(_address(shm)), "unregister")
+    try:
+        shm.close()
+    except BufferError:  # a view of it is still alive (collected along with the pool): unlink alone
+        pass
+    shm.unlink()
+
+
+def _address(shm: shared_memory.SharedMemory) -> int:
+    view = torch.frombuffer(shm.buf, dtype=torch.uint8, count=1)
+    return view.data_ptr()
+
+
+def _shut_down(conns, procs, shm, pinned: bool) -> None:
     for conn in conns:
         conn.close()  # a worker's recv then ends: it exits
     for proc in procs:
@@ -150,13 +173,8 @@ def _shut_down(conns, procs, shms) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for shm in shms:
-        if shm is not None:
-            try:
-                shm.close()
-            except BufferError:  # a view of it is still alive (collected along with the pool): unlink alone
-                pass
-            shm.unlink()
+    if shm is not None:
+        _release(shm, pinned)
 
 
 def serve(conn: Connection) -> None:

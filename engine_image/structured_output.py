@@ -61,12 +61,14 @@ class GrammarMasks:
         # the last step's tokens, not yet accepted, with the (row, key) of its constrained requests
         self._unaccepted: tuple["SampledBatch", list[tuple[int, tuple[GrammarWorkers, int]]]] | None = None
         self._started: GrammarWorkers | None = None  # the workers filling the next batch's masks
+        self._started_rows: list[int] = []  # the batch's constrained rows, in the order of the masks' slots
 
     def add(self, request_id: str, grammar: xgr.CompiledGrammar | None) -> None:
         if grammar is None:
             return
         if self.workers is None or not self.workers.alive:  # a pool that died keeps failing its own requests
-            self.workers = GrammarWorkers(grammar.tokenizer_info.serialize_json(), self.processes)
+            self.workers = GrammarWorkers(grammar.tokenizer_info.serialize_json(), self.processes,
+                                          pin=self.device.type == "cuda")
         self.keys[request_id] = (self.workers, self.workers.add(str(grammar.grammar)))
 
     def remove(self, request_id: str) -> None:
@@ -80,7 +82,7 @@ class GrammarMasks:
         back; `apply` collects the masks. False (nothing started) if no request in the batch is constrained."""
         constrained = self._constrained(request_ids)
         if constrained:
-            self._start(constrained, len(request_ids), vocab)
+            self._start(constrained, vocab)
         return bool(constrained)
 
     def apply(self, logits: torch.Tensor, request_ids: list[str], upload: "Upload") -> torch.Tensor:
@@ -91,16 +93,19 @@ class GrammarMasks:
             constrained = self._constrained(request_ids)
             if not constrained:
                 return logits
-            self._start(constrained, len(request_ids), logits.shape[-1])
+            self._start(constrained, logits.shape[-1])
         workers, self._started = self._started, None
-        rows, shared = workers.finish_step()
-        if not rows:
+        slots, shared = workers.finish_step()
+        if not slots:
             return logits
-        index = upload(rows, torch.long)  # a pageable copy here would wait for the step's forward pass
-        pinned = self.device.type == "cuda"
-        bitmask = torch.empty((len(rows), shared.shape[1]), dtype=torch.int32, pin_memory=pinned)
-        torch.index_select(shared, 0, torch.tensor(rows), out=bitmask)
-        allowed = unpack_bitmask(bitmask.to(self.device, non_blocking=True), logits.shape[-1])
+        # straight from the (pinned) shared memory; the workers write it again only once this step's tokens are
+        # read back, i.e. after this copy
+        bitmask = shared[:len(self._started_rows)].to(self.device, non_blocking=True)
+        if len(slots) < len(self._started_rows):  # some grammars have ended: their rows stay unmasked
+            bitmask = bitmask.index_select(0, upload(slots, torch.long))
+        index = upload([self._started_rows[slot] for slot in slots], torch.long)  # pinned: a pageable copy
+        # would wait for the step's forward pass
+        allowed = unpack_bitmask(bitmask, logits.shape[-1])
         with torch.inference_mode():  # the runner's logits are inference tensors: in place, only the masked rows
             logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
@@ -115,7 +120,7 @@ class GrammarMasks:
         """The batch's rows under a grammar, with their keys."""
         return [(row, self.keys[rid]) for row, rid in enumerate(request_ids) if rid in self.keys]
 
-    def _start(self, constrained, rows: int, vocab: int) -> None:
+    def _start(self, constrained, vocab: int) -> None:
         if self._started is not None:  # a step's masks never collected (its step failed): not this batch's
             self._started, uncollected = None, self._started
             uncollected.finish_step()
@@ -128,9 +133,9 @@ class GrammarMasks:
             sampled, previous = unaccepted
             tokens = sampled.result()
             accepts = [(key, tokens[row].token_id) for row, (owner, key) in previous if owner is workers]
-        fills = [(key, row) for row, (_, key) in constrained]
-        workers.start_step(accepts, fills, rows, (vocab + 31) // 32)
-        self._started = workers
+        fills = [(key, slot) for slot, (_, (_, key)) in enumerate(constrained)]
+        workers.start_step(accepts, fills, len(fills), (vocab + 31) // 32)
+        self._started, self._started_rows = workers, [row for row, _ in constrained]
 
 
 def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:

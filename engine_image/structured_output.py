@@ -101,18 +101,13 @@ class GrammarMasks:
         # straight from the (pinned) shared memory; the workers write it again only once this step's tokens are
         # read back, i.e. after this copy
         bitmask = shared[:len(self._started_rows)].to(self.device, non_blocking=True)
-        # (mask slot, logits row) of the rows still under a grammar: an ended grammar's row stays unmasked. Pinned
-        # upload: a pageable copy would wait for the step's forward pass
-        pairs = upload([slots, [self._started_rows[slot] for slot in slots]], torch.long)
-        if self.device.type == "cuda":
-            from fleetserve.engine.kernels.grammar_mask import mask_rows_  # Triton: only where there is a GPU
-
-            logits = logits if logits.stride(-1) == 1 else logits.contiguous()
-            mask_rows_(logits, bitmask, pairs)
-            return logits
-        allowed = unpack_bitmask(bitmask.index_select(0, pairs[0]), logits.shape[-1])
+        if len(slots) < len(self._started_rows):  # some grammars have ended: their rows stay unmasked
+            bitmask = bitmask.index_select(0, upload(slots, torch.long))
+        index = upload([self._started_rows[slot] for slot in slots], torch.long)  # pinned: a pageable copy
+        # would wait for the step's forward pass
+        allowed = unpack_bitmask(bitmask, logits.shape[-1])
         with torch.inference_mode():  # the runner's logits are inference tensors: in place, only the masked rows
-            logits[pairs[1]] = logits.index_select(0, pairs[1]).masked_fill(~allowed, float("-inf"))
+            logits[index] = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
         return logits
 
     def record(self, sampled: "SampledBatch", request_ids: list[str]) -> None:

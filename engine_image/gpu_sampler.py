@@ -55,10 +55,10 @@ class GpuSampler:
         self.grammars = GrammarMasks(device)
 
     def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
+        self.grammars.add(request_id, params.grammar)  # first: the one that may raise (a grammar worker gone)
         self.seeds[request_id] = random.getrandbits(63) if params.seed is None else params.seed & _MASK63
         self.draws[request_id] = 0
         self.processors.add(request_id, params, prompt_token_ids)
-        self.grammars.add(request_id, params.grammar)
 
     def remove(self, request_id: str) -> None:
         self.seeds.pop(request_id, None)

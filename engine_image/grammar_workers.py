@@ -5,10 +5,10 @@ a step, in series with its own per-token work, and every request in the batch wa
 in worker processes while the engine's thread reads the step back; the masks land in shared memory.
 
 Workers are plain child processes (`python -m fleetserve.engine.grammar_workers FD`), not multiprocessing's spawn,
-which would import the user's main script again in each worker. Each worker owns the matchers of the requests given to it (the least loaded one gets a new request) and fills the
-rows it is given of one shared int32 bitmask [rows, words], never a row of another worker. On a GPU machine the
-shared memory is pinned (registered with CUDA), so the masks go to the device straight from it.
-Matchers are keyed by a number given per request, never by request id: tokens drawn for a request that has since
+which would import the user's main script again in each worker. Each worker owns the matchers of the requests given
+to it (the least loaded one gets a new request) and fills the rows it is given of one shared int32 bitmask [rows,
+words], never a row of another worker. On a GPU machine the shared memory is pinned (registered with CUDA), so the
+masks go to the device straight from it. Matchers are keyed by a number given per request, never by request id: tokens drawn for a request that has since
 ended must not reach a new request under the same id.
 """
 

@@ -46,6 +46,7 @@ class Sampler:
         self.grammars = GrammarMasks(device)
 
     def add(self, request_id: str, params: SamplingParams, prompt_token_ids: list[int]) -> None:
+        self.grammars.add(request_id, params.grammar)  # first: the one that may raise (a grammar worker gone)
         generator = torch.Generator(device=self.device)
         if params.seed is None:
             generator.seed()
@@ -53,7 +54,6 @@ class Sampler:
             generator.manual_seed(params.seed)
         self.generators[request_id] = generator
         self.processors.add(request_id, params, prompt_token_ids)
-        self.grammars.add(request_id, params.grammar)
 
     def remove(self, request_id: str) -> None:
         self.generators.pop(request_id, None)

@@ -53,9 +53,8 @@ def grammar_compiler(tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...]
 class GrammarMasks:
     """The sampler's side: a key in the grammar workers per constrained request."""
 
-    def __init__(self, device: torch.device, processes: int | None = None):
+    def __init__(self, device: torch.device):
         self.device = device
-        self.processes = processes or default_processes()
         self.workers: GrammarWorkers | None = None  # started with the first constrained request
         self.keys: dict[str, tuple[GrammarWorkers, int]] = {}
         # the last step's tokens, not yet accepted, with the (row, key) of its constrained requests
@@ -67,7 +66,7 @@ class GrammarMasks:
         if grammar is None:
             return
         if self.workers is None or not self.workers.alive:  # a pool that died keeps failing its own requests
-            self.workers = GrammarWorkers(grammar.tokenizer_info.serialize_json(), self.processes,
+            self.workers = GrammarWorkers(grammar.tokenizer_info.serialize_json(), default_processes(),
                                           pin=self.device.type == "cuda")
         self.keys[request_id] = (self.workers, self.workers.add(str(grammar.grammar)))
 
@@ -112,12 +111,14 @@ class GrammarMasks:
 
     def record(self, sampled: "SampledBatch", request_ids: list[str]) -> None:
         """The step's tokens; sent to the workers with the next step's masks to fill."""
-        constrained = [(row, self.keys[rid]) for row, rid in enumerate(request_ids) if rid in self.keys]
+        constrained = self._constrained(request_ids)
         if constrained:
             self._unaccepted = (sampled, constrained)
 
     def _constrained(self, request_ids: list[str]) -> list[tuple[int, tuple[GrammarWorkers, int]]]:
-        """The batch's rows under a grammar, with their keys."""
+        """The batch's rows under a grammar, with their keys (asked of every batch: most have none)."""
+        if not self.keys:
+            return []
         return [(row, self.keys[rid]) for row, rid in enumerate(request_ids) if rid in self.keys]
 
     def _start(self, constrained, vocab: int) -> None:

@@ -3,6 +3,7 @@ workers give the tokens of one worker; a worker that dies fails the step it was 
 carries on, and the next constrained request gets new workers."""
 
 import json
+from multiprocessing import shared_memory
 
 import jsonschema
 import pytest
@@ -70,5 +71,4 @@ def test_no_worker_process_outlives_its_engine_masks(make_engine, prompts, overl
     workers.close()
     assert all(proc.poll() is not None for proc in procs)
     with pytest.raises(FileNotFoundError):
-        from multiprocessing import shared_memory
         shared_memory.SharedMemory(name=name)

@@ -63,6 +63,9 @@ def _deployment(body: dict, spec: LLMDeploymentSpec) -> dict:
         "env": [{"name": "HOME", "value": "/tmp"}],  # the root filesystem is read-only
         "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory},
                       "limits": {"memory": resources.memory}},
+        # Liveness waits for the startup probe: a router starting on a node busy loading engines (seconds of
+        # imports and its first EndpointSlice list) must not be killed before it first answers.
+        "startupProbe": {**probe(2, 3), "failureThreshold": 90},
         "readinessProbe": probe(5, 3),
         "livenessProbe": {**probe(10, 5), "failureThreshold": 3},
         "securityContext": pods.container_security_context(),

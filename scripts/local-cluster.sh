@@ -135,7 +135,7 @@ up() {
   # KWOK manages only the nodes annotated as fake, so real-process nodes (e2e's node agent) can live beside them.
   start kwok "$bin/kwok" --kubeconfig "$state/kwok.kubeconfig" --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --cidr 10.244.0.1/16 \
-    --node-ip 10.0.0.1 --server-address "127.0.0.1:$kwok_port"
+    --node-ip 10.0.0.1 --server-address "127.0.0.1:$kwok_port" --node-lease-duration-seconds 40
   wait_until kube-controller-manager 60 curl -skf "https://127.0.0.1:$cm_port/healthz"
   wait_until kube-scheduler 60 curl -skf "https://127.0.0.1:$sched_port/healthz"
   # Pods need their namespace's default ServiceAccount, which the controller-manager creates.

@@ -177,7 +177,25 @@ class Cluster:
             if value:
                 return value
             await asyncio.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        try:
+            now = self.describe()
+        except (ApiError, OSError) as error:
+            now = f"  (could not read it: {error})"
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; the namespace now:\n{now}")
+
+    def describe(self) -> str:
+        """The test namespace's pods (node, phase, readiness) and latest Warning events, for a failure message."""
+        lines = []
+        for pod in self.objects("v1", "Pod"):
+            status = pod.get("status") or {}
+            ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+            lines.append(f"  pod {pod['metadata']['name']} on {pod['spec'].get('nodeName') or '-'}: "
+                         f"{status.get('phase')}, Ready={ready.get('status')} {ready.get('reason') or ''}".rstrip())
+        warnings = sorted((e for e in self.events() if e.get("type") == "Warning"),
+                          key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        lines += [f"  event {e['involvedObject']['kind']}/{e['involvedObject']['name']}: {e['reason']}: "
+                  f"{(e.get('message') or '')[:200]}" for e in warnings[-8:]]
+        return "\n".join(lines) or "  (no pods, no warnings)"
 
     # -- the user's tools -------------------------------------------------------------------------------------
     async def kubectl(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:

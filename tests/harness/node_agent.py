@@ -13,7 +13,8 @@ Per node it:
 - maps each volume mount under the pod's own folder (there is no mount namespace) and rewrites references to the
   mount path in args and env; Secret volumes are written there; a pod with a ServiceAccount token gets a
   kubeconfig holding a token of that ServiceAccount (the projected-token stand-in), so it has exactly its RBAC;
-- runs startup, readiness and liveness HTTP probes against the pod IP and reports phase, conditions, pod IP and
+- runs startup, readiness and liveness HTTP probes against the pod IP (liveness and readiness only after the
+  startup probe passed and their initialDelaySeconds, as kubelet does) and reports phase, conditions, pod IP and
   container states through /status; a failed liveness probe or an exit restarts the container;
 - on deletion runs the preStop hook, sends SIGTERM, and SIGKILL when terminationGracePeriodSeconds runs out, then
   removes the pod, as kubelet does; `reclaim()` plays a spot node's graceful shutdown on notice, `power_off()` the
@@ -45,6 +46,7 @@ log = logging.getLogger("node-agent")
 HEARTBEAT_SECONDS = 5
 IMAGE_ENTRYPOINTS = {"ghcr.io/fleetserve/": ["fleetserve"]}  # what the images' ENTRYPOINT runs
 TOKEN_SECONDS = 6 * 3600
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -58,10 +60,12 @@ class Container:
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: str | None = None
+    launched: float = 0.0  # time.monotonic() at the last start, for probes' initialDelaySeconds
     started: bool = False  # the startup probe passed (or there is none)
     ready: bool = False
     failed_liveness: int = 0
     last_probe: dict = field(default_factory=dict)
+    last_failure: str | None = None  # the last failed probe's message, posted once as an Event
 
 
 @dataclass
@@ -314,27 +318,45 @@ class NodeAgent:
         container.process = subprocess.Popen(self.network.run_inside(self._command(run, container, env)), env=process_env, stdout=log_file,
                                              stderr=subprocess.STDOUT, cwd=run.folder, start_new_session=True)
         container.started_at, container.started, container.ready = now(), "startupProbe" not in container.spec, False
+        container.launched, container.last_probe = time.monotonic(), {}
         log.info("%s: started %s/%s %s as pid %d at %s", self.name, run.namespace, run.name, container.spec["name"],
                  container.process.pid, run.ip)
 
     # -- probes and status ---------------------------------------------------------------------------------------
-    def _probe(self, run: PodRun, container: Container, probe: dict) -> bool:
+    def _probe(self, run: PodRun, container: Container, probe: dict, kind: str) -> bool:
         check = probe.get("httpGet")
         if not check:
             return True  # exec probes: the container's own process answers for itself here
         port = check["port"]
         if isinstance(port, str):
             port = next(p["containerPort"] for p in container.spec.get("ports", []) if p.get("name") == port)
-        try:
-            with urllib.request.urlopen(f"http://{run.ip}:{port}{check.get('path', '/')}",
-                                        timeout=probe.get("timeoutSeconds", 1)) as answer:
+        try:  # kubelet's probes use no proxy
+            with NO_PROXY.open(f"http://{run.ip}:{port}{check.get('path', '/')}",
+                               timeout=probe.get("timeoutSeconds", 1)) as answer:
                 return 200 <= answer.status < 400
-        except OSError:
+        except OSError as error:
+            self._unhealthy(run, container, f"{kind.capitalize()} probe failed: {error}")
             return False
+
+    def _unhealthy(self, run: PodRun, container: Container, message: str) -> None:
+        """A Warning Event on the pod, as kubelet posts for a failed probe (once per distinct message here)."""
+        if container.last_failure == message:
+            return
+        container.last_failure = message
+        try:
+            self.api.request("POST", f"/api/v1/namespaces/{run.namespace}/events", {
+                "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{run.name}."},
+                "involvedObject": {"kind": "Pod", "namespace": run.namespace, "name": run.name, "uid": run.uid,
+                                   "fieldPath": f"spec.containers{{{container.spec['name']}}}"},
+                "reason": "Unhealthy", "message": message, "type": "Warning", "lastTimestamp": now(),
+                "source": {"component": "kubelet", "host": self.name}})
+        except (ApiError, httpx.HTTPError) as error:
+            log.info("%s: event for %s/%s not written: %s", self.name, run.namespace, run.name, error)
 
     def _due(self, container: Container, kind: str, probe: dict) -> bool:
         last = container.last_probe.get(kind, 0.0)
-        if time.monotonic() - last < probe.get("periodSeconds", 10):
+        if (time.monotonic() - container.launched < probe.get("initialDelaySeconds", 0)
+                or time.monotonic() - last < probe.get("periodSeconds", 10)):
             return False
         container.last_probe[kind] = time.monotonic()
         return True
@@ -361,16 +383,16 @@ class NodeAgent:
             self._start_container(run, container)
         elif not container.started:
             probe = spec["startupProbe"]
-            if self._due(container, "startup", probe) and self._probe(run, container, probe):
+            if self._due(container, "startup", probe) and self._probe(run, container, probe, "startup"):
                 container.started = True
         else:
             readiness, liveness = spec.get("readinessProbe"), spec.get("livenessProbe")
             if readiness is None:
                 container.ready = True
             elif self._due(container, "readiness", readiness):
-                container.ready = self._probe(run, container, readiness)
+                container.ready = self._probe(run, container, readiness, "readiness")
             if liveness and self._due(container, "liveness", liveness):
-                container.failed_liveness = 0 if self._probe(run, container, liveness) else container.failed_liveness + 1
+                container.failed_liveness = 0 if self._probe(run, container, liveness, "liveness") else container.failed_liveness + 1
                 if container.failed_liveness >= liveness.get("failureThreshold", 3):
                     log.warning("%s: %s/%s failed liveness; restarting", self.name, run.namespace, run.name)
                     os.killpg(container.process.pid, signal.SIGKILL)

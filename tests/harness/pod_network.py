@@ -8,26 +8,40 @@ namespace's loopback (loopback_bridge.py), and nothing here listens beyond loopb
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 SUBNET = "10.250"
 BRIDGE = Path(__file__).with_name("loopback_bridge.py")
+PREFIX = "fleetserve-pods-"  # + the pid of the test process that made it
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def remove_stale() -> None:
+    """Removes the pod networks of test runs killed before their teardown: their host link holds the same subnet,
+    and the route through it would take this run's pod traffic into a namespace where nothing listens."""
+    for line in ip("netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        owner = name.removeprefix(PREFIX)
+        if name.startswith(PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            subprocess.run(["ip", "link", "del", f"fsh{owner}"], capture_output=True)
 
 
 class PodNetwork:
     def __init__(self, folder: Path) -> None:
-        tag = os.getpid() % 100000
-        self.name, self.host_link, self.pod_link = f"fleetserve-pods-{tag}", f"fsh{tag}", f"fsp{tag}"
+        tag = os.getpid()
+        self.name, self.host_link, self.pod_link = f"{PREFIX}{tag}", f"fsh{tag}", f"fsp{tag}"
         self.folder = folder
         self._bridges: dict[int, list[subprocess.Popen]] = {}
 
     def create(self) -> None:
+        remove_stale()
         self.destroy()
         ip("netns", "add", self.name)
         ip("link", "add", self.host_link, "type", "veth", "peer", "name", self.pod_link)
@@ -36,6 +50,25 @@ class PodNetwork:
         ip("link", "set", self.host_link, "up")
         ip("-n", self.name, "link", "set", "lo", "up")
         ip("-n", self.name, "link", "set", self.pod_link, "up")
+        self.check_reachable()
+
+    def check_reachable(self, address: str = f"{SUBNET}.0.2") -> None:
+        """This machine must reach an address in the namespace (the node agent probes pods there, as kubelet
+        does); otherwise every pod would only time out waiting for Ready, so fail here with the routes."""
+        self.add_address(address)
+        listener = subprocess.Popen(self.run_inside([sys.executable, "-c", (
+            "import socket, sys; s = socket.create_server((sys.argv[1], 0)); print(s.getsockname()[1], flush=True);"
+            "s.settimeout(10); s.accept()"), address]), stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(listener.stdout.readline() or 0)
+            socket.create_connection((address, port), timeout=5).close()
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"the pods' network namespace {self.name} is not reachable at {address} from this "
+                               f"machine ({error}); routes:\n{ip('route')}{ip('route', 'get', address)}") from None
+        finally:
+            listener.kill()
+            listener.wait()
+            self.remove_address(address)
 
     def add_address(self, address: str) -> None:
         ip("-n", self.name, "addr", "add", f"{address}/16", "dev", self.pod_link)

@@ -56,7 +56,10 @@ def test_the_router_is_on_by_default_and_the_client_service_selects_it():
         "router", "--llmdeployment", "tiny", "--namespace", "team-a", "--host", "0.0.0.0", "--port", "8080",
         "--policy", "prefix"]
     assert container["ports"] == [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}]
-    assert container["readinessProbe"]["httpGet"] == container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert (container["startupProbe"]["httpGet"] == container["readinessProbe"]["httpGet"]
+            == container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"})
+    # Liveness starts only once the router first answered, which may take minutes on a node loading engines.
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 120
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
     # The engines' restricted security context; unlike them it needs its token (EndpointSlices, the wake annotation).
     assert container["securityContext"] == engine_pod["containers"][0]["securityContext"]

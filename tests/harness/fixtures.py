@@ -57,7 +57,7 @@ async def operator(start_operator):
 
 PROCESS_NODE_TAINT = {"key": "fleetserve.test/process-node", "value": "true", "effect": "NoSchedule"}
 PROCESS_NODE_TOLERATION = {"key": "fleetserve.test/process-node", "operator": "Exists", "effect": "NoSchedule"}
-_node_indices = itertools.count(1)  # each agent's pods get addresses 10.250.<index>.x, unique in the test run
+_node_indices = itertools.count(1)  # each agent's pods get addresses <subnet>.<index>.x, unique in the test run
 
 
 @pytest.fixture(scope="session")

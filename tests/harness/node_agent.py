@@ -7,7 +7,7 @@ Per node it:
 - runs each pod bound to it as local processes, one per container: the container's command (or the image's
   entrypoint: FleetServe images run `fleetserve`) and args, with env resolved (values, `valueFrom` field and
   Secret/ConfigMap keys, `envFrom`, `$(VAR)` expansion);
-- gives each pod an address of its own in the pods' network namespace (pod_network.py: 10.250.N.M) and runs its
+- gives each pod an address of its own in the pods' network namespace (pod_network.py: SUBNET.N.M) and runs its
   processes there; pods share that namespace, so the agent rewrites the `0.0.0.0` a container listens on to the
   pod's address;
 - maps each volume mount under the pod's own folder (there is no mount namespace) and rewrites references to the
@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 
 from harness.kube import REPO, Api, ApiError, Kubeconfig
-from harness.pod_network import SUBNET, PodNetwork
+from harness.pod_network import PodNetwork
 
 log = logging.getLogger("node-agent")
 HEARTBEAT_SECONDS = 5
@@ -108,7 +108,7 @@ class NodeAgent:
             "spec": {"taints": self.taints}})
         self.api.request("PATCH", f"/api/v1/nodes/{self.name}/status", {"status": {
             "capacity": capacity, "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": f"{SUBNET}.{self.index}.1"}, {"type": "Hostname", "address": self.name}],
+            "addresses": [{"type": "InternalIP", "address": f"{self.network.subnet}.{self.index}.1"}, {"type": "Hostname", "address": self.name}],
             "nodeInfo": {"kubeletVersion": "v1.34.4-fleetserve-node-agent", "architecture": "amd64", "operatingSystem": "linux",
                          "containerRuntimeVersion": "processes://local", "kernelVersion": "", "osImage": "", "machineID": "",
                          "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}}}, "application/merge-patch+json")
@@ -211,7 +211,7 @@ class NodeAgent:
 
     def _admit(self, pod: dict) -> PodRun:
         meta = pod["metadata"]
-        ip = f"{SUBNET}.{self.index}.{self._next_ip}"
+        ip = f"{self.network.subnet}.{self.index}.{self._next_ip}"
         self._next_ip = self._next_ip + 1 if self._next_ip < 250 else 2
         self.network.add_address(ip)
         run = PodRun(meta["uid"], meta["namespace"], meta["name"], ip, self.workdir / f"{meta['namespace']}_{meta['name']}", pod["spec"])
@@ -407,7 +407,7 @@ class NodeAgent:
                      "restartCount": c.restarts, "containerID": f"process://{c.process.pid if c.process else 0}",
                      "state": {"running": {"startedAt": c.started_at}}} for name, c in run.containers.items()]
         self._patch_status(run, {
-            "phase": "Running", "hostIP": f"{SUBNET}.{self.index}.1", "podIP": run.ip, "podIPs": [{"ip": run.ip}],
+            "phase": "Running", "hostIP": f"{self.network.subnet}.{self.index}.1", "podIP": run.ip, "podIPs": [{"ip": run.ip}],
             "startTime": statuses[0]["state"]["running"]["startedAt"], "containerStatuses": statuses,
             "conditions": [{"type": t, "status": s, "lastTransitionTime": stamp} for t, s in (
                 ("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", "True" if ready else "False"),

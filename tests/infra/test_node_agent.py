@@ -33,7 +33,7 @@ async def test_an_engine_pod_runs_as_a_process_at_its_own_address(cluster, proce
     pod = await cluster.wait_for("the pod Ready", lambda: (p := cluster.get("v1", "Pod", "engine")) and ready(p) and p,
                                  timeout=180)
     ip = pod["status"]["podIP"]
-    assert ip.startswith(f"10.250.{agent.index}.")
+    assert ip.startswith(f"{agent.network.subnet}.{agent.index}.")
     request = urllib.request.Request(f"http://{ip}:8000/v1/models", headers={"Authorization": "Bearer s3cret"})
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert b'"engine"' in answer.read()  # the served name came from the label through $(MODEL_NAME)

@@ -10,6 +10,7 @@
 
 import contextlib
 import itertools
+import os
 
 import pytest
 
@@ -18,6 +19,11 @@ from harness.node_agent import NodeAgent
 from harness.pod_network import PodNetwork
 from harness.operator_process import install_chart, running_operator
 from harness.ports import free_port
+
+# Test traffic goes only to this machine's loopback and the pods' namespace: a proxy set in the environment (for
+# package downloads, say) must not take it, in the test process or in the clients and servers it starts.
+for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+    os.environ.pop(variable, None)
 
 
 @pytest.fixture(scope="session")

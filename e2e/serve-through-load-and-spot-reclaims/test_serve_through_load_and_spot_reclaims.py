@@ -116,7 +116,9 @@ async def test_helm_install_serve_a_trace_through_spot_reclaims_and_scale_to_zer
         manifest = tmp_path / "assistant.yaml"
         manifest.write_text(yaml.safe_dump(deployment()))
         await cluster.kubectl("apply", "-f", str(manifest))
-        await cluster.kubectl("wait", "--for=condition=Ready", f"llmd/{NAME}", "--timeout=300s", timeout=320)
+        waited = await cluster.kubectl("wait", "--for=condition=Ready", f"llmd/{NAME}", "--timeout=300s",
+                                       check=False, timeout=320)
+        assert waited.returncode == 0, f"{waited.stderr}the namespace now:\n{cluster.describe()}"
         router_pod = await cluster.wait_for("the router ready", lambda: next((p for p in cluster.objects(
             "v1", "Pod", labels=f"app.kubernetes.io/name=fleetserve-router,app.kubernetes.io/instance={NAME}")
             if ready(p)), None), timeout=120)

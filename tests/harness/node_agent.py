@@ -46,7 +46,6 @@ log = logging.getLogger("node-agent")
 HEARTBEAT_SECONDS = 5
 IMAGE_ENTRYPOINTS = {"ghcr.io/fleetserve/": ["fleetserve"]}  # what the images' ENTRYPOINT runs
 TOKEN_SECONDS = 6 * 3600
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -330,9 +329,9 @@ class NodeAgent:
         port = check["port"]
         if isinstance(port, str):
             port = next(p["containerPort"] for p in container.spec.get("ports", []) if p.get("name") == port)
-        try:  # kubelet's probes use no proxy
-            with NO_PROXY.open(f"http://{run.ip}:{port}{check.get('path', '/')}",
-                               timeout=probe.get("timeoutSeconds", 1)) as answer:
+        try:
+            with urllib.request.urlopen(f"http://{run.ip}:{port}{check.get('path', '/')}",
+                                        timeout=probe.get("timeoutSeconds", 1)) as answer:
                 return 200 <= answer.status < 400
         except OSError as error:
             self._unhealthy(run, container, f"{kind.capitalize()} probe failed: {error}")
@@ -354,11 +353,11 @@ class NodeAgent:
             log.info("%s: event for %s/%s not written: %s", self.name, run.namespace, run.name, error)
 
     def _due(self, container: Container, kind: str, probe: dict) -> bool:
-        last = container.last_probe.get(kind, 0.0)
-        if (time.monotonic() - container.launched < probe.get("initialDelaySeconds", 0)
-                or time.monotonic() - last < probe.get("periodSeconds", 10)):
+        clock = time.monotonic()
+        if (clock - container.launched < probe.get("initialDelaySeconds", 0)
+                or clock - container.last_probe.get(kind, 0.0) < probe.get("periodSeconds", 10)):
             return False
-        container.last_probe[kind] = time.monotonic()
+        container.last_probe[kind] = clock
         return True
 
     def _supervise(self) -> None:

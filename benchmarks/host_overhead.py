@@ -107,7 +107,7 @@ def measure_staging(batch: int, steps: int, block_size: int = 16, max_len: int =
         seq.num_pending, seq.pending_row = 1, 0
     next_block = iter(range(batch * max_blocks))
     kept, rebuilt = (cls(batch, max_blocks, fill=batch * max_blocks) for cls in (BlockTableMirror, RebuiltTables))
-    rows, tables = np.zeros((5, batch), np.int64), np.zeros(batch * max_blocks, np.int32)
+    rows, tables = np.zeros((6, batch), np.int64), np.zeros(batch * max_blocks, np.int32)
     times = {"rebuild": [], "kept": []}
     for _ in range(steps):
         for seq in seqs:  # the step's token, and a new block when the last one is full

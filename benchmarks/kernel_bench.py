@@ -38,7 +38,7 @@ def _paged_cache(batch: int, context: int, kv_heads: int, head_dim: int, block_s
 
 
 def decode_attention_bench(batch: int, context: int = 1024, heads: int = 32, kv_heads: int = 8, head_dim: int = 128,
-                           block_size: int = 16, block_n: int = 64, num_warps: int = 4) -> dict:
+                           block_size: int = 16, block_n: int | None = None, num_warps: int = 4) -> dict:
     k_cache, v_cache, tables = _paged_cache(batch, context, kv_heads, head_dim, block_size)
     q = torch.randn(batch, heads, head_dim, dtype=torch.bfloat16, device="cuda")
     lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")

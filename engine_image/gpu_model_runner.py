@@ -83,7 +83,7 @@ class GPUModelRunner:
         with torch.inference_mode():
             hidden = self.model(torch.zeros(tokens, dtype=torch.long, device=self.device),
                                 torch.arange(tokens, device=self.device), meta)
-            self.model.compute_logits(hidden[-min(tokens, self.config.max_num_seqs):]).float()
+            self.model.compute_logits(hidden[-min(tokens, self.config.max_num_seqs):])
         torch.cuda.synchronize()
         activation_peak = torch.cuda.max_memory_allocated() - base
         self.kv_cache = None
@@ -141,14 +141,17 @@ class GPUModelRunner:
         max_bs = sizes[-1]
         self.graph_sizes = sizes
         # Decode inputs cross to the GPU in two copies a step: rows of ids / positions / slots / context lengths /
-        # pending rows from one pinned buffer, and the block tables from another; the graphs read views of the
-        # device copies. A pending row >= 0 takes that input id from the previous step's tokens, on the GPU.
-        self.h_rows = torch.zeros(5, max_bs, dtype=torch.long).pin_memory()
+        # pending rows / attention order from one pinned buffer, and the block tables from another; the graphs read
+        # views of the device copies. A pending row >= 0 takes that input id from the previous step's tokens, on
+        # the GPU.
+        self.h_rows = torch.zeros(6, max_bs, dtype=torch.long).pin_memory()
         self.h_rows_np = self.h_rows.numpy()
-        self.g_rows = torch.zeros(5, max_bs, dtype=torch.long, device=self.device)
-        self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens, self.g_pending_rows = self.g_rows
+        self.g_rows = torch.zeros(6, max_bs, dtype=torch.long, device=self.device)
+        (self.g_input_ids, self.g_positions, self.g_slots, self.g_context_lens, self.g_pending_rows,
+         self.g_order) = self.g_rows
         self.g_slots.fill_(self.scratch_block * self.block_size)
         self.g_context_lens.fill_(1)
+        self.g_order.copy_(torch.arange(max_bs))
         self.h_tables = torch.empty(max_bs * self.max_blocks_per_seq, dtype=torch.int32).pin_memory()
         self.h_tables_np = self.h_tables.numpy()
         self.d_tables = torch.empty_like(self.h_tables, device=self.device)
@@ -163,9 +166,9 @@ class GPUModelRunner:
                     slot_mapping=self.g_slots[:bs], block_tables=self.g_tables[:bs],
                     context_lens=self.g_context_lens[:bs], query_lens=[1] * bs, context_lens_list=[],
                     is_decode=True, decode_splits=decode_splits(bs, self.num_kv_heads, self.max_model_len,
-                                                                self.num_sms))
+                                                                self.num_sms), decode_order=self.g_order[:bs])
                 run = lambda: self.model.compute_logits(  # noqa: E731
-                    self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta)).float()
+                    self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta))
                 run()  # warm-up outside the graph: Triton compiles here
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
@@ -182,7 +185,7 @@ class GPUModelRunner:
                                           self.block_size)
         if any_pending:
             pending_tokens = require_pending_tokens(pending_tokens)
-        self.g_rows.copy_(self.h_rows, non_blocking=True)  # 5 x max_bs: one small contiguous copy
+        self.g_rows.copy_(self.h_rows, non_blocking=True)  # 6 x max_bs: one small contiguous copy
         self.d_tables[:bs * width].copy_(self.h_tables[:bs * width], non_blocking=True)
         self.staged.record()
         if any_pending:
@@ -228,4 +231,4 @@ class GPUModelRunner:
         hidden = self.model(ids, self._to_device(np.concatenate(positions), torch.long), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)
-        return self.model.compute_logits(hidden[self._to_device(sample_rows, torch.long)]).float()
+        return self.model.compute_logits(hidden[self._to_device(sample_rows, torch.long)])

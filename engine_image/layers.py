@@ -15,7 +15,17 @@ def _default_loader(param: nn.Parameter, loaded: torch.Tensor) -> None:
     param.data.copy_(loaded)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """F.linear, its result in `out_dtype` (x's by default). The GPU runner gives linear layers and the LM head
+    kernels/skinny_gemm.linear instead, with the same signature."""
+    y = F.linear(x, weight, bias)
+    return y if out_dtype is None else y.to(out_dtype)
+
+
 class LinearBase(nn.Module):
+    matmul = staticmethod(linear)
+
     def __init__(self, in_features: int, out_features: int, bias: bool, tp_dim: int | None,
                  tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
@@ -44,7 +54,7 @@ class ColumnParallelLinear(LinearBase):
         param.data.copy_(loaded.narrow(self.tp_dim, self.tp_rank * shard, shard))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.matmul(x, self.weight, self.bias)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -96,7 +106,7 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias if self.tp_rank == 0 else None
-        out = F.linear(x, self.weight, bias)
+        out = self.matmul(x, self.weight, bias)
         if self.tp_size > 1:
             dist.all_reduce(out)
         return out
@@ -130,12 +140,14 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     """Logits over the whole vocabulary: each rank computes its slice and the slices are gathered."""
 
+    matmul = staticmethod(linear)
+
     def __init__(self, num_embeddings: int, embedding_dim: int, tp_rank: int = 0, tp_size: int = 1):
         super().__init__(num_embeddings, embedding_dim, tp_rank, tp_size)
         self.vocab_size = num_embeddings
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.weight)
+    def forward(self, hidden: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        logits = self.matmul(hidden, self.weight, None, out_dtype)
         if self.tp_size > 1:
             slices = logits.new_empty(self.tp_size * logits.shape[0], *logits.shape[1:])
             dist.all_gather_single(slices, logits)  # rank after rank along dim 0

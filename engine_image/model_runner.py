@@ -126,4 +126,4 @@ class ModelRunner:
         hidden = self.model(ids, as_tensor(positions), meta)
         if not sample_rows:
             return torch.empty(0, device=self.device)
-        return self.model.compute_logits(hidden[as_tensor(sample_rows)]).float()
+        return self.model.compute_logits(hidden[as_tensor(sample_rows)])

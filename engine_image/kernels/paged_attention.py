@@ -44,15 +44,21 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 # for each of "== 1", "divisible by 16" and neither, some of them mid-serving, each a stall of a second or so).
 @triton.jit(do_not_specialize=["bt_stride", "max_splits"])
 def _decode_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, out_ptr, m_ptr, denom_ptr,
+    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, order_ptr, out_ptr, m_ptr, denom_ptr,
     scale_log2, q_stride, bt_stride, max_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, ORDERED: tl.constexpr,
 ):
-    """One program: one sequence, one KV head (all its query heads at once, for GQA), one split of the context.
-    With a single split it writes the final output; otherwise partial results that _combine_kernel merges."""
-    seq = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    """One program: one KV head (all its query heads at once, for GQA), one sequence, one split of the context.
+    With a single split it writes the final output; otherwise partial results that _combine_kernel merges.
+    KV heads are the grid's fastest axis: a cache row holds every head's slice of a token, so the programs that
+    run side by side read whole rows together (DRAM pages open once), not one head's 256 bytes of each.
+    ORDERED: the grid's sequence axis goes through `order` (longest context first), so the GPU starts the longest
+    programs first and the last wave is short ones, not one long sequence the rest of the GPU waits for."""
+    kv_head = tl.program_id(0)
+    seq = tl.program_id(1)
+    if ORDERED:
+        seq = tl.load(order_ptr + seq)
     split = tl.program_id(2)
     context_len = tl.load(context_lens_ptr + seq)
     split_len = tl.cdiv(tl.cdiv(context_len, max_splits), BLOCK_N) * BLOCK_N
@@ -100,37 +106,44 @@ def _decode_kernel(
 
 
 def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split each context so the grid fills the GPU about twice over, down to one 64-key tile per split: at batch 1
-    a program walking its tiles one after another is latency, not bandwidth. Splits past a sequence's real context
-    are empty (the kernel sizes splits from the actual length, so a short context uses only the first few)."""
+    """Split each context so the grid fills the GPU once, down to one 64-key tile per split: at batch 1 a program
+    walking its tiles one after another is latency, not bandwidth. Once, not more: Llama-3-8B's batch-1 decode at
+    context 1,024 (8 KV heads, H100) takes 7.7 µs a layer with 16 splits, 9.2 µs with 32, 8.8 µs with 8. Splits
+    past a sequence's real context are empty (the kernel sizes splits from the actual length, so a short context
+    uses only the first few)."""
     programs = batch * kv_heads
     if programs >= num_sms:
         return 1
-    return max(1, min(2 * num_sms // programs, max_context // 64, 32))
+    return max(1, min(num_sms // programs, max_context // 64, 32))
 
 
 def paged_decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    context_lens: torch.Tensor, scale: float, num_splits: int = 1, block_n: int = 64, num_warps: int = 4,
-    out: torch.Tensor | None = None,
+    context_lens: torch.Tensor, scale: float, num_splits: int = 1, block_n: int | None = None, num_warps: int = 4,
+    out: torch.Tensor | None = None, order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q: [batch, heads, head_dim] -> [batch, heads, head_dim]. Each sequence attends to its first context_len slots.
-    `out` (contiguous, q's shape): written in place, e.g. the decode rows' share of a mixed step's output."""
+    `out` (contiguous, q's shape): written in place, e.g. the decode rows' share of a mixed step's output.
+    `order`: a permutation of the batch, longest context first (`longest_first`); None runs the batch in order.
+    Unsplit (a batch that fills the GPU), 128-key tiles read the cache fastest (96% of copy bandwidth on an H100 at
+    batch 256, against 93-95% for 64); split contexts keep 64, so a short split is not one mostly-empty tile."""
     batch, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
     if out is None:
         out = torch.empty(batch, heads, head_dim, dtype=q.dtype, device=q.device)
     single = num_splits == 1
+    block_n = block_n or (128 if single else 64)
     partial = out if single else torch.empty(batch, num_splits, heads, head_dim, dtype=torch.float32,
                                              device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
-    _decode_kernel[(batch, kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, partial, m, denom,
+    _decode_kernel[(kv_heads, batch, num_splits)](
+        q, k_cache, v_cache, block_tables, context_lens, context_lens if order is None else order, partial, m, denom,
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, num_warps=num_warps, num_stages=3,
+        BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, ORDERED=order is not None, num_warps=num_warps,
+        num_stages=2 if single else 3,
     )
     if not single:
         _combine_kernel[(batch, heads)](partial, m, denom, out, num_splits, heads, HEAD_DIM=head_dim,

@@ -20,6 +20,7 @@ class GpuAttentionMetadata(AttentionMetadata):
     max_query_len: int = 1
     decode_splits: int = 1  # split-KV factor for decode; fixed per captured batch size
     is_decode: bool = False  # one query per sequence (set for CUDA-graph batches, whose query_lens are padded)
+    decode_order: torch.Tensor | None = None  # the batch's rows, longest context first (decode graphs)
     # A mixed step's prefill sequences' own block tables, query starts and context lengths, as tensors of their own:
     # slices past the decode rows would start at addresses of any alignment, and Triton compiles a kernel variant
     # per alignment (a stall mid-serving). None: sliced from the whole step's tensors.
@@ -32,7 +33,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                     scale: float) -> torch.Tensor:
     if getattr(meta, "is_decode", False) or meta.all_decode:
         return paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale,
-                                      getattr(meta, "decode_splits", 1))
+                                      getattr(meta, "decode_splits", 1), order=getattr(meta, "decode_order", None))
     cu, max_q = getattr(meta, "cu_seqlens_q", None), getattr(meta, "max_query_len", 0)
     if cu is None:  # plain metadata: build per call
         cu = torch.tensor([0, *meta.query_lens], device=q.device).cumsum(0).to(torch.int32)

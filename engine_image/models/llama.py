@@ -153,7 +153,8 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions, meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        """float32 logits, rounded once from the GEMM's accumulators (the sampler works in float32)."""
+        return self.lm_head(hidden, torch.float32)
 
     def kv_layers(self) -> list[LlamaAttention]:
         return [layer.self_attn for layer in self.model.layers]

@@ -75,16 +75,17 @@ def test_a_decode_step_stages_last_tokens_positions_slots_and_padding_rows():
     a.block_table, b.block_table, c.block_table = [3, 1, 4], [5], [9, 2, 6, 8]
     b.token_ids[-1] = PENDING_TOKEN  # its last input is still on the GPU, in row 2 of the previous step's tokens
     b.num_pending, b.pending_row = 1, 2
-    rows = np.full((5, 10), -7, np.int64)
+    rows = np.full((6, 10), -7, np.int64)
     tables = np.full(60, -7, np.int32)
     width, any_pending = stage_decode([a, b, c], rows[:, :graph_batch], tables, mirror, block_size)
-    ids, positions, slots, context_lens, pending_rows = rows[:, :graph_batch].tolist()
+    ids, positions, slots, context_lens, pending_rows, order = rows[:, :graph_batch].tolist()
     assert (width, any_pending) == (4, True)
     assert ids == [18, PENDING_TOKEN, 22] + [0] * 5
     assert positions == [8, 3, 12] + [0] * 5
     assert slots == [4 * 4 + 0, 5 * 4 + 3, 8 * 4 + 0] + [FILL * block_size] * 5
     assert context_lens == [9, 4, 13] + [1] * 5
     assert pending_rows == [-1, 2, -1] + [-1] * 5
+    assert order == [2, 0, 1, 3, 4, 5, 6, 7]  # longest context first, padding last
     assert tables[:graph_batch * width].reshape(graph_batch, width).tolist() == (
         [[3, 1, 4, FILL], [5, FILL, FILL, FILL], [9, 2, 6, 8]] + [[FILL] * 4] * 5)
     assert (rows[:, graph_batch:] == -7).all() and (tables[graph_batch * width:] == -7).all()

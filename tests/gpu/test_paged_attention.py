@@ -90,6 +90,18 @@ def test_decode_matches_reference(context_lens, heads, kv_heads, head_dim, block
     assert relative_error(out.cpu(), ref) < BOUND
 
 
+@pytest.mark.parametrize("splits", [1, 4])
+def test_decode_in_longest_first_order_gives_the_same_bits(splits):
+    context_lens = [30, 700, 5, 260, 129]
+    k_cache, v_cache, tables, _ = random_paged_cache(context_lens, 2, 64, 16, seed=7)
+    q = torch.randn(len(context_lens), 8, 64).to(DTYPE).to(DEVICE)
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=DEVICE)
+    order = torch.tensor([1, 3, 4, 0, 2], device=DEVICE)
+    plain = paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125, num_splits=splits)
+    ordered = paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125, num_splits=splits, order=order)
+    assert torch.equal(plain, ordered)
+
+
 @pytest.mark.parametrize(
     "q_lens,prefixes,heads,kv_heads,head_dim,block_size",
     [
@@ -156,7 +168,9 @@ def test_store_kv_writes_slots_and_skips_padding(kv_heads, head_dim):
 
 def test_decode_splits_fill_the_gpu_only_when_needed():
     assert decode_splits(batch=256, kv_heads=8, max_context=1024, num_sms=132) == 1
-    assert decode_splits(batch=16, kv_heads=8, max_context=1024, num_sms=132) == 2
-    assert decode_splits(batch=1, kv_heads=8, max_context=8192, num_sms=132) == 32  # capped
+    assert decode_splits(batch=16, kv_heads=8, max_context=1024, num_sms=132) == 1  # 128 programs: full already
+    assert decode_splits(batch=4, kv_heads=8, max_context=8192, num_sms=132) == 4
+    assert decode_splits(batch=1, kv_heads=8, max_context=8192, num_sms=132) == 16  # one program an SM
+    assert decode_splits(batch=1, kv_heads=2, max_context=8192, num_sms=132) == 32  # capped
     assert decode_splits(batch=1, kv_heads=8, max_context=1024, num_sms=132) == 16  # one 64-key tile each
     assert decode_splits(batch=1, kv_heads=8, max_context=100, num_sms=132) == 1

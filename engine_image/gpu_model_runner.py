@@ -16,6 +16,7 @@ from tqdm import tqdm
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.host_inputs import BlockTableMirror, stage_decode
 from fleetserve.engine.kernels.fused_layers import use_fused_kernels
+from fleetserve.engine.kernels.fused_ops import take_pending
 from fleetserve.engine.kernels.paged_attention import decode_splits
 from fleetserve.engine.kernels.triton_backend import GpuAttentionMetadata
 from fleetserve.engine.model_runner import (
@@ -189,9 +190,7 @@ class GPUModelRunner:
         self.d_tables[:bs * width].copy_(self.h_tables[:bs * width], non_blocking=True)
         self.staged.record()
         if any_pending:
-            rows_n = self.g_pending_rows[:n]
-            self.g_input_ids[:n] = torch.where(rows_n >= 0, pending_tokens[rows_n.clamp(min=0)],
-                                               self.g_input_ids[:n])
+            take_pending(self.g_input_ids, self.g_pending_rows, pending_tokens, n)
         self.g_tables[:bs, :width].copy_(self.d_tables[:bs * width].view(bs, width))
         self.graphs[bs].replay()
         return self.g_logits[bs][:n]

@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from fleetserve.engine.kernels.sampling import gumbel_argmax
+from fleetserve.engine.kernels.sampling import greedy_argmax, gumbel_argmax
 from fleetserve.engine.logits_processing import LogitsProcessors
 from fleetserve.engine.sampler import SampledBatch, SampledToken
 from fleetserve.engine.sampling_params import SamplingParams
@@ -81,7 +81,7 @@ class GpuSampler:
         to_device = functools.partial(upload, device=self.device)
         logits = self.processors.apply(logits, request_ids, to_device)
         logits = self.grammars.apply(logits, request_ids, to_device)
-        tokens = logits.argmax(-1)
+        tokens = greedy_argmax(logits)
         sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
         if sampled_rows:
             tokens = self._draw(logits, tokens, request_ids, params, sampled_rows)
@@ -93,7 +93,7 @@ class GpuSampler:
             if k:
                 values, ids = logprobs.topk(k, -1)
                 packed += [values, ids.float()]
-        packed = torch.cat(packed, -1)
+        packed = torch.cat(packed, -1) if len(packed) > 1 else packed[0]  # greedy alone: no copy
         host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
         host.copy_(packed, non_blocking=True)
         ready = torch.cuda.Event()

@@ -201,3 +201,17 @@ def rotate_and_store_kv(qkv: torch.Tensor, positions: torch.Tensor, cos_sin: tor
         num_warps=1,
     )
     return qkv[:, :num_heads * head_dim].view(tokens, num_heads, head_dim)
+
+
+@triton.jit(do_not_specialize=["n"])
+def _take_pending_kernel(ids_ptr, pending_rows_ptr, tokens_ptr, n, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    rows = tl.load(pending_rows_ptr + i, mask=i < n, other=-1)
+    pending = rows >= 0
+    tl.store(ids_ptr + i, tl.load(tokens_ptr + rows, mask=pending), mask=pending)
+
+
+def take_pending(ids: torch.Tensor, pending_rows: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
+    """ids[i] = tokens[pending_rows[i]] for i < n wherever pending_rows[i] >= 0, in place, in one launch. ids and
+    pending_rows (int64) are whole staging buffers, so one compiled kernel serves every batch size."""
+    _take_pending_kernel[(1,)](ids, pending_rows, tokens, n, BLOCK=triton.next_power_of_2(ids.shape[0]))

@@ -44,7 +44,9 @@ def warmup_requests(vocab: int) -> list:
 
 class CompileLog:
     """Counts Triton compilations in this process (the in-process engine's), per phase: a compile inside a timed
-    run is a stall of about a second that the run would not see once warm."""
+    run is a stall of about a second that the run would not see once warm. Each entry is the kernel's name and,
+    after a colon, Triton's cache key for it (each argument's type and specialisation: alignment, divisibility by
+    16, == 1), so a variant first met mid-run shows which argument made it new."""
 
     def __init__(self):
         self.counts: dict[str, list[str]] = {}
@@ -58,7 +60,9 @@ class CompileLog:
 
     def _hook(self, *args, **kwargs):
         fn = kwargs.get("fn")
-        self.counts.setdefault(self.phase, []).append(str(getattr(fn, "name", fn))[:40])
+        name = str(getattr(fn, "name", fn))[:40]
+        key = str(kwargs.get("key", ""))[:1500]
+        self.counts.setdefault(self.phase, []).append(f"{name}: {key}" if key else name)
 
 
 def in_process(results: dict, runs: int, diagnose: bool = False) -> None:

@@ -46,11 +46,12 @@ class CompileLog:
     """Counts Triton compilations in this process (the in-process engine's), per phase: a compile inside a timed
     run is a stall of about a second that the run would not see once warm. Each entry is the kernel's name and,
     after a colon, Triton's cache key for it (each argument's type and specialisation: alignment, divisibility by
-    16, == 1), so a variant first met mid-run shows which argument made it new."""
+    16, == 1), so a variant first met mid-run shows which argument made it new, and before it the seconds since the
+    phase began (a run's own untimed one-prompt warm-up takes the first fraction of a second of its phase)."""
 
     def __init__(self):
         self.counts: dict[str, list[str]] = {}
-        self.phase = "start"
+        self._phase, self._phase_start = "start", time.perf_counter()
         try:
             import triton
 
@@ -58,11 +59,20 @@ class CompileLog:
         except (ImportError, AttributeError):
             pass
 
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase, self._phase_start = name, time.perf_counter()
+
     def _hook(self, *args, **kwargs):
         fn = kwargs.get("fn")
         name = str(getattr(fn, "name", fn))[:40]
         key = str(kwargs.get("key", ""))[:1500]
-        self.counts.setdefault(self.phase, []).append(f"{name}: {key}" if key else name)
+        at = f"{time.perf_counter() - self._phase_start:.2f} s"
+        self.counts.setdefault(self._phase, []).append(f"{at} {name}: {key}" if key else f"{at} {name}")
 
 
 def in_process(results: dict, runs: int, diagnose: bool = False) -> None:

@@ -4,15 +4,12 @@ Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Tri
 enough to catch indexing bugs while developing without a GPU).
 """
 
-import os
-
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not torch.cuda.is_available() and not INTERPRET:
-    pytest.skip("needs a CUDA device (or TRITON_INTERPRET=1)", allow_module_level=True)
+from kernel_device import DEVICE, DTYPE, relative_error, require_kernel_device
+
+require_kernel_device()
 
 from fleetserve.engine.kernels.paged_attention import (  # noqa: E402
     decode_splits,
@@ -22,14 +19,7 @@ from fleetserve.engine.kernels.paged_attention import (  # noqa: E402
     store_kv,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16  # the interpreter (numpy) has no bfloat16
 BOUND = 1e-2  # bf16 operands with fp32 accumulation land between 1e-3 and 1e-2 (METHOD.md)
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    assert not torch.isnan(out).any()
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 def random_paged_cache(context_lens, kv_heads, head_dim, block_size, seed):

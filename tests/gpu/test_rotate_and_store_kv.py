@@ -2,16 +2,14 @@
 module against the plain one. Runs on a CUDA device; on a CPU machine it skips unless TRITON_INTERPRET=1 (float16).
 """
 
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not torch.cuda.is_available() and not INTERPRET:
-    pytest.skip("needs a CUDA device (or TRITON_INTERPRET=1)", allow_module_level=True)
+from kernel_device import DEVICE, DTYPE, relative_error, require_kernel_device
+
+require_kernel_device()
 
 from fleetserve.engine.attention import AttentionMetadata  # noqa: E402
 from fleetserve.engine.kernels.fused_layers import FusedLlamaAttention, use_fused_kernels  # noqa: E402
@@ -20,15 +18,8 @@ from fleetserve.engine.kernels.paged_attention import store_kv  # noqa: E402
 from fleetserve.engine.layers import RotaryEmbedding  # noqa: E402
 from fleetserve.engine.models.llama import LlamaAttention  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16
 BOUND = 1e-2
 SENTINEL = 7.0
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    assert not torch.isnan(out).any()
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 def empty_caches(kv_heads, head_dim, num_blocks=4, block_size=16):

@@ -3,29 +3,19 @@
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (then in float16: numpy has no bf16).
 """
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-triton = pytest.importorskip("triton")
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not torch.cuda.is_available() and not INTERPRET:
-    pytest.skip("needs a CUDA device (or TRITON_INTERPRET=1)", allow_module_level=True)
+from kernel_device import DEVICE, DTYPE, relative_error, require_kernel_device
+
+require_kernel_device()
 
 from fleetserve.engine.kernels import skinny_gemm  # noqa: E402
 from fleetserve.engine.kernels.fused_layers import use_fused_kernels  # noqa: E402
 from fleetserve.engine.layers import ParallelLMHead, QKVParallelLinear, RowParallelLinear  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16
 BOUND = 1e-2  # bf16 operands, float32 accumulation in another order than cuBLAS's
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    assert not torch.isnan(out).any()
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 def rand(*shape, seed=0):

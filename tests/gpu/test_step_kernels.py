@@ -3,20 +3,15 @@
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
 """
 
-import os
-
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if not torch.cuda.is_available() and not INTERPRET:
-    pytest.skip("needs a CUDA device (or TRITON_INTERPRET=1)", allow_module_level=True)
+from kernel_device import DEVICE, require_kernel_device
+
+require_kernel_device()
 
 from fleetserve.engine.kernels.fused_ops import take_pending  # noqa: E402
 from fleetserve.engine.kernels.sampling import ARGMAX_CHUNK, greedy_argmax  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("rows,vocab", [(1, 128256), (3, 1000), (2, 2 * ARGMAX_CHUNK)])

@@ -20,7 +20,9 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,45 @@ class CompileLog:
         key = str(kwargs.get("key", ""))[:1500]
         at = f"{time.perf_counter() - self._phase_start:.2f} s"
         self.counts.setdefault(self._phase, []).append(f"{at} {name}: {key}" if key else f"{at} {name}")
+
+
+class GpuWatch:
+    """Samples the card once a second while a section runs (nvidia-smi: SM clock, temperature, power, throttle
+    reasons), so a slow section can be told apart from a hot or power-capped card. Keeps the lowest clock, the
+    highest temperature and power, and every throttle reason seen."""
+
+    FIELDS = "clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active"
+
+    def __init__(self):
+        self.summary: dict = {"samples": 0, "min_sm_mhz": None, "max_temp_c": None, "max_power_w": None,
+                              "throttle_reasons": []}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        s = self.summary
+        while not self._stop.wait(1.0):
+            try:
+                line = subprocess.run(["nvidia-smi", f"--query-gpu={self.FIELDS}", "--format=csv,noheader,nounits"],
+                                      capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
+                clock, temp, power, reasons = (v.strip() for v in line.split(","))
+                values = int(clock), int(temp), float(power)
+            except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+                return  # no nvidia-smi here, or a format it does not know: no samples
+            s["samples"] += 1
+            s["min_sm_mhz"] = min(values[0], s["min_sm_mhz"] or values[0])
+            s["max_temp_c"] = max(values[1], s["max_temp_c"] or values[1])
+            s["max_power_w"] = max(values[2], s["max_power_w"] or values[2])
+            if reasons not in s["throttle_reasons"] and int(reasons, 16) not in (0, 1):  # 1: idle
+                s["throttle_reasons"].append(reasons)
 
 
 def in_process(results: dict, runs: int, diagnose: bool = False) -> None:
@@ -298,10 +339,12 @@ def main() -> int:
              "http_defaults": lambda: served(results, "http_defaults", [], http_defaults(args))}
     for name in args.sections.split(","):
         try:
-            steps[name]()
+            with GpuWatch() as watch:
+                steps[name]()
         except Exception as e:  # keep what the other sections measured
             log.exception("section %s failed", name)
             results.setdefault("failures", {})[name] = repr(e)
+        results.setdefault("gpu_watch", {})[name] = watch.summary
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
     text = table(results)

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fleetserve.engine.kernels.dependent_launch import pdl, wait_for_previous
+
 
 @triton.jit
 def _round_like_hf(x, rstd, w, dtype: tl.constexpr):
@@ -25,8 +27,10 @@ def _scaled_norm(x, w_ptr, cols, mask, n_cols, eps, dtype: tl.constexpr):
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, heads, token_stride, head_stride, n_cols, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, heads, token_stride, head_stride, n_cols, eps, BLOCK: tl.constexpr,
+                     PDL: tl.constexpr):
     """One row of n_cols; row r is head r % heads of token r // heads (heads = 1 for a plain 2-D input)."""
+    wait_for_previous(PDL)
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
@@ -44,14 +48,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     heads, head_stride = (x.shape[1], x.stride(1)) if x.dim() == 3 else (1, 0)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     _rms_norm_kernel[(x.numel() // n_cols,)](x, weight, out, heads, x.stride(0), head_stride, n_cols, eps,
-                                             BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols))
+                                             BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols),
+                                             **pdl(x))
     return out
 
 
 @triton.jit
 def _add_rms_norm_kernel(x_ptr, residual_ptr, w_ptr, out_ptr, sum_ptr, x_stride, residual_stride, n_cols, eps,
-                         BLOCK: tl.constexpr):
+                         BLOCK: tl.constexpr, PDL: tl.constexpr):
     """One token: sum = x + residual, rounded to the dtype (HF adds in bf16), then RMSNorm of that sum."""
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
@@ -72,7 +78,7 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     total = torch.empty_like(out)
     _add_rms_norm_kernel[(tokens,)](x, residual, weight, out, total, x.stride(0), residual.stride(0), n_cols, eps,
-                                    BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols))
+                                    BLOCK=triton.next_power_of_2(n_cols), num_warps=_norm_warps(n_cols), **pdl(x))
     return out, total
 
 
@@ -81,7 +87,8 @@ def _norm_warps(n_cols: int) -> int:
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols
@@ -96,7 +103,8 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     tokens, n_cols = x.shape[0], x.shape[1] // 2
     out = torch.empty(tokens, n_cols, dtype=x.dtype, device=x.device)
     block = 1024
-    _silu_and_mul_kernel[(tokens, triton.cdiv(n_cols, block))](x, out, n_cols, BLOCK=block, num_warps=4)
+    _silu_and_mul_kernel[(tokens, triton.cdiv(n_cols, block))](x, out, n_cols, BLOCK=block, num_warps=4,
+                                                                 **pdl(x))
     return out
 
 
@@ -116,7 +124,9 @@ def _rotary_one(x_ptr, token, cos, sin, token_stride, head_stride, n_heads, HALF
 
 @triton.jit
 def _rotary_kernel(q_ptr, k_ptr, positions_ptr, cos_sin_ptr, q_token_stride, q_head_stride, k_token_stride,
-                   k_head_stride, q_heads, k_heads, HALF: tl.constexpr, Q_PAD: tl.constexpr, K_PAD: tl.constexpr):
+                   k_head_stride, q_heads, k_heads, HALF: tl.constexpr, Q_PAD: tl.constexpr, K_PAD: tl.constexpr,
+                   PDL: tl.constexpr):
+    wait_for_previous(PDL)
     token = tl.program_id(0)
     pos = tl.load(positions_ptr + token)
     dims = tl.arange(0, HALF)
@@ -135,17 +145,18 @@ def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: 
     assert q.stride(2) == 1 and k.stride(2) == 1
     _rotary_kernel[(tokens,)](q, k, positions, cos_sin, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
                               q_heads, k_heads, HALF=head_dim // 2, Q_PAD=triton.next_power_of_2(q_heads),
-                              K_PAD=triton.next_power_of_2(k_heads), num_warps=4)
+                              K_PAD=triton.next_power_of_2(k_heads), num_warps=4, **pdl(q))
     return q, k
 
 
 @triton.jit
 def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr, k_cache_ptr,
                                 v_cache_ptr, slots_ptr, token_stride, eps, Q_HEADS: tl.constexpr,
-                                KV_HEADS: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr):
+                                KV_HEADS: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr, PDL: tl.constexpr):
     """One program: one head of one token of the fused qkv row. Heads [0, Q_HEADS) are q, rotated in place; the
     next KV_HEADS are k, rotated and stored with their v at the token's cache slot (slot < 0: a padding row of a
     captured batch, nothing stored). Rounds where the unfused layers round: the q/k RMSNorm result, then rotary."""
+    wait_for_previous(PDL)
     token = tl.program_id(0)
     head = tl.program_id(1)
     dtype = qkv_ptr.dtype.element_ty
@@ -198,7 +209,7 @@ def rotate_and_store_kv(qkv: torch.Tensor, positions: torch.Tensor, cos_sin: tor
     _rotate_and_store_kv_kernel[(tokens, num_heads + num_kv_heads)](
         qkv, positions, cos_sin, q_weight if qk_norm else qkv, k_weight if qk_norm else qkv, k_cache, v_cache,
         slots, qkv.stride(0), eps, Q_HEADS=num_heads, KV_HEADS=num_kv_heads, HALF=head_dim // 2, QK_NORM=qk_norm,
-        num_warps=1,
+        num_warps=1, **pdl(qkv),
     )
     return qkv[:, :num_heads * head_dim].view(tokens, num_heads, head_dim)
 

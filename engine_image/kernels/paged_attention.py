@@ -15,12 +15,15 @@ import torch
 import triton
 import triton.language as tl
 
+from fleetserve.engine.kernels.dependent_launch import pdl, wait_for_previous
+
 LOG2E = 1.4426950408889634
 
 
 @triton.jit
 def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, k_stride, v_stride, ROW: tl.constexpr,
-                     ROW_PAD: tl.constexpr):
+                     ROW_PAD: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     token = tl.program_id(0)
     slot = tl.load(slot_ptr + token).to(tl.int64)
     if slot < 0:  # padding row of a captured batch
@@ -37,7 +40,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
     assert k.stride(1) == head_dim and k.stride(2) == 1 and v.stride(1) == head_dim and v.stride(2) == 1
     row = kv_heads * head_dim
     _store_kv_kernel[(tokens,)](k, v, k_cache, v_cache, slots, k.stride(0), v.stride(0), ROW=row,
-                                ROW_PAD=triton.next_power_of_2(row))
+                                ROW_PAD=triton.next_power_of_2(row), **pdl(k))
 
 
 # Integer arguments that change from step to step are not specialised on (Triton would otherwise compile a variant
@@ -48,6 +51,7 @@ def _decode_kernel(
     scale_log2, q_stride, bt_stride, max_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, ORDERED: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """One program: one KV head (all its query heads at once, for GQA), one sequence, one split of the context.
     With a single split it writes the final output; otherwise partial results that _combine_kernel merges.
@@ -55,6 +59,7 @@ def _decode_kernel(
     run side by side read whole rows together (DRAM pages open once), not one head's 256 bytes of each.
     ORDERED: the grid's sequence axis goes through `order` (longest context first), so the GPU starts the longest
     programs first and the last wave is short ones, not one long sequence the rest of the GPU waits for."""
+    wait_for_previous(PDL)
     kv_head = tl.program_id(0)
     seq = tl.program_id(1)
     if ORDERED:
@@ -143,18 +148,20 @@ def paged_decode_attention(
         scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, ORDERED=order is not None, num_warps=num_warps,
-        num_stages=2 if single else 3,
+        num_stages=2 if single else 3, **pdl(q),
     )
     if not single:
         _combine_kernel[(batch, heads)](partial, m, denom, out, num_splits, heads, HEAD_DIM=head_dim,
-                                        SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4)
+                                        SPLITS_PAD=triton.next_power_of_2(num_splits), num_warps=4,
+                                        **pdl(q))
     return out
 
 
 @triton.jit(do_not_specialize=["num_splits"])
 def _combine_kernel(partial_ptr, m_ptr, denom_ptr, out_ptr, num_splits, heads, HEAD_DIM: tl.constexpr,
-                    SPLITS_PAD: tl.constexpr):
+                    SPLITS_PAD: tl.constexpr, PDL: tl.constexpr):
     """Merges one (sequence, head)'s split results, each weighted by exp2(its max - the overall max)."""
+    wait_for_previous(PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     splits = tl.arange(0, SPLITS_PAD)
@@ -174,9 +181,10 @@ def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, cu_q_ptr, context_lens_ptr, out_ptr,
     scale_log2, q_stride, out_stride, bt_stride,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program: BLOCK_M query tokens of one sequence and one query head, causal over the paged context."""
+    wait_for_previous(PDL)
     tile = tl.program_id(0)
     seq = tl.program_id(1)
     head = tl.program_id(2)
@@ -245,6 +253,7 @@ def paged_prefill_attention(
         scale * LOG2E, q.stride(0), out.stride(0), block_tables.stride(0),
         KV_HEADS=kv_heads, GROUP=heads // kv_heads, HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=2,
+        **pdl(q),
     )
     return out
 

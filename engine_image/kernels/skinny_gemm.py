@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from fleetserve.engine.kernels.dependent_launch import pdl, wait_for_previous
+
 MAX_ROWS = 16
 BLOCK_N, BLOCK_K, STAGES = 64, 128, 6
 GATED_STAGES = 4  # two weight tiles a stage: six would not fit in shared memory
@@ -29,10 +31,11 @@ GATED_STAGES = 4  # two weight tiles a stage: six would not fit in shared memory
 @triton.jit(do_not_specialize=["M"])
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, x_stride, y_stride, HAS_BIAS: tl.constexpr,
                    GATED: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   M_PAD: tl.constexpr):
+                   M_PAD: tl.constexpr, PDL: tl.constexpr):
     """One program: BLOCK_N output features for every row; computes y^T[BLOCK_N, M_PAD] = W[BLOCK_N, K] x^T.
     GATED: W is [gate; up], N rows each, and y = silu(x W_gate^T) * (x W_up^T), each product rounded to y's dtype
     first, as the unfused GEMM and silu_and_mul round them."""
+    wait_for_previous(PDL)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, M_PAD)
     k = tl.arange(0, BLOCK_K)
@@ -73,7 +76,8 @@ def _launch(x, weight, bias, out_features, out_dtype, gated):
     _skinny_kernel[(triton.cdiv(out_features, BLOCK_N),)](
         x, weight, weight if bias is None else bias, y, rows, out_features, in_features, x.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, GATED=gated, EVEN_K=in_features % BLOCK_K == 0, BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K, M_PAD=MAX_ROWS, num_warps=4, num_stages=GATED_STAGES if gated else STAGES)
+        BLOCK_K=BLOCK_K, M_PAD=MAX_ROWS, num_warps=4, num_stages=GATED_STAGES if gated else STAGES,
+        **pdl(x))
     return y
 
 

@@ -1,0 +1,74 @@
+"""Programmatic dependent launch: on when a Hopper GPU runs the kernels, off on the CPU and in Triton's interpreter,
+and a decode layer's chain of kernels replayed from a CUDA graph gives the same bits with it as without.
+
+Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
+"""
+
+import os
+
+import pytest
+import torch
+
+from kernel_device import DEVICE, DTYPE, require_kernel_device
+
+require_kernel_device()
+
+from fleetserve.engine.kernels import dependent_launch  # noqa: E402
+from fleetserve.engine.kernels.dependent_launch import pdl  # noqa: E402
+from fleetserve.engine.kernels.fused_ops import add_rms_norm, rotate_and_store_kv  # noqa: E402
+from fleetserve.engine.kernels.paged_attention import paged_decode_attention  # noqa: E402
+from fleetserve.engine.kernels.skinny_gemm import gated_linear, linear  # noqa: E402
+
+HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+
+
+def test_on_only_for_a_hopper_gpu_outside_the_interpreter():
+    assert pdl(torch.empty(1)) == {"PDL": False, "launch_pdl": False}
+    want = HOPPER and os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("FLEETSERVE_PDL") != "0"
+    assert pdl(torch.empty(1, device=DEVICE))["PDL"] == want
+
+
+def _layer(x, residual, w):
+    """One decode layer's kernels in order, each reading what the one before wrote."""
+    normed, residual = add_rms_norm(x, residual, w["norm"], 1e-6)
+    qkv = linear(normed, w["qkv"])
+    q = rotate_and_store_kv(qkv, w["positions"], w["cos_sin"], 4, 2, w["k_cache"], w["v_cache"], w["slots"])
+    attn = paged_decode_attention(q, w["k_cache"], w["v_cache"], w["tables"], w["context_lens"], 0.125,
+                                  num_splits=4)
+    out = linear(attn.flatten(1), w["o"])
+    normed, residual = add_rms_norm(out, residual, w["norm"], 1e-6)
+    return gated_linear(normed, w["gate_up"]), residual
+
+
+@pytest.mark.skipif(not HOPPER, reason="programmatic dependent launch needs a Hopper (or later) GPU")
+def test_a_layer_replayed_from_a_graph_gives_the_same_bits_with_and_without(monkeypatch):
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    hidden, heads, kv_heads, head_dim, batch, blocks, block_size = 256, 4, 2, 64, 3, 8, 16
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, device=DEVICE).to(DTYPE) / 8
+
+    angles = torch.rand(64, head_dim // 2, generator=g, device=DEVICE)
+    w = {"norm": rand(hidden) + 1, "qkv": rand((heads + 2 * kv_heads) * head_dim, hidden),
+         "o": rand(hidden, heads * head_dim), "gate_up": rand(2 * 512, hidden),
+         "positions": torch.tensor([5, 17, 40], device=DEVICE), "slots": torch.tensor([5, 49, 104], device=DEVICE),
+         "cos_sin": torch.cat([angles.cos(), angles.sin()], 1),
+         "tables": torch.tensor([[0, 1, 2], [2, 3, 4], [4, 5, 6]], dtype=torch.int32, device=DEVICE),
+         "context_lens": torch.tensor([6, 18, 41], dtype=torch.int32, device=DEVICE)}
+    x, residual = rand(batch, hidden), rand(batch, hidden)
+    k_cache, v_cache = rand(blocks, block_size, kv_heads, head_dim), rand(blocks, block_size, kv_heads, head_dim)
+    results = []
+    for enabled in ("1", "0"):
+        monkeypatch.setenv("FLEETSERVE_PDL", enabled)
+        dependent_launch._enabled.cache_clear()
+        w["k_cache"], w["v_cache"] = k_cache.clone(), v_cache.clone()
+        _layer(x, residual, w)  # compiles outside the graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = _layer(x, residual, w)
+        graph.replay()
+        torch.cuda.synchronize()
+        results.append([t.clone() for t in out])
+    dependent_launch._enabled.cache_clear()
+    for with_pdl, without in zip(*results):
+        assert torch.equal(with_pdl, without)

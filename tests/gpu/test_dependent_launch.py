@@ -1,4 +1,5 @@
-"""Programmatic dependent launch: on when a Hopper GPU runs the kernels, off on the CPU and in Triton's interpreter,
+"""Programmatic dependent launch: on when asked for (FLEETSERVE_PDL=1) and a Hopper GPU runs the kernels, off on the
+CPU and in Triton's interpreter,
 and a decode layer's chain of kernels replayed from a CUDA graph gives the same bits with it as without.
 
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
@@ -22,10 +23,17 @@ from fleetserve.engine.kernels.skinny_gemm import gated_linear, linear  # noqa: 
 HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
 
 
-def test_on_only_for_a_hopper_gpu_outside_the_interpreter():
-    assert pdl(torch.empty(1)) == {"PDL": False, "launch_pdl": False}
-    want = HOPPER and os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("FLEETSERVE_PDL") != "0"
-    assert pdl(torch.empty(1, device=DEVICE))["PDL"] == want
+def test_on_only_when_asked_for_on_a_hopper_gpu_outside_the_interpreter(monkeypatch):
+    for asked in ("1", "0", None):
+        if asked is None:
+            monkeypatch.delenv("FLEETSERVE_PDL", raising=False)
+        else:
+            monkeypatch.setenv("FLEETSERVE_PDL", asked)
+        dependent_launch._enabled.cache_clear()
+        assert pdl(torch.empty(1)) == {"PDL": False, "launch_pdl": False}
+        want = asked == "1" and HOPPER and os.environ.get("TRITON_INTERPRET") != "1"
+        assert pdl(torch.empty(1, device=DEVICE))["PDL"] == want
+    dependent_launch._enabled.cache_clear()
 
 
 def _layer(x, residual, w):

@@ -1,7 +1,7 @@
 """Programmatic dependent launch (PDL, Hopper and later) for the forward's kernels.
 
 A decode step is some 330 short kernels in a row, and each one's start (its launch, its blocks placed on the SMs,
-its first loads) used to wait for the end of the one before. A kernel launched with `launch_pdl=True` may be
+its first loads) otherwise waits for the end of the one before. A kernel launched with `launch_pdl=True` may be
 placed while its predecessor's last blocks still run; its first statement, `wait_for_previous`, blocks until that
 predecessor has finished and its writes are visible, so nothing it reads or writes can race. Every program of every
 such kernel waits, even one that returns early, so "my predecessor finished" implies the same of the kernel before

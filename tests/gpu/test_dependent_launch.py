@@ -5,7 +5,10 @@ and a decode layer's chain of kernels replayed from a CUDA graph gives the same 
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,6 +37,58 @@ def test_on_only_when_asked_for_on_a_hopper_gpu_outside_the_interpreter(monkeypa
         want = asked == "1" and HOPPER and os.environ.get("TRITON_INTERPRET") != "1"
         assert pdl(torch.empty(1, device=DEVICE))["PDL"] == want
     dependent_launch._enabled.cache_clear()
+
+
+# Compiles kernels for a Hopper target with Triton's own compiler (no GPU needed), outside the interpreter, and
+# reports where the dependent-launch instructions sit in each kernel's PTX.
+_COMPILE_FOR_HOPPER = r"""
+import json, re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fleetserve.engine.kernels import fused_ops, paged_attention, skinny_gemm
+
+P, I, F, C = "*bf16", "i32", "fp32", "constexpr"
+KERNELS = {
+    "skinny": (skinny_gemm._skinny_kernel, [P, P, P, P, I, I, I, I, I],
+               {"HAS_BIAS": False, "GATED": False, "EVEN_K": True, "BLOCK_N": 64, "BLOCK_K": 128, "M_PAD": 16},
+               {"num_warps": 4, "num_stages": 6}),
+    "add_rms_norm": (fused_ops._add_rms_norm_kernel, [P, P, P, P, P, I, I, I, F], {"BLOCK": 4096},
+                     {"num_warps": 8}),
+    "decode": (paged_attention._decode_kernel, [P, P, P, "*i32", "*i32", "*i32", "*fp32", "*fp32", "*fp32", F, I, I, I],
+               {"KV_HEADS": 8, "GROUP": 4, "GROUP_PAD": 16, "HEAD_DIM": 128, "BLOCK_SIZE": 16, "BLOCK_N": 64,
+                "SINGLE_SPLIT": False, "ORDERED": True}, {"num_warps": 4, "num_stages": 3}),
+}
+report = {}
+for name, (kernel, types, constexprs, options) in KERNELS.items():
+    for pdl in (True, False):
+        names = list(kernel.arg_names)
+        signature = {n: t for n, t in zip(names, types)}
+        signature.update({n: C for n in names[len(types):]})
+        source = ASTSource(fn=kernel, signature=signature, constexprs={**constexprs, "PDL": pdl})
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        body = ptx[ptx.index(".entry"):]
+        memory = re.search(r"\b(ld|st|cp\.async)\.global", body)
+        wait = body.find("griddepcontrol.wait")
+        report[f"{name} {pdl}"] = {"wait": wait, "first_memory_op": memory.start() if memory else -1,
+                                   "launch_dependents": "griddepcontrol.launch_dependents" in body}
+json.dump(report, sys.stdout)
+"""
+
+
+def test_with_it_each_kernel_waits_before_its_first_memory_access():
+    """The interpreter cannot run these instructions, so this compiles for Hopper on any machine and reads the PTX:
+    with PDL the wait comes before the kernel's first global load or store, and without it neither instruction is
+    there."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for key, where in json.loads(done.stdout).items():
+        if key.endswith("True"):
+            assert 0 <= where["wait"] < where["first_memory_op"] and where["launch_dependents"], key
+        else:
+            assert where["wait"] == -1 and not where["launch_dependents"], key
 
 
 def _layer(x, residual, w):

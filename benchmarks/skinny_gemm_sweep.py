@@ -32,14 +32,8 @@ TILE_SWEEP = [(32, 4, 128, 4), (32, 4, 128, 6), (32, 2, 128, 4), (32, 2, 128, 6)
               (16, 4, 128, 6), (16, 1, 128, 4), (16, 1, 128, 6), (16, 2, 128, 6)]
 
 
-def launch(x, w, out_features, gated, block_n, warps, block_k, stages):
-    rows, k = x.shape
-    y = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
-    skinny_gemm._skinny_kernel[(triton.cdiv(out_features, block_n),)](
-        x, w, w, y, rows, out_features, k, x.stride(0), y.stride(0), HAS_BIAS=False, GATED=gated,
-        EVEN_K=k % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, M_PAD=skinny_gemm.MAX_ROWS, num_warps=warps,
-        num_stages=stages, PDL=False)
-    return y
+def launch(x, w, out_features, gated, *tiles):
+    return skinny_gemm._launch(x, w, None, out_features, x.dtype, gated, tiles)
 
 
 def graph_us(fn, weights) -> float:

@@ -70,14 +70,15 @@ def _fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1 and weight.is_contiguous()
 
 
-def _launch(x, weight, bias, out_features, out_dtype, gated):
+def _launch(x, weight, bias, out_features, out_dtype, gated, tiles: tuple[int, int, int, int] | None = None):
+    """tiles: (BLOCK_N, num_warps, BLOCK_K, num_stages), the shipped ones unless a benchmark sweeps them."""
     rows, in_features = x.shape
+    block_n, warps, block_k, stages = tiles or (BLOCK_N, 4, BLOCK_K, GATED_STAGES if gated else STAGES)
     y = torch.empty(rows, out_features, dtype=out_dtype, device=x.device)
-    _skinny_kernel[(triton.cdiv(out_features, BLOCK_N),)](
+    _skinny_kernel[(triton.cdiv(out_features, block_n),)](
         x, weight, weight if bias is None else bias, y, rows, out_features, in_features, x.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, GATED=gated, EVEN_K=in_features % BLOCK_K == 0, BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K, M_PAD=MAX_ROWS, num_warps=4, num_stages=GATED_STAGES if gated else STAGES,
-        **pdl(x))
+        HAS_BIAS=bias is not None, GATED=gated, EVEN_K=in_features % block_k == 0, BLOCK_N=block_n,
+        BLOCK_K=block_k, M_PAD=MAX_ROWS, num_warps=warps, num_stages=stages, **pdl(x))
     return y
 
 

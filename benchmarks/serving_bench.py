@@ -115,14 +115,14 @@ class GpuWatch:
                 line = subprocess.run(["nvidia-smi", f"--query-gpu={self.FIELDS}", "--format=csv,noheader,nounits"],
                                       capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
                 clock, temp, power, reasons = (v.strip() for v in line.split(","))
-                values = int(clock), int(temp), float(power)
+                values = int(clock), int(temp), float(power), int(reasons, 16)
             except (OSError, subprocess.SubprocessError, IndexError, ValueError):
                 return  # no nvidia-smi here, or a format it does not know: no samples
             s["samples"] += 1
             s["min_sm_mhz"] = min(values[0], s["min_sm_mhz"] or values[0])
             s["max_temp_c"] = max(values[1], s["max_temp_c"] or values[1])
             s["max_power_w"] = max(values[2], s["max_power_w"] or values[2])
-            if reasons not in s["throttle_reasons"] and int(reasons, 16) not in (0, 1):  # 1: idle
+            if values[3] not in (0, 1) and reasons not in s["throttle_reasons"]:  # 1: idle
                 s["throttle_reasons"].append(reasons)
 
 

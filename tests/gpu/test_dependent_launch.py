@@ -1,6 +1,6 @@
 """Programmatic dependent launch: on when asked for (FLEETSERVE_PDL=1) and a Hopper GPU runs the kernels, off on the
-CPU and in Triton's interpreter,
-and a decode layer's chain of kernels replayed from a CUDA graph gives the same bits with it as without.
+CPU and in Triton's interpreter; each kernel waits before its first memory access; and a decode layer's chain of
+kernels replayed from a CUDA graph gives the same bits with it as without.
 
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
 """

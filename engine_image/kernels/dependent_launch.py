@@ -7,9 +7,9 @@ predecessor has finished and its writes are visible, so nothing it reads or writ
 such kernel waits, even one that returns early, so "my predecessor finished" implies the same of the kernel before
 it, and so on down the chain. It then lets its own successor be placed at once.
 
-Kernels take a `PDL` constexpr and are launched with `**pdl(tensor)`. Opt-in for now (FLEETSERVE_PDL=1): what it
-gives has not been measured on a GPU yet (docs/gpu.md). Never on the CPU, in Triton's interpreter (which has no
-such instructions) or before Hopper.
+Kernels take a `PDL` constexpr and are launched with `**pdl(tensor)`. On by default on Hopper and later;
+FLEETSERVE_PDL=0 turns it off (to compare, or to rule it out). Never on the CPU, in Triton's interpreter (which has
+no such instructions) or before Hopper.
 """
 
 import functools
@@ -27,7 +27,7 @@ except ImportError:  # a Triton without grid dependency control: never enabled (
 
 @functools.cache
 def _enabled(device_index: int) -> bool:
-    if gdc_wait is None or os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("FLEETSERVE_PDL") != "1":
+    if gdc_wait is None or os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("FLEETSERVE_PDL") == "0":
         return False
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 

@@ -1,5 +1,5 @@
-"""Programmatic dependent launch: on when a Hopper GPU runs the kernels unless turned off (FLEETSERVE_PDL=0), off on
-the CPU and in Triton's interpreter; each kernel waits before its first memory access; and a decode layer's chain of
+"""Programmatic dependent launch: on when a Hopper GPU runs a step of at most 16 tokens unless turned off
+(FLEETSERVE_PDL=0), off for larger steps, on the CPU and in Triton's interpreter; each kernel waits before its first memory access; and a decode layer's chain of
 kernels replayed from a CUDA graph gives the same bits with it as without.
 
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
@@ -26,7 +26,7 @@ from fleetserve.engine.kernels.skinny_gemm import gated_linear, linear  # noqa: 
 HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
 
 
-def test_on_for_a_hopper_gpu_outside_the_interpreter_unless_turned_off(monkeypatch):
+def test_on_for_few_tokens_on_a_hopper_gpu_outside_the_interpreter_unless_turned_off(monkeypatch):
     for asked in ("1", "0", None):
         if asked is None:
             monkeypatch.delenv("FLEETSERVE_PDL", raising=False)
@@ -36,6 +36,9 @@ def test_on_for_a_hopper_gpu_outside_the_interpreter_unless_turned_off(monkeypat
         assert pdl(torch.empty(1)) == {"PDL": False, "launch_pdl": False}
         want = asked != "0" and HOPPER and os.environ.get("TRITON_INTERPRET") != "1"
         assert pdl(torch.empty(1, device=DEVICE))["PDL"] == want
+        assert pdl(torch.empty(dependent_launch.FEW_TOKENS, 8, device=DEVICE))["PDL"] == want
+        assert pdl(torch.empty(dependent_launch.FEW_TOKENS + 1, 8, device=DEVICE)) == {"PDL": False,
+                                                                                        "launch_pdl": False}
     dependent_launch._enabled.cache_clear()
 
 

@@ -1,6 +1,7 @@
 """Programmatic dependent launch: on when a Hopper GPU runs a step of at most 16 tokens unless turned off
-(FLEETSERVE_PDL=0), off for larger steps, on the CPU and in Triton's interpreter; each kernel waits before its first memory access; and a decode layer's chain of
-kernels replayed from a CUDA graph gives the same bits with it as without.
+(FLEETSERVE_PDL=0), off for larger steps, on the CPU and in Triton's interpreter; each kernel waits before its first
+memory access; and a decode layer's chain of kernels replayed from a CUDA graph gives the same bits with it as
+without.
 
 Runs on a CUDA device; on a CPU machine it skips, unless TRITON_INTERPRET=1 (Triton's interpreter).
 """

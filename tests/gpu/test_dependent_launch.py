@@ -22,12 +22,16 @@ from fleetserve.engine.kernels import dependent_launch  # noqa: E402
 from fleetserve.engine.kernels.dependent_launch import pdl  # noqa: E402
 from fleetserve.engine.kernels.fused_ops import add_rms_norm, rotate_and_store_kv  # noqa: E402
 from fleetserve.engine.kernels.paged_attention import paged_decode_attention  # noqa: E402
+from fleetserve.engine.kernels import skinny_gemm  # noqa: E402
 from fleetserve.engine.kernels.skinny_gemm import gated_linear, linear  # noqa: E402
 
 HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
 
 
 def test_on_for_few_tokens_on_a_hopper_gpu_outside_the_interpreter_unless_turned_off(monkeypatch):
+    # The rule's reason is the few-row GEMMs' limit: the two constants are one number, kept in two modules only
+    # because skinny_gemm imports dependent_launch.
+    assert dependent_launch.FEW_TOKENS == skinny_gemm.MAX_ROWS
     for asked in ("1", "0", None):
         if asked is None:
             monkeypatch.delenv("FLEETSERVE_PDL", raising=False)

@@ -150,46 +150,60 @@ def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: 
 
 
 @triton.jit
+def _rotate_heads(row, w_ptr, cos, sin, n_heads, eps, HALF: tl.constexpr, HEADS_PAD: tl.constexpr,
+                  QK_NORM: tl.constexpr):
+    """n_heads consecutive heads of a qkv row, each [x1 | x2]: optional RMSNorm over the whole head, then rotary.
+    Returns the rotated halves, rounded to the row's dtype, and the mask of real heads."""
+    dtype = row.dtype.element_ty
+    heads = tl.arange(0, HEADS_PAD)[:, None]
+    dims = tl.arange(0, HALF)[None, :]
+    mask = heads < n_heads
+    x1 = tl.load(row + heads * 2 * HALF + dims, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(row + heads * 2 * HALF + HALF + dims, mask=mask, other=0.0).to(tl.float32)
+    if QK_NORM:  # Qwen3: RMSNorm over each head, both halves
+        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
+        x1 = _round_like_hf(x1, rstd, tl.load(w_ptr + dims).to(tl.float32), dtype).to(tl.float32)
+        x2 = _round_like_hf(x2, rstd, tl.load(w_ptr + HALF + dims).to(tl.float32), dtype).to(tl.float32)
+    return (x1 * cos - x2 * sin).to(dtype), (x2 * cos + x1 * sin).to(dtype), mask
+
+
+@triton.jit
 def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr, k_cache_ptr,
                                 v_cache_ptr, slots_ptr, token_stride, eps, Q_HEADS: tl.constexpr,
-                                KV_HEADS: tl.constexpr, HALF: tl.constexpr, QK_NORM: tl.constexpr, PDL: tl.constexpr):
-    """One program: one head of one token of the fused qkv row. Heads [0, Q_HEADS) are q, rotated in place; the
-    next KV_HEADS are k, rotated and stored with their v at the token's cache slot (slot < 0: a padding row of a
-    captured batch, nothing stored). Rounds where the unfused layers round: the q/k RMSNorm result, then rotary."""
+                                KV_HEADS: tl.constexpr, HALF: tl.constexpr, Q_PAD: tl.constexpr,
+                                KV_PAD: tl.constexpr, V_PAD: tl.constexpr, QK_NORM: tl.constexpr,
+                                PDL: tl.constexpr):
+    """Two programs a token of the fused qkv row: the first rotates every q head in place; the second rotates every
+    k head and stores them with the v heads at the token's cache slot (slot < 0: a padding row of a captured
+    batch, nothing stored). A token's heads go through one program, not one program each: the kernel is a chain of
+    dependent loads (position, then cos/sin) whose latency, not its few kilobytes, sets its time, and 24 one-warp
+    programs a token made 1.5 waves of them at batch 256. Rounds where the unfused layers round: the q/k RMSNorm
+    result, then rotary."""
     wait_for_previous(PDL)
     token = tl.program_id(0)
-    head = tl.program_id(1)
-    dtype = qkv_ptr.dtype.element_ty
-    row = qkv_ptr + token.to(tl.int64) * token_stride + head * 2 * HALF
-    dims = tl.arange(0, HALF)
-    x1 = tl.load(row + dims).to(tl.float32)
-    x2 = tl.load(row + HALF + dims).to(tl.float32)
-    if QK_NORM:  # Qwen3: RMSNorm over the whole head, both halves
-        if head < Q_HEADS:
-            w1 = tl.load(q_weight_ptr + dims).to(tl.float32)
-            w2 = tl.load(q_weight_ptr + HALF + dims).to(tl.float32)
-        else:
-            w1 = tl.load(k_weight_ptr + dims).to(tl.float32)
-            w2 = tl.load(k_weight_ptr + HALF + dims).to(tl.float32)
-        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 0) + tl.sum(x2 * x2, 0)) / (2 * HALF) + eps)
-        x1 = _round_like_hf(x1, rstd, w1, dtype).to(tl.float32)
-        x2 = _round_like_hf(x2, rstd, w2, dtype).to(tl.float32)
+    is_k = tl.program_id(1) == 1
+    row = qkv_ptr + token.to(tl.int64) * token_stride
+    dims = tl.arange(0, HALF)[None, :]
     pos = tl.load(positions_ptr + token)
     cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)
     sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)
-    out1 = (x1 * cos - x2 * sin).to(dtype)
-    out2 = (x2 * cos + x1 * sin).to(dtype)
-    if head < Q_HEADS:
-        tl.store(row + dims, out1)
-        tl.store(row + HALF + dims, out2)
+    if not is_k:
+        out1, out2, mask = _rotate_heads(row, q_weight_ptr, cos, sin, Q_HEADS, eps, HALF, Q_PAD, QK_NORM)
+        dst = row + tl.arange(0, Q_PAD)[:, None] * 2 * HALF + dims
+        tl.store(dst, out1, mask=mask)
+        tl.store(dst + HALF, out2, mask=mask)
     else:
         slot = tl.load(slots_ptr + token).to(tl.int64)
         if slot >= 0:
-            dst = slot * KV_HEADS * 2 * HALF + (head - Q_HEADS) * 2 * HALF
-            tl.store(k_cache_ptr + dst + dims, out1)
-            tl.store(k_cache_ptr + dst + HALF + dims, out2)
-            full = tl.arange(0, 2 * HALF)
-            tl.store(v_cache_ptr + dst + full, tl.load(row + KV_HEADS * 2 * HALF + full))
+            k_row = row + Q_HEADS * 2 * HALF
+            out1, out2, mask = _rotate_heads(k_row, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD, QK_NORM)
+            dst = k_cache_ptr + slot * KV_HEADS * 2 * HALF + tl.arange(0, KV_PAD)[:, None] * 2 * HALF + dims
+            tl.store(dst, out1, mask=mask)
+            tl.store(dst + HALF, out2, mask=mask)
+            v = tl.arange(0, V_PAD)
+            v_mask = v < KV_HEADS * 2 * HALF
+            tl.store(v_cache_ptr + slot * KV_HEADS * 2 * HALF + v,
+                     tl.load(k_row + KV_HEADS * 2 * HALF + v, mask=v_mask), mask=v_mask)
 
 
 def rotate_and_store_kv(qkv: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, num_heads: int,
@@ -206,10 +220,11 @@ def rotate_and_store_kv(qkv: torch.Tensor, positions: torch.Tensor, cos_sin: tor
     head_dim = width // (num_heads + 2 * num_kv_heads)
     assert qkv.stride(1) == 1 and width == (num_heads + 2 * num_kv_heads) * head_dim
     qk_norm = q_weight is not None
-    _rotate_and_store_kv_kernel[(tokens, num_heads + num_kv_heads)](
+    _rotate_and_store_kv_kernel[(tokens, 2)](
         qkv, positions, cos_sin, q_weight if qk_norm else qkv, k_weight if qk_norm else qkv, k_cache, v_cache,
-        slots, qkv.stride(0), eps, Q_HEADS=num_heads, KV_HEADS=num_kv_heads, HALF=head_dim // 2, QK_NORM=qk_norm,
-        num_warps=1, **pdl(qkv),
+        slots, qkv.stride(0), eps, Q_HEADS=num_heads, KV_HEADS=num_kv_heads, HALF=head_dim // 2,
+        Q_PAD=triton.next_power_of_2(num_heads), KV_PAD=triton.next_power_of_2(num_kv_heads),
+        V_PAD=triton.next_power_of_2(num_kv_heads * head_dim), QK_NORM=qk_norm, num_warps=4, **pdl(qkv),
     )
     return qkv[:, :num_heads * head_dim].view(tokens, num_heads, head_dim)
 

@@ -8,7 +8,6 @@ captured batch write their K/V there and attend to it, so no real block is touch
 
 import bisect
 import logging
-import os
 
 import numpy as np
 import torch
@@ -39,17 +38,6 @@ def graph_batch_sizes(max_num_seqs: int) -> list[int]:
     """Captured decode batch sizes (nano-vllm's buckets): 1, 2, 4, 8, then every 16 up to max_num_seqs."""
     sizes = [b for b in (1, 2, 4, 8) if b < max_num_seqs] + list(range(16, max_num_seqs + 1, 16))
     return sorted(set(sizes + [max_num_seqs]))
-
-
-# Decode graphs of at least this many rows run as two halves side by side (GPUModelRunner._halves_forward).
-HALVED_MIN_BATCH = int(os.environ.get("FLEETSERVE_HALVED_MIN_BATCH", "128"))
-
-
-def halved_batch(bs: int, tp_size: int) -> bool:
-    """Whether a captured batch runs as two halves: large enough that each half's attention outlasts the other's
-    short kernels, even, and on one GPU (the halves' logits bypass the LM head's tensor-parallel gather).
-    FLEETSERVE_HALVED_MIN_BATCH=0 turns it off."""
-    return 0 < HALVED_MIN_BATCH <= bs and bs % 2 == 0 and tp_size == 1
 
 
 def kv_budget_bytes(total: int, free: int, utilization: float, activation_peak: int) -> int:
@@ -172,8 +160,6 @@ class GPUModelRunner:
                                    device=self.device)
         self.staged = torch.cuda.Event()
         self.g_logits: dict[int, torch.Tensor] = {}  # each graph's own output buffer
-        self.halved_sizes = {bs for bs in sizes if halved_batch(bs, self.model.lm_head.tp_size)}
-        self.half_streams = [torch.cuda.Stream(self.device) for _ in range(2)]
         pool = None
         with torch.inference_mode():
             for bs in tqdm(reversed(sizes), total=len(sizes), desc="capturing decode graphs", disable=None):
@@ -184,9 +170,6 @@ class GPUModelRunner:
                                                                 self.num_sms), decode_order=self.g_order[:bs])
                 run = lambda: self.model.compute_logits(  # noqa: E731
                     self.model(self.g_input_ids[:bs], self.g_positions[:bs], meta))
-                if bs in self.halved_sizes:
-                    self.g_order[:bs].copy_(torch.arange(bs) % (bs // 2))  # valid rows for each half's capture
-                    run = lambda bs=bs: self._halves_forward(bs)  # noqa: E731
                 run()  # warm-up outside the graph: Triton compiles here
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
@@ -195,35 +178,12 @@ class GPUModelRunner:
                 self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def _halves_forward(self, bs: int) -> torch.Tensor:
-        """A decode batch as two independent halves, each on a stream of its own, so that one half's short
-        latency-bound kernels (projections, norms, rotary) run while the other half's attention streams its K/V,
-        instead of each leaving the memory bus idle in turn. Each half reads the weights again. Both halves'
-        logits land in one buffer, in row order."""
-        half = bs // 2
-        weight = self.model.lm_head.weight
-        logits = torch.empty(bs, weight.shape[0], dtype=torch.float32, device=self.device)
-        main = torch.cuda.current_stream()
-        for (lo, hi), stream in zip(((0, half), (half, bs)), self.half_streams):
-            stream.wait_stream(main)
-            with torch.cuda.stream(stream):
-                meta = GpuAttentionMetadata(
-                    slot_mapping=self.g_slots[lo:hi], block_tables=self.g_tables[lo:hi],
-                    context_lens=self.g_context_lens[lo:hi], query_lens=[1] * half, context_lens_list=[],
-                    is_decode=True, decode_splits=decode_splits(half, self.num_kv_heads, self.max_model_len,
-                                                                self.num_sms), decode_order=self.g_order[lo:hi])
-                hidden = self.model(self.g_input_ids[lo:hi], self.g_positions[lo:hi], meta)
-                torch.mm(hidden, weight.t(), out_dtype=torch.float32, out=logits[lo:hi])  # as compute_logits
-        for stream in self.half_streams:
-            main.wait_stream(stream)
-        return logits
-
     def _run_decode_graph(self, seqs: list[Sequence], pending_tokens: torch.Tensor | None) -> torch.Tensor:
         n = len(seqs)
         bs = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
         self.staged.synchronize()  # the previous step's copies have left the pinned buffers
         width, any_pending = stage_decode(seqs, self.h_rows_np[:, :bs], self.h_tables_np, self.block_tables,
-                                          self.block_size, halves=bs in self.halved_sizes)
+                                          self.block_size)
         if any_pending:
             pending_tokens = require_pending_tokens(pending_tokens)
         self.g_rows.copy_(self.h_rows, non_blocking=True)  # 6 x max_bs: one small contiguous copy

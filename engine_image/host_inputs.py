@@ -52,15 +52,14 @@ class BlockTableMirror:
         np.take(self.table[:, :width], indices, axis=0, out=out[:len(seqs)])
 
 
-def stage_decode(seqs, rows: np.ndarray, tables: np.ndarray, mirror: BlockTableMirror, block_size: int,
-                 halves: bool = False) -> tuple[int, bool]:
+def stage_decode(seqs, rows: np.ndarray, tables: np.ndarray, mirror: BlockTableMirror, block_size: int
+                 ) -> tuple[int, bool]:
     """Fills a decode step's inputs for `seqs` (one new token each), padded to the graph's batch size
     `rows.shape[1]`: rows = [input ids, positions, slots, context lengths, pending rows, attention order] and the
     block tables, written as [batch size, width] at the start of the flat `tables`. A pending row >= 0 says that
     input id is still on the GPU, in that row of the previous step's tokens; padding rows write to and read the fill
-    block. The attention order lists the rows longest context first (the decode kernel's launch order); with
-    `halves` (a graph that runs its two halves side by side) each half's order lists that half's own rows, counted
-    from its first. Returns (width, whether any input is pending)."""
+    block. The attention order lists the rows longest context first (the decode kernel's launch order).
+    Returns (width, whether any input is pending)."""
     n, bs = len(seqs), rows.shape[1]
     ids, positions, slots, context_lens, pending_rows, order = rows
     ids[:n] = [seq.token_ids[-1] for seq in seqs]
@@ -73,6 +72,5 @@ def stage_decode(seqs, rows: np.ndarray, tables: np.ndarray, mirror: BlockTableM
     table[n:] = mirror.fill
     slots[:n] = table[np.arange(n), positions[:n] // block_size] * block_size + positions[:n] % block_size
     ids[n:], positions[n:], slots[n:], context_lens[n:], pending_rows[n:] = 0, 0, mirror.fill * block_size, 1, -1
-    for part in (slice(0, bs // 2), slice(bs // 2, bs)) if halves else (slice(0, bs),):
-        order[part] = np.argsort(-context_lens[part], kind="stable")
+    order[:] = np.argsort(-context_lens, kind="stable")
     return width, bool((pending_rows[:n] >= 0).any())

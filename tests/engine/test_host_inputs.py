@@ -91,17 +91,6 @@ def test_a_decode_step_stages_last_tokens_positions_slots_and_padding_rows():
     assert (rows[:, graph_batch:] == -7).all() and (tables[graph_batch * width:] == -7).all()
 
 
-def test_a_halved_graph_orders_each_half_by_its_own_rows():
-    """A graph that runs its two halves side by side reads each half's order against that half's rows."""
-    mirror = BlockTableMirror(max_rows=8, max_blocks=6, fill=FILL)
-    seqs = [Sequence(str(i), list(range(n)), SamplingParams()) for i, n in enumerate([3, 9, 5, 2, 7])]
-    for seq in seqs:
-        seq.block_table = [1, 2, 3]
-    rows = np.zeros((6, 8), np.int64)
-    stage_decode(seqs, rows, np.zeros(48, np.int32), mirror, block_size=4, halves=True)
-    assert rows[5].tolist() == [1, 2, 0, 3] + [0, 1, 2, 3]  # contexts [3, 9, 5, 2] and [7, pad, pad, pad]
-
-
 def test_other_tensor_parallel_ranks_stage_the_same_tables():
     """Another rank rebuilds each sequence from the step message, with a new block table list every step."""
     leader, follower = (BlockTableMirror(max_rows=2, max_blocks=4, fill=FILL) for _ in range(2))

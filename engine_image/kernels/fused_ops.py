@@ -175,10 +175,10 @@ def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_pt
                                 PDL: tl.constexpr):
     """Two programs a token of the fused qkv row: the first rotates every q head in place; the second rotates every
     k head and stores them with the v heads at the token's cache slot (slot < 0: a padding row of a captured
-    batch, nothing stored). A token's heads go through one program, not one program each: the kernel is a chain of
-    dependent loads (position, then cos/sin) whose latency, not its few kilobytes, sets its time, and 24 one-warp
-    programs a token made 1.5 waves of them at batch 256. Rounds where the unfused layers round: the q/k RMSNorm
-    result, then rotary."""
+    batch, nothing stored). Not a program a head: the kernel is a chain of dependent loads (position, then cos/sin)
+    whose latency, not its few kilobytes, sets its time, and Qwen3's 24 one-warp programs a token made 1.5 waves of
+    them at batch 256. Rounds where the unfused layers round: the q/k RMSNorm result, then rotary. A token's k takes
+    the same path in every batch, decode or prefill, so its cached bits depend on neither."""
     wait_for_previous(PDL)
     token = tl.program_id(0)
     is_k = tl.program_id(1) == 1

@@ -109,17 +109,33 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _rotary_one(x_ptr, token, cos, sin, token_stride, head_stride, n_heads, HALF: tl.constexpr,
-                HEADS_PAD: tl.constexpr):
-    """In place, neox style: x1, x2 = halves; x1' = x1 cos - x2 sin; x2' = x2 cos + x1 sin (fp32, one rounding)."""
-    dims = tl.arange(0, HALF)
-    heads = tl.arange(0, HEADS_PAD)
-    mask = (heads < n_heads)[:, None]
-    base = x_ptr + token.to(tl.int64) * token_stride + heads[:, None] * head_stride + dims[None, :]
-    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(base, (x1 * cos - x2 * sin).to(x_ptr.dtype.element_ty), mask=mask)
-    tl.store(base + HALF, (x2 * cos + x1 * sin).to(x_ptr.dtype.element_ty), mask=mask)
+def _rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF: tl.constexpr, HEADS_PAD: tl.constexpr,
+                  QK_NORM: tl.constexpr):
+    """n_heads heads of a token, head_stride apart, each [x1 | x2]: optional RMSNorm over the whole head (weights
+    at w_ptr), then neox-style rotary in fp32: x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin. Returns the rotated
+    halves, rounded once to the row's dtype, and the mask of real heads."""
+    dtype = row.dtype.element_ty
+    heads = tl.arange(0, HEADS_PAD)[:, None]
+    dims = tl.arange(0, HALF)[None, :]
+    mask = heads < n_heads
+    x1 = tl.load(row + heads * head_stride + dims, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(row + heads * head_stride + HALF + dims, mask=mask, other=0.0).to(tl.float32)
+    if QK_NORM:  # Qwen3: RMSNorm over each head, both halves
+        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
+        x1 = _round_like_hf(x1, rstd, tl.load(w_ptr + dims).to(tl.float32), dtype).to(tl.float32)
+        x2 = _round_like_hf(x2, rstd, tl.load(w_ptr + HALF + dims).to(tl.float32), dtype).to(tl.float32)
+    return (x1 * cos - x2 * sin).to(dtype), (x2 * cos + x1 * sin).to(dtype), mask
+
+
+@triton.jit
+def _rotary_one(x_ptr, token, cos, sin, token_stride, head_stride, n_heads, w_ptr, eps, HALF: tl.constexpr,
+                HEADS_PAD: tl.constexpr, QK_NORM: tl.constexpr):
+    """A token's n_heads heads through `_rotate_heads`, written back in place."""
+    row = x_ptr + token.to(tl.int64) * token_stride
+    out1, out2, mask = _rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF, HEADS_PAD, QK_NORM)
+    dst = row + tl.arange(0, HEADS_PAD)[:, None] * head_stride + tl.arange(0, HALF)[None, :]
+    tl.store(dst, out1, mask=mask)
+    tl.store(dst + HALF, out2, mask=mask)
 
 
 @triton.jit
@@ -132,8 +148,8 @@ def _rotary_kernel(q_ptr, k_ptr, positions_ptr, cos_sin_ptr, q_token_stride, q_h
     dims = tl.arange(0, HALF)
     cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)[None, :]
     sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)[None, :]
-    _rotary_one(q_ptr, token, cos, sin, q_token_stride, q_head_stride, q_heads, HALF, Q_PAD)
-    _rotary_one(k_ptr, token, cos, sin, k_token_stride, k_head_stride, k_heads, HALF, K_PAD)
+    _rotary_one(q_ptr, token, cos, sin, q_token_stride, q_head_stride, q_heads, q_ptr, 0.0, HALF, Q_PAD, False)
+    _rotary_one(k_ptr, token, cos, sin, k_token_stride, k_head_stride, k_heads, k_ptr, 0.0, HALF, K_PAD, False)
 
 
 def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor):
@@ -147,24 +163,6 @@ def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: 
                               q_heads, k_heads, HALF=head_dim // 2, Q_PAD=triton.next_power_of_2(q_heads),
                               K_PAD=triton.next_power_of_2(k_heads), num_warps=4, **pdl(q))
     return q, k
-
-
-@triton.jit
-def _rotate_heads(row, w_ptr, cos, sin, n_heads, eps, HALF: tl.constexpr, HEADS_PAD: tl.constexpr,
-                  QK_NORM: tl.constexpr):
-    """n_heads consecutive heads of a qkv row, each [x1 | x2]: optional RMSNorm over the whole head, then rotary.
-    Returns the rotated halves, rounded to the row's dtype, and the mask of real heads."""
-    dtype = row.dtype.element_ty
-    heads = tl.arange(0, HEADS_PAD)[:, None]
-    dims = tl.arange(0, HALF)[None, :]
-    mask = heads < n_heads
-    x1 = tl.load(row + heads * 2 * HALF + dims, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(row + heads * 2 * HALF + HALF + dims, mask=mask, other=0.0).to(tl.float32)
-    if QK_NORM:  # Qwen3: RMSNorm over each head, both halves
-        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
-        x1 = _round_like_hf(x1, rstd, tl.load(w_ptr + dims).to(tl.float32), dtype).to(tl.float32)
-        x2 = _round_like_hf(x2, rstd, tl.load(w_ptr + HALF + dims).to(tl.float32), dtype).to(tl.float32)
-    return (x1 * cos - x2 * sin).to(dtype), (x2 * cos + x1 * sin).to(dtype), mask
 
 
 @triton.jit
@@ -182,21 +180,19 @@ def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_pt
     wait_for_previous(PDL)
     token = tl.program_id(0)
     is_k = tl.program_id(1) == 1
-    row = qkv_ptr + token.to(tl.int64) * token_stride
     dims = tl.arange(0, HALF)[None, :]
     pos = tl.load(positions_ptr + token)
     cos = tl.load(cos_sin_ptr + pos * 2 * HALF + dims)
     sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + dims)
     if not is_k:
-        out1, out2, mask = _rotate_heads(row, q_weight_ptr, cos, sin, Q_HEADS, eps, HALF, Q_PAD, QK_NORM)
-        dst = row + tl.arange(0, Q_PAD)[:, None] * 2 * HALF + dims
-        tl.store(dst, out1, mask=mask)
-        tl.store(dst + HALF, out2, mask=mask)
+        _rotary_one(qkv_ptr, token, cos, sin, token_stride, 2 * HALF, Q_HEADS, q_weight_ptr, eps, HALF, Q_PAD,
+                    QK_NORM)
     else:
         slot = tl.load(slots_ptr + token).to(tl.int64)
         if slot >= 0:
-            k_row = row + Q_HEADS * 2 * HALF
-            out1, out2, mask = _rotate_heads(k_row, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD, QK_NORM)
+            k_row = qkv_ptr + token.to(tl.int64) * token_stride + Q_HEADS * 2 * HALF
+            out1, out2, mask = _rotate_heads(k_row, 2 * HALF, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD,
+                                               QK_NORM)
             dst = k_cache_ptr + slot * KV_HEADS * 2 * HALF + tl.arange(0, KV_PAD)[:, None] * 2 * HALF + dims
             tl.store(dst, out1, mask=mask)
             tl.store(dst + HALF, out2, mask=mask)

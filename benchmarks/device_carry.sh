@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds here what benchmarks/device_setup.sh expects carried to a lent GPU machine (it has no network):
 #   .whl/        wheels its image lacks, for its Python 3.12, at the versions this .venv runs (pydantic and what
-#                it needs, gguf); nothing it already has (numpy, torch, ...), which a carried copy would shadow
+#                it needs, gguf, xgrammar and apache-tvm-ffi); nothing it already has (numpy, torch, transformers,
+#                ...), which a carried copy would shadow
 #   .devcarry/   the second half of the SmolLM2 GGUF (the whole file is more than one call may carry), the Azure
 #                conversation trace and a tokenizer-only GGUF (all random-weight runs need of it)
 #   .devcarry1/  the first half, with the same trace and tokenizer-only GGUF (so either call can set up alone)
@@ -16,7 +17,7 @@ done
 py=.venv/bin/python
 version() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 pins=()
-for name in pydantic pydantic-core annotated-types typing-inspection gguf; do pins+=("$name==$(version "$name")"); done
+for name in pydantic pydantic-core annotated-types typing-inspection gguf xgrammar apache-tvm-ffi; do pins+=("$name==$(version "$name")"); done
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "${pins[@]}"

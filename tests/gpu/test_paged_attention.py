@@ -164,3 +164,43 @@ def test_decode_splits_fill_the_gpu_only_when_needed():
     assert decode_splits(batch=1, kv_heads=2, max_context=8192, num_sms=132) == 32  # capped
     assert decode_splits(batch=1, kv_heads=8, max_context=1024, num_sms=132) == 16  # one 64-key tile each
     assert decode_splits(batch=1, kv_heads=8, max_context=100, num_sms=132) == 1
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim,qk_norm,splits,ordered", [
+    (16, 8, 128, True, 1, True),  # Qwen3-0.6B: q/k norm, a batch that fills the GPU, longest context first
+    (16, 8, 128, True, 4, False),  # the same, split (the new token in the last non-empty split only)
+    (32, 8, 128, False, 1, False),  # Llama 3: rotary only
+    (9, 3, 64, True, 3, True),  # three KV heads of 64: rows that are no power of two, a group of three
+    (9, 3, 64, False, 1, False),
+])
+def test_rotating_decode_gives_the_bits_of_rotate_and_store_then_decode(heads, kv_heads, head_dim, qk_norm, splits,
+                                                                         ordered):
+    """The decode graphs' one-launch path against the two launches it replaces: the same cache bits (k and v of the
+    new token only), the same attention output, and qkv left as the projection wrote it."""
+    from fleetserve.engine.kernels.fused_ops import rotate_and_store_kv
+    from fleetserve.engine.kernels.paged_attention import rotate_store_and_decode
+    from fleetserve.engine.layers import RotaryEmbedding
+
+    context_lens = [1, 70, 300, 129, 64]  # each counts the new token
+    k_cache, v_cache, tables, _ = random_paged_cache(context_lens, kv_heads, head_dim, 16, seed=splits)
+    g = torch.Generator().manual_seed(splits)
+    qkv = torch.randn(len(context_lens), (heads + 2 * kv_heads) * head_dim, generator=g).to(DTYPE).to(DEVICE)
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=DEVICE)
+    positions = lens.long() - 1
+    slots = tables.gather(1, (positions // 16)[:, None]).squeeze(1).long() * 16 + positions % 16
+    slots[3] = -1  # a padding row: nothing stored, its output read from whatever the cache holds
+    cos_sin = RotaryEmbedding(head_dim, 4096, 1000000.0, None).cos_sin.to(DEVICE)
+    weights = [(1 + 0.1 * torch.randn(head_dim, generator=g)).to(DEVICE, DTYPE) for _ in range(2)] if qk_norm else []
+    order = torch.tensor([2, 3, 1, 4, 0], device=DEVICE) if ordered else None
+    scale = default_scale(head_dim)
+
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    q = rotate_and_store_kv(qkv.clone(), positions, cos_sin, heads, kv_heads, want_k, want_v, slots, *weights,
+                            eps=1e-6)
+    want = paged_decode_attention(q, want_k, want_v, tables, lens, scale, num_splits=splits, order=order)
+    before = qkv.clone()
+    got = rotate_store_and_decode(qkv, positions, cos_sin, heads, k_cache, v_cache, slots, tables, lens, scale,
+                                  splits, order, *weights, eps=1e-6)
+    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)
+    assert torch.equal(got, want)
+    assert torch.equal(qkv, before)

@@ -5,7 +5,6 @@ from torch import nn
 
 from fleetserve.engine.kernels import skinny_gemm
 from fleetserve.engine.kernels.fused_ops import add_rms_norm, rms_norm, rotary_, rotate_and_store_kv, silu_and_mul
-from fleetserve.engine.kernels.paged_attention import rotate_store_and_decode
 from fleetserve.engine.kernels.triton_backend import paged_attention
 from fleetserve.engine.layers import LinearBase, ParallelLMHead, RMSNorm, RotaryEmbedding, SiluAndMul
 from fleetserve.engine.models.llama import LlamaAttention, LlamaMLP
@@ -29,21 +28,13 @@ class FusedRotaryEmbedding(RotaryEmbedding):
 
 
 class FusedLlamaAttention(LlamaAttention):
-    """q/k norm (Qwen3), rotary and the KV store in one launch between the qkv projection and attention; in a decode
-    step, inside the attention kernel itself (one launch fewer a layer)."""
+    """q/k norm (Qwen3), rotary and the KV store in one launch between the qkv projection and attention."""
 
     def forward(self, positions, x, meta):
         norms = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else ()  # one eps: cfg's
-        qkv = self.qkv_proj(x)
-        if getattr(meta, "is_decode", False) or meta.all_decode:
-            out = rotate_store_and_decode(qkv, positions, self.rotary.cos_sin, self.num_heads, self.k_cache,
-                                          self.v_cache, meta.slot_mapping, meta.block_tables, meta.context_lens,
-                                          self.scale, getattr(meta, "decode_splits", 1),
-                                          getattr(meta, "decode_order", None), *norms)
-        else:
-            q = rotate_and_store_kv(qkv, positions, self.rotary.cos_sin, self.num_heads, self.num_kv_heads,
-                                    self.k_cache, self.v_cache, meta.slot_mapping, *norms)
-            out = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale)
+        q = rotate_and_store_kv(self.qkv_proj(x), positions, self.rotary.cos_sin, self.num_heads, self.num_kv_heads,
+                                self.k_cache, self.v_cache, meta.slot_mapping, *norms)
+        out = paged_attention(q, self.k_cache, self.v_cache, meta, self.scale)
         return self.o_proj(out.flatten(1))
 
 

@@ -109,7 +109,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF: tl.constexpr, HEADS_PAD: tl.constexpr,
+def _rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF: tl.constexpr, HEADS_PAD: tl.constexpr,
                   QK_NORM: tl.constexpr):
     """n_heads heads of a token, head_stride apart, each [x1 | x2]: optional RMSNorm over the whole head (weights
     at w_ptr), then neox-style rotary in fp32: x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin. Returns the rotated
@@ -130,9 +130,9 @@ def rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF: tl.const
 @triton.jit
 def _rotary_one(x_ptr, token, cos, sin, token_stride, head_stride, n_heads, w_ptr, eps, HALF: tl.constexpr,
                 HEADS_PAD: tl.constexpr, QK_NORM: tl.constexpr):
-    """A token's n_heads heads through `rotate_heads`, written back in place."""
+    """A token's n_heads heads through `_rotate_heads`, written back in place."""
     row = x_ptr + token.to(tl.int64) * token_stride
-    out1, out2, mask = rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF, HEADS_PAD, QK_NORM)
+    out1, out2, mask = _rotate_heads(row, head_stride, w_ptr, cos, sin, n_heads, eps, HALF, HEADS_PAD, QK_NORM)
     dst = row + tl.arange(0, HEADS_PAD)[:, None] * head_stride + tl.arange(0, HALF)[None, :]
     tl.store(dst, out1, mask=mask)
     tl.store(dst + HALF, out2, mask=mask)
@@ -191,7 +191,7 @@ def _rotate_and_store_kv_kernel(qkv_ptr, positions_ptr, cos_sin_ptr, q_weight_pt
         slot = tl.load(slots_ptr + token).to(tl.int64)
         if slot >= 0:
             k_row = qkv_ptr + token.to(tl.int64) * token_stride + Q_HEADS * 2 * HALF
-            out1, out2, mask = rotate_heads(k_row, 2 * HALF, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD,
+            out1, out2, mask = _rotate_heads(k_row, 2 * HALF, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD,
                                                QK_NORM)
             dst = k_cache_ptr + slot * KV_HEADS * 2 * HALF + tl.arange(0, KV_PAD)[:, None] * 2 * HALF + dims
             tl.store(dst, out1, mask=mask)

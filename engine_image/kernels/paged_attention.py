@@ -16,7 +16,6 @@ import triton
 import triton.language as tl
 
 from fleetserve.engine.kernels.dependent_launch import pdl, wait_for_previous
-from fleetserve.engine.kernels.fused_ops import rotate_heads
 
 LOG2E = 1.4426950408889634
 
@@ -49,20 +48,17 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 @triton.jit(do_not_specialize=["bt_stride", "max_splits"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, order_ptr, out_ptr, m_ptr, denom_ptr,
-    positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr, slots_ptr,
-    scale_log2, eps, q_stride, bt_stride, max_splits,
+    scale_log2, q_stride, bt_stride, max_splits,
     KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_SPLIT: tl.constexpr, ORDERED: tl.constexpr,
-    ROTATE: tl.constexpr, QK_NORM: tl.constexpr, KV_PAD: tl.constexpr, PDL: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """One program: one KV head (all its query heads at once, for GQA), one sequence, one split of the context.
     With a single split it writes the final output; otherwise partial results that _combine_kernel merges.
     KV heads are the grid's fastest axis: a cache row holds every head's slice of a token, so the programs that
     run side by side read whole rows together (DRAM pages open once), not one head's 256 bytes of each.
     ORDERED: the grid's sequence axis goes through `order` (longest context first), so the GPU starts the longest
-    programs first and the last wave is short ones, not one long sequence the rest of the GPU waits for.
-    ROTATE: q_ptr holds the step's fused qkv rows as the projection wrote them, and the kernel does
-    rotate_and_store_kv's work for its own token first (`_own_token`), saving that kernel's launch in every layer."""
+    programs first and the last wave is short ones, not one long sequence the rest of the GPU waits for."""
     wait_for_previous(PDL)
     kv_head = tl.program_id(0)
     seq = tl.program_id(1)
@@ -78,13 +74,7 @@ def _decode_kernel(
     dims = tl.arange(0, HEAD_DIM)
     head_mask = heads < GROUP
     q_heads = kv_head * GROUP + heads
-    if ROTATE:
-        q = _own_token(q_ptr, k_cache_ptr, v_cache_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr,
-                       slots_ptr, seq, kv_head, q_stride, eps, (end == context_len) & (start < end), KV_HEADS, GROUP,
-                       GROUP_PAD, HEAD_DIM, QK_NORM, KV_PAD)
-    else:
-        q = tl.load(q_ptr + seq * q_stride + q_heads[:, None] * HEAD_DIM + dims[None, :], mask=head_mask[:, None],
-                    other=0.0)
+    q = tl.load(q_ptr + seq * q_stride + q_heads[:, None] * HEAD_DIM + dims[None, :], mask=head_mask[:, None], other=0.0)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
@@ -120,38 +110,6 @@ def _decode_kernel(
     tl.store(denom_ptr + part, l_i, mask=head_mask)
 
 
-@triton.jit
-def _own_token(qkv_ptr, k_cache_ptr, v_cache_ptr, positions_ptr, cos_sin_ptr, q_weight_ptr, k_weight_ptr, slots_ptr,
-               seq, kv_head, qkv_stride, eps, holds_token, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
-               GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, QK_NORM: tl.constexpr, KV_PAD: tl.constexpr):
-    """A decode program's share of rotate_and_store_kv for its sequence's one new token: returns the program's GROUP
-    query heads, q/k-normed and rotated ([GROUP_PAD, HEAD_DIM]); the program whose split holds the token
-    (`holds_token`) stores the token's k and v for its KV head at the token's slot, and the whole program waits for
-    those stores before its loop reads the cache. k goes through `rotate_heads` over every KV head, with the same
-    shapes as in rotate_and_store_kv, so its cached bits are the ones a prefill of the token would store."""
-    HALF: tl.constexpr = HEAD_DIM // 2
-    row = qkv_ptr + seq.to(tl.int64) * qkv_stride
-    dims = tl.arange(0, HALF)[None, :]
-    pos = tl.load(positions_ptr + seq)
-    cos = tl.load(cos_sin_ptr + pos * HEAD_DIM + dims)
-    sin = tl.load(cos_sin_ptr + pos * HEAD_DIM + HALF + dims)
-    q1, q2, _ = rotate_heads(row + kv_head * GROUP * HEAD_DIM, HEAD_DIM, q_weight_ptr, cos, sin, GROUP, eps, HALF,
-                             GROUP_PAD, QK_NORM)
-    slot = tl.load(slots_ptr + seq).to(tl.int64)
-    if holds_token & (slot >= 0):  # slot < 0: a padding row of a captured batch
-        k_row = row + KV_HEADS * GROUP * HEAD_DIM
-        k1, k2, real = rotate_heads(k_row, HEAD_DIM, k_weight_ptr, cos, sin, KV_HEADS, eps, HALF, KV_PAD, QK_NORM)
-        heads = tl.arange(0, KV_PAD)[:, None]
-        mine = real & (heads == kv_head)
-        dst = k_cache_ptr + slot * KV_HEADS * HEAD_DIM + heads * HEAD_DIM + dims
-        tl.store(dst, k1, mask=mine)
-        tl.store(dst + HALF, k2, mask=mine)
-        v = kv_head * HEAD_DIM + tl.arange(0, HEAD_DIM)
-        tl.store(v_cache_ptr + slot * KV_HEADS * HEAD_DIM + v, tl.load(k_row + KV_HEADS * HEAD_DIM + v))
-    tl.debug_barrier()  # the token's k/v are in the cache, visible to every thread of the program
-    return tl.reshape(tl.permute(tl.join(q1, q2), (0, 2, 1)), (GROUP_PAD, HEAD_DIM))
-
-
 def decode_splits(batch: int, kv_heads: int, max_context: int, num_sms: int) -> int:
     """Split each context so the grid fills the GPU once, down to one 64-key tile per split: at batch 1 a program
     walking its tiles one after another is latency, not bandwidth. Once, not more: Llama-3-8B's batch-1 decode at
@@ -175,31 +133,6 @@ def paged_decode_attention(
     Unsplit (a batch that fills the GPU), 128-key tiles read the cache fastest (96% of copy bandwidth on an H100 at
     batch 256, against 93-95% for 64); split contexts keep 64, so a short split is not one mostly-empty tile."""
     batch, heads, head_dim = q.shape
-    return _decode(q, q.stride(0), heads, head_dim, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
-                   block_n, num_warps, out, order, rotation=None)
-
-
-def rotate_store_and_decode(
-    qkv: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, num_heads: int, k_cache: torch.Tensor,
-    v_cache: torch.Tensor, slots: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-    num_splits: int = 1, order: torch.Tensor | None = None, q_weight: torch.Tensor | None = None,
-    k_weight: torch.Tensor | None = None, eps: float = 0.0,
-) -> torch.Tensor:
-    """`fused_ops.rotate_and_store_kv` and then `paged_decode_attention`, in one launch (two with splits): a decode
-    step's one new token a sequence. qkv: [batch, (num_heads + 2 * kv_heads) * head_dim], the projection's rows,
-    read only; positions, slots: the token's, per row; the rest as in those two functions. Returns
-    [batch, num_heads, head_dim]."""
-    batch, width = qkv.shape
-    kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    assert qkv.stride(1) == 1 and width == (num_heads + 2 * kv_heads) * head_dim
-    rotation = (positions, cos_sin, q_weight, k_weight, slots, eps)
-    return _decode(qkv, qkv.stride(0), num_heads, head_dim, k_cache, v_cache, block_tables, context_lens, scale,
-                   num_splits, None, 4, None, order, rotation)
-
-
-def _decode(q, q_stride, heads, head_dim, k_cache, v_cache, block_tables, context_lens, scale, num_splits, block_n,
-            num_warps, out, order, rotation):
-    batch = q.shape[0]
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
     if out is None:
@@ -210,15 +143,11 @@ def _decode(q, q_stride, heads, head_dim, k_cache, v_cache, block_tables, contex
                                              device=q.device)
     m = torch.empty(batch, num_splits, heads, dtype=torch.float32, device=q.device)
     denom = torch.empty_like(m)
-    positions, cos_sin, q_weight, k_weight, slots, eps = rotation or (q, q, None, None, q, 0.0)
-    qk_norm = q_weight is not None
     _decode_kernel[(kv_heads, batch, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, context_lens if order is None else order, partial, m, denom,
-        positions, cos_sin, q_weight if qk_norm else q, k_weight if qk_norm else q, slots,
-        scale * LOG2E, eps, q_stride, block_tables.stride(0), num_splits,
+        scale * LOG2E, q.stride(0), block_tables.stride(0), num_splits,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, ORDERED=order is not None,
-        ROTATE=rotation is not None, QK_NORM=qk_norm, KV_PAD=triton.next_power_of_2(kv_heads), num_warps=num_warps,
+        BLOCK_SIZE=block_size, BLOCK_N=block_n, SINGLE_SPLIT=single, ORDERED=order is not None, num_warps=num_warps,
         num_stages=2 if single else 3, **pdl(q),
     )
     if not single:

@@ -20,8 +20,8 @@ require_kernel_device()
 
 from fleetserve.engine.kernels import dependent_launch  # noqa: E402
 from fleetserve.engine.kernels.dependent_launch import pdl  # noqa: E402
-from fleetserve.engine.kernels.fused_ops import add_rms_norm  # noqa: E402
-from fleetserve.engine.kernels.paged_attention import rotate_store_and_decode  # noqa: E402
+from fleetserve.engine.kernels.fused_ops import add_rms_norm, rotate_and_store_kv  # noqa: E402
+from fleetserve.engine.kernels.paged_attention import paged_decode_attention  # noqa: E402
 from fleetserve.engine.kernels import skinny_gemm  # noqa: E402
 from fleetserve.engine.kernels.skinny_gemm import gated_linear, linear  # noqa: E402
 
@@ -63,12 +63,9 @@ KERNELS = {
                {"num_warps": 4, "num_stages": 6}),
     "add_rms_norm": (fused_ops._add_rms_norm_kernel, [P, P, P, P, P, I, I, I, F], {"BLOCK": 4096},
                      {"num_warps": 8}),
-    "decode": (paged_attention._decode_kernel,
-               [P, P, P, "*i32", "*i32", "*i32", "*fp32", "*fp32", "*fp32", "*i64", "*fp32", P, P, "*i64", F, F, I, I,
-                I],
+    "decode": (paged_attention._decode_kernel, [P, P, P, "*i32", "*i32", "*i32", "*fp32", "*fp32", "*fp32", F, I, I, I],
                {"KV_HEADS": 8, "GROUP": 4, "GROUP_PAD": 16, "HEAD_DIM": 128, "BLOCK_SIZE": 16, "BLOCK_N": 64,
-                "SINGLE_SPLIT": False, "ORDERED": True, "ROTATE": True, "QK_NORM": True, "KV_PAD": 8},
-               {"num_warps": 4, "num_stages": 3}),
+                "SINGLE_SPLIT": False, "ORDERED": True}, {"num_warps": 4, "num_stages": 3}),
 }
 report = {}
 for name, (kernel, types, constexprs, options) in KERNELS.items():
@@ -106,8 +103,9 @@ def _layer(x, residual, w):
     """One decode layer's kernels in order, each reading what the one before wrote."""
     normed, residual = add_rms_norm(x, residual, w["norm"], 1e-6)
     qkv = linear(normed, w["qkv"])
-    attn = rotate_store_and_decode(qkv, w["positions"], w["cos_sin"], 4, w["k_cache"], w["v_cache"], w["slots"],
-                                   w["tables"], w["context_lens"], 0.125, num_splits=4)
+    q = rotate_and_store_kv(qkv, w["positions"], w["cos_sin"], 4, 2, w["k_cache"], w["v_cache"], w["slots"])
+    attn = paged_decode_attention(q, w["k_cache"], w["v_cache"], w["tables"], w["context_lens"], 0.125,
+                                  num_splits=4)
     out = linear(attn.flatten(1), w["o"])
     normed, residual = add_rms_norm(out, residual, w["norm"], 1e-6)
     return gated_linear(normed, w["gate_up"]), residual

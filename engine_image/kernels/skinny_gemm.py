@@ -11,8 +11,8 @@ on an H100 each output equals, bit for bit, the same row computed by cuBLAS in a
 projections and LM head and Llama-3-8B's o_proj; docs/gpu.md). A
 sequence's tokens then do not depend on the batch it is decoded in, nor on whether its K/V came from decode steps
 or from recomputing it after a preemption. That is why the MLP's down projection (input three or more times its
-output) stays on cuBLAS: there cuBLAS splits K at every batch size, and a one-pass row differs in the last bit for
-0.3-0.9% of outputs.
+output) stays on cuBLAS: there cuBLAS splits K at small row counts (decode, and a short prompt's prefill), and a
+one-pass row differs in the last bit for 0.3-0.9% of outputs.
 """
 
 import torch

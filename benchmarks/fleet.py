@@ -53,5 +53,6 @@ def free_gpu_memory() -> None:
     clean card."""
     import gc
 
+    gc.unfreeze()  # an engine frozen by startup_heap.freeze_startup_heap is a cycle only the collector frees
     gc.collect()
     torch.cuda.empty_cache()

@@ -130,6 +130,7 @@ def in_process(results: dict, runs: int, diagnose: bool = False) -> None:
     import fleet
     import offline_bench
     from fleetserve.engine.llm_engine import LLMEngine
+    from fleetserve.engine.startup_heap import freeze_startup_heap
 
     vocab = fleet.shape_config(SHAPE)["vocab_size"]
     compiles = CompileLog()
@@ -137,6 +138,7 @@ def in_process(results: dict, runs: int, diagnose: bool = False) -> None:
     entry = results.setdefault("in_process", {})
     compiles.phase = "warm-up"
     workloads.generate_all(engine, warmup_requests(vocab))
+    freeze_startup_heap()  # as `fleetserve serve`'s processes do (startup_heap.py says why)
     entry["256"] = []
     for run in range(runs):
         compiles.phase = f"256 run {run}"
@@ -159,10 +161,12 @@ def llama_decode(results: dict) -> None:
     import fleet
     import kernel_bench
     from fleetserve.engine.llm_engine import LLMEngine
+    from fleetserve.engine.startup_heap import freeze_startup_heap
 
     copy_gbps = kernel_bench.copy_bandwidth_gbps()
     results["ceilings"] = {"copy_gbps": copy_gbps}
     engine = LLMEngine(fleet.engine_config(model="random://llama-3-8b"))
+    freeze_startup_heap()
     results["llama_decode_batch1"] = decode_bench.decode_bench(engine, 1, 1024, copy_gbps)
     log.info("llama decode: %s", json.dumps(results["llama_decode_batch1"]))
     del engine

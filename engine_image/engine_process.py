@@ -30,6 +30,7 @@ from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.llm_engine import LLMEngine, validate_request
 from fleetserve.engine.outputs import EngineStats, RequestOutput
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.startup_heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def engine_process_main(conn, config: EngineConfig) -> None:
             pass
 
     step_loop = StepLoop(engine, publish)
+    freeze_startup_heap()
     conn.send(("ready", EngineInfo(engine.model_name, engine.max_model_len, engine.vocab_size,
                                    engine.loaded.eos_token_ids, engine.config.block_size, engine.stats())))
     # The steps run on a thread of their own, as in AsyncEngine: on a shared 2-core CPU, torch ran the same steps on

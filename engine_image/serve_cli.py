@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fleetserve.engine.config import DEFAULT_MODEL, EngineConfig, default_hub_offline
 from fleetserve.engine.group_layout import group_layout
+from fleetserve.engine.startup_heap import freeze_startup_heap
 
 logger = logging.getLogger("fleetserve.serve")
 
@@ -128,6 +129,7 @@ async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | N
     app = build_app(engine, ServerOptions(max_waiting=max_waiting, max_num_seqs=config.max_num_seqs,
                                          api_key=api_key))
     runner = await start_site(app, args.host, args.port)
+    freeze_startup_heap()
     logger.info(how_to_query(args.host, args.port, engine.model_name, api_key is not None))
 
     stop = asyncio.Event()

@@ -9,6 +9,7 @@ from fleetserve.engine import distributed, loader
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.group_layout import GroupLayout
 from fleetserve.engine.llm_engine import build_runner
+from fleetserve.engine.startup_heap import freeze_startup_heap
 from fleetserve.engine.step_broadcast import follow_steps
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ def run_rank(layout: GroupLayout, rank: int, config: EngineConfig, store_port: i
     distributed.join(layout, rank, config.resolved_device(), store)
     distributed.start_heartbeat(layout.leader_addr)
     loaded = loader.load(config, with_tokenizer=False)
-    follow_steps(build_runner(loaded.model, config))
+    runner = build_runner(loaded.model, config)
+    freeze_startup_heap()
+    follow_steps(runner)
     distributed.leave()
 
 

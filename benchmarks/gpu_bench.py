@@ -216,8 +216,10 @@ def run_engine_sections(results: dict, shapes: list[str], sections: list[str], a
 
             copy_gbps = kernel_bench.copy_bandwidth_gbps()
         from fleetserve.engine.llm_engine import LLMEngine
+        from fleetserve.engine.startup_heap import freeze_startup_heap
 
         engine = LLMEngine(fleet.engine_config(model=f"random://{shape}"))
+        freeze_startup_heap()  # as `fleetserve serve`'s processes do; fleet.free_gpu_memory unfreezes
         if "decode" in sections:
             for batch in (1, 32, 256):
                 log.info("decode %s batch %d", shape, batch)

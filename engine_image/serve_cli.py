@@ -128,8 +128,8 @@ async def serve(args: argparse.Namespace, config: EngineConfig, api_key: str | N
     max_waiting = args.max_waiting or config.max_num_seqs  # a queue as deep as one batch by default
     app = build_app(engine, ServerOptions(max_waiting=max_waiting, max_num_seqs=config.max_num_seqs,
                                          api_key=api_key))
+    freeze_startup_heap()  # its one full collection before the port opens, so no request or probe waits on it
     runner = await start_site(app, args.host, args.port)
-    freeze_startup_heap()
     logger.info(how_to_query(args.host, args.port, engine.model_name, api_key is not None))
 
     stop = asyncio.Event()

@@ -30,7 +30,8 @@ def test_objects_alive_at_the_call_are_frozen_and_later_cycles_still_collected(u
     before = gc.get_freeze_count()
     frozen = freeze_startup_heap()
     assert frozen == gc.get_freeze_count() >= before + len(kept)
-    assert not any(gc.is_tracked(n) and n in gc.get_objects(generation=2) for n in kept[:3])
+    oldest = {id(o) for o in gc.get_objects(generation=2)}  # collected once, read once
+    assert not any(id(n) in oldest for n in kept)
 
     later = cycle()  # built after the freeze, dropped: a full collection still frees it
     assert later() is not None

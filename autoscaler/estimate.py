@@ -10,9 +10,9 @@ carried over.
 
 import dataclasses
 import math
-import statistics
 
 from fleetserve.autoscaler.metrics import MetricsSnapshot
+from fleetserve.autoscaler.prompt_lengths import PromptLengths
 
 # Below this KV occupancy the ratio running/occupancy is mostly noise.
 MIN_KV_USAGE_FOR_ESTIMATE = 0.05
@@ -21,14 +21,6 @@ MIN_BATCH_SPREAD = 2.0
 # The ITL fit is trusted only near its data: plan for at most this multiple of the largest batch observed.
 # Larger batches are reached step by step as load grows, each step measured before the next.
 BATCH_TRUST_FACTOR = 2.0
-# Prefill residual measurements kept: 120 ticks of 5 s (ten minutes, as many as the ITL samples); their median is
-# used, so the windows of a transient (a burst, a spot zone lost) that hold waits of a backlog don't set it.
-PREFILL_SAMPLES_KEPT = 120
-# The residual is measured only while replicas' prefill is busy at least this share of the time. Below it, queueing
-# adds under a ninth of a residual (rho / (1 - rho) < 0.11) to the measured wait, less than what a 60 s mean of TTFT
-# minus queue time varies by for other reasons (decode steps that share the prefill's steps, the prompt mix), and
-# dividing that by a small rho would read it as a large residual: more replicas, a smaller rho, a larger reading.
-PREFILL_QUEUE_MIN_SHARE = 0.1
 # Highest prefill share taken from one window: the decode stretch 1 / (1 - share) stays finite on a saturated one.
 MAX_PREFILL_SHARE = 0.95
 
@@ -55,19 +47,9 @@ class CapacityEstimate:
     # every slot busy and requests queued. The fitted model may promise more than a replica can do (an ITL line
     # extrapolated past its data, prefills it underprices); what saturated replicas completed is the bound.
     saturated_tokens_per_s: float = 0.0
-    # Measurements of the prompt-length part of the wait for a replica's prefill queue: M/G/1 (Pollaczek-Khinchine)
-    # has mean wait = rho / (1 - rho) x residual, rho the share of time a replica's prefill is busy, so each is the
-    # mean time prompts waited for their chunks behind other prompts (TTFT - queue time - own prefill at the fastest
-    # speed) x (1 - rho) / rho, taken while rho >= PREFILL_QUEUE_MIN_SHARE; the last PREFILL_SAMPLES_KEPT are kept.
-    prefill_residuals: tuple[float, ...] = ()
-
-    @property
-    def prefill_residual_s(self) -> float:
-        """The median measurement, at most the prefill of the prompt at the SLO percentile: E[S^2] / 2E[S] of
-        prompts up to that length is at most half of it, and the other half covers the longer prompts above it."""
-        if not self.prefill_residuals:
-            return 0.0
-        return min(statistics.median(self.prefill_residuals), max(self.prefill_s, self.prefill_tail_s))
+    # The prompt lengths of the requests finished in the window (the engine's prompt histogram): what a replica's
+    # prefill queue is made of. None until measured.
+    prompt_lengths: PromptLengths | None = None
 
 
 # Used only until the first request has been measured; replaced by measurements on the first busy tick.
@@ -175,11 +157,8 @@ def estimate_capacity(
     if saturated > 0 and tokens_rate > 0:
         # Little's law: `slots` requests of today's mean size, at that throughput, each hold a slot this long.
         service_time_s = max(service_time_s, slots * tokens_rate / snapshot.completion_rate / saturated)
-    residuals = previous.prefill_residuals
-    if prefill_share >= PREFILL_QUEUE_MIN_SHARE:
-        measured = max(0.0, measured_prefill_s - prefill_s) * (1 - prefill_share) / prefill_share
-        residuals = (*residuals, measured)[-PREFILL_SAMPLES_KEPT:]
+    lengths = PromptLengths.from_histogram(snapshot.prompt_tokens_buckets) if snapshot.prompt_tokens_buckets else None
     return CapacityEstimate(slots, max(service_time_s, 1e-3), prefill_s, prefill_share,
                             prefill_tail_s=max(prefill_s, prefill_tail_s), prefill_tokens_per_s=speed,
                             largest_batch_seen=largest_batch, saturated_tokens_per_s=saturated,
-                            prefill_residuals=residuals)
+                            prompt_lengths=lengths or PromptLengths.one_length(prompt_mean))

@@ -47,9 +47,14 @@ class MetricsSnapshot:
     # as TTFT is); None where the engine does not export it: the prompt-token rate over completions instead. The
     # counter counts a prompt at its first token, so in a window of long requests the two populations differ.
     prompt_tokens_mean: float | None = None
-    # Highest prompt-token rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the
-    # default 60 s): the bursts a mean over one window smooths away.
-    prompt_tokens_burst_rate: float | None = None
+    # Highest arrival rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the default
+    # 60 s): the bursts a mean over one window smooths away. In requests, not prompt tokens: the prompt lengths'
+    # spread is planned for through their distribution (prompt_tokens_buckets), and a window that held a few long
+    # prompts is not more requests to come.
+    arrival_burst_rate: float | None = None
+    # vllm:request_prompt_tokens per bucket: (le, rate of prompts up to le tokens), +Inf included; the prompt-length
+    # distribution the prefill-queue model plans over. None where the engine does not export the histogram.
+    prompt_tokens_buckets: tuple[tuple[float, float], ...] | None = None
 
 
 def deployment_selector(namespace: str, instance: str, model_name: str) -> str:
@@ -85,13 +90,15 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
     """The PromQL behind each snapshot field (documented in docs/autoscaler.md)."""
     w = f"{window_s}s"
     s = selector
+    completions = f"sum(rate(vllm:e2e_request_latency_seconds_count{{{s}}}[{w}]))"
+    growth = f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))"
     return {
         "replicas_reporting": f"count(vllm:num_requests_running{{{s}}})",
         # A scrape gap leaves the last gauge value visible for 5 minutes; its age tells us the data is stale.
         "sample_age_s": f"time() - max(timestamp(vllm:num_requests_running{{{s}}}))",
-        "completion_rate": f"sum(rate(vllm:e2e_request_latency_seconds_count{{{s}}}[{w}]))",
+        "completion_rate": completions,
         # Arrivals = completions + growth of the in-engine population, so overload is not mistaken for demand.
-        "queue_growth": f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))",
+        "queue_growth": growth,
         "waiting": f"sum(vllm:num_requests_waiting{{{s}}})",
         # Requests the router holds while every replica is full wait as surely as those queued in the engines.
         "router_held": f"sum(fleetserve_router_held_requests{{{router_selector(s)}}})",
@@ -111,9 +118,24 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
         "prompt_tokens_quantile": (
             f"histogram_quantile({quantile}, sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}[{w}])))"
         ),
-        "prompt_tokens_burst_rate": (f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{s}}}[{w}]))"
-                                     f"[{BURST_HORIZON_WINDOWS * window_s}s:{max(1, window_s // 4)}s])"),
+        # The busiest arrival rate (as above) of any window ending in the last BURST_HORIZON_WINDOWS windows.
+        "arrival_burst_rate": (f"max_over_time(({completions} + {growth})"
+                               f"[{BURST_HORIZON_WINDOWS * window_s}s:{max(1, window_s // 4)}s])"),
+        # A whole histogram, one series per bucket (HISTOGRAM_FIELDS): the prompt-length distribution, over the
+        # burst horizon: its tail buckets need more prompts than one window holds.
+        "prompt_tokens_buckets": (f"sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}"
+                                  f"[{BURST_HORIZON_WINDOWS * window_s}s]))"),
     }
+
+
+# Fields whose query returns one series per bucket (`le`) rather than one value.
+HISTOGRAM_FIELDS = frozenset({"prompt_tokens_buckets"})
+
+
+def _buckets(result: list) -> tuple[tuple[float, float], ...] | None:
+    """(le, value) pairs from a `sum by (le)` result, in order of le; None for no series."""
+    pairs = sorted((float(series["metric"]["le"]), float(series["value"][1])) for series in result)
+    return tuple(pairs) or None
 
 
 def _scalar(result: list) -> float | None:
@@ -124,7 +146,7 @@ def _scalar(result: list) -> float | None:
     return None if value != value else value
 
 
-def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: float) -> MetricsSnapshot:
+def snapshot_from_values(values: dict, max_sample_age_s: float) -> MetricsSnapshot:
     """Assemble a snapshot from query results; absent counters mean "no traffic" (0), absent gauges mean a gap."""
     if not values.get("replicas_reporting") or values.get("waiting") is None or values.get("running") is None:
         raise MetricsUnavailable("no engine replica is reporting vllm:num_requests_running/waiting")
@@ -148,7 +170,8 @@ def snapshot_from_values(values: dict[str, float | None], max_sample_age_s: floa
         ttft_quantile_s=values.get("ttft_quantile_s"),
         prompt_tokens_mean=values.get("prompt_tokens_mean"),
         prompt_tokens_quantile=values.get("prompt_tokens_quantile"),
-        prompt_tokens_burst_rate=values.get("prompt_tokens_burst_rate"),
+        arrival_burst_rate=values.get("arrival_burst_rate"),
+        prompt_tokens_buckets=values.get("prompt_tokens_buckets"),
     )
 
 
@@ -173,8 +196,9 @@ class PrometheusMetrics:
         for field, query in build_queries(selector, self._window_s, quantile).items():
             if time.monotonic() - started > self._timeout_s:
                 raise MetricsUnavailable(f"Prometheus slower than {self._timeout_s}s for one snapshot")
+            read = _buckets if field in HISTOGRAM_FIELDS else _scalar
             try:
-                values[field] = _scalar(self._prometheus.custom_query(query))
+                values[field] = read(self._prometheus.custom_query(query))
             except Exception as error:  # connection refused, timeout, HTTP 5xx, bad JSON: all mean "no data"
                 raise MetricsUnavailable(f"Prometheus query failed: {type(error).__name__}: {error}") from error
         return snapshot_from_values(values, self._max_sample_age_s)

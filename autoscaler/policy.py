@@ -6,10 +6,12 @@ turns the stream of recommendations into a scale that rises fast and falls only 
 """
 
 import dataclasses
-import math
+
+import numpy as np
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
-from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, waiting_time_quantile
+from fleetserve.autoscaler.prompt_lengths import PromptLengths
+from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, fifo_waits, waiting_time_quantile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Load:
 @dataclasses.dataclass(frozen=True)
 class Recommendation:
     replicas: int
-    predicted_ttft_s: float
+    # Share of feasible requests predicted over their TTFT deadline at `replicas` (`PrefillQueue`).
+    predicted_miss_share: float
     reason: str
     # Of `replicas`, what the arrival rate alone needs (SLO and utilisation cap, no backlog to drain). Replicas
     # beyond it only drain a queue; once it is gone they are not needed, so `stabilize` holds only these.
@@ -55,43 +58,56 @@ def service_time_at(load: Load, capacity: CapacityEstimate, replicas: int) -> fl
     return capacity.prefill_s + decode_s * (1 - capacity.prefill_share) / (1 - share)
 
 
-# A prompt whose own prefill takes more than this share of the SLO target leaves too little time for any queueing:
-# no replica count helps it, so the plan reserves at least the other half of the target for the wait.
-MAX_PREFILL_SHARE_OF_TARGET = 0.5
+# Prompts drawn to solve a replica's prefill queue. At a miss share of 1% the estimate's sampling error is then
+# under a tenth of that; a fixed seed makes every tick draw the same prompts, so a decision moves only with its inputs.
+SAMPLED_PROMPTS = 20_000
 
 
-def prefill_queue_wait(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float) -> tuple[float, float]:
-    """(mean, `quantile`) of the time a prompt waits behind other prompts' chunks on its replica, with `replicas`
-    sharing the load. A replica prefills one prompt after another (its chunks go first come first served), so it is
-    a single-server queue busy rho = arrivals x prefill / replicas of the time: M/G/1, whose mean wait is
-    rho / (1 - rho) x the measured prefill residual (Pollaczek-Khinchine: that residual depends on the prompt-length
-    distribution, not on the replica count), and whose tail is approximately P(wait > t) = rho exp(-t rho / mean).
-    Nothing measured yet: no wait predicted."""
-    rho = load.arrival_rate * capacity.prefill_s / replicas if replicas > 0 else math.inf
-    if rho >= 1:
-        return UNSTABLE, UNSTABLE
-    if rho <= 0 or capacity.prefill_residual_s <= 0:
-        return 0.0, 0.0
-    mean = rho / (1 - rho) * capacity.prefill_residual_s
-    tail = mean / rho * math.log(rho / (1 - quantile)) if rho > 1 - quantile else 0.0
-    return mean, tail
+class PrefillQueue:
+    """A replica's prefill queue: the share of feasible requests whose first token comes after the TTFT SLO.
 
+    A replica prefills prompts one after another (its chunks go first come first served), so it is a single-server
+    queue whose service times are the measured prompt lengths over the prefill speed, and whose arrivals are every
+    n-th request of the pool: under round-robin, a Poisson stream of rate lambda gives each of n replicas gaps of a
+    sum of n exponential gaps (Erlang, mean n / lambda), far more regular than Poisson; a replica is seldom still
+    busy with the previous prompt it was given. The waits are solved by Lindley's recursion over SAMPLED_PROMPTS
+    prompts drawn from the histogram. A request misses when its wait for a slot, its wait behind other prompts and
+    its own prefill together pass the SLO. A prompt that alone takes longer than the SLO is infeasible: no replica
+    count helps it, so it is not scored (it still takes its prefill time from the others).
+    """
 
-def predicted_ttft(load: Load, capacity: CapacityEstimate, replicas: int, quantile: float, target_s: float = math.inf) -> float:
-    """TTFT at `quantile` with `replicas` ready: the queueing wait for a slot, then the prefill queue of the replica
-    and the prompt's own prefill. The quantile of that sum is taken as the larger of (prefill-queue wait at the
-    quantile + mean prefill) and (mean prefill-queue wait + prefill of the prompt at the quantile), the prompt's own
-    prefill capped at MAX_PREFILL_SHARE_OF_TARGET of `target_s`: a tail of the sum comes from one of its two terms,
-    rarely both."""
-    service_s = service_time_at(load, capacity, replicas)
-    if service_s == UNSTABLE:
-        return UNSTABLE
-    servers = replicas * capacity.slots_per_replica
-    wait = waiting_time_quantile(load.arrival_rate, service_s, servers, quantile, capacity.service_cv2)
-    prefill_wait_mean, prefill_wait_tail = prefill_queue_wait(load, capacity, replicas, quantile)
-    own_cap = MAX_PREFILL_SHARE_OF_TARGET * target_s
-    mean, tail = min(capacity.prefill_s, own_cap), min(max(capacity.prefill_s, capacity.prefill_tail_s), own_cap)
-    return wait + max(prefill_wait_tail + mean, prefill_wait_mean + tail)
+    def __init__(self, load: Load, capacity: CapacityEstimate, slo: SloTarget):
+        lengths, speed = capacity.prompt_lengths, capacity.prefill_tokens_per_s
+        if lengths is None or speed <= 0:
+            # Before a histogram and a prefill speed are measured, the mean prefill stands in as the one length.
+            lengths, speed = PromptLengths.one_length(capacity.prefill_s), 1.0
+        self._prefill_s = lengths.sample(np.random.default_rng(0), SAMPLED_PROMPTS) / speed
+        self._feasible = self._prefill_s <= slo.ttft_s
+        self._slack_s = slo.ttft_s - self._prefill_s
+        self._arrival_rate = load.arrival_rate
+
+    def miss_share(self, replicas: int, slot_wait_s: float) -> float:
+        """Share of feasible requests predicted over the SLO with `replicas` ready, after `slot_wait_s` for a slot."""
+        if not self._feasible.any():
+            return 0.0
+        if replicas < 1:
+            return 1.0
+        if self._arrival_rate <= 0:
+            return float(np.mean(slot_wait_s > self._slack_s[self._feasible]))
+        gaps_s = np.random.default_rng(replicas).gamma(replicas, 1 / self._arrival_rate, SAMPLED_PROMPTS)
+        late = fifo_waits(self._prefill_s, gaps_s) + slot_wait_s > self._slack_s
+        return float(np.mean(late[self._feasible]))
+
+    def fewest_replicas(self, allowed: float, max_replicas: int) -> int | None:
+        """Smallest replica count whose miss share (before any wait for a slot) is within `allowed`, None if even
+        `max_replicas` misses more. Fewer replicas never miss less, so a bisection finds it."""
+        if self.miss_share(max_replicas, 0.0) > allowed:
+            return None
+        low, high = 1, max_replicas
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if self.miss_share(middle, 0.0) <= allowed else (middle + 1, high)
+        return low
 
 
 def recommend(
@@ -102,39 +118,47 @@ def recommend(
     cold_start_s: float,
     max_replicas: int,
 ) -> Recommendation:
-    """Smallest replica count whose predicted TTFT meets the SLO with headroom, that stays under the utilisation
-    cap and that drains the backlog (including what piles up while new replicas cold-start)."""
+    """Smallest replica count that keeps all but 1 - quantile of the feasible requests within their TTFT deadline,
+    that stays under the utilisation cap and that drains the backlog (including what piles up while new replicas
+    cold-start)."""
     if load.arrival_rate <= 0 and load.backlog <= 0 and load.in_flight <= 0:
-        return Recommendation(0, capacity.prefill_s, "idle: no arrivals, queue or running requests", 0)
-    target = slo.ttft_s * (1 - slo.headroom)
+        return Recommendation(0, 0.0, "idle: no arrivals, queue or running requests", 0)
+    # The share of feasible requests allowed over the SLO, less the headroom (estimate error and noise).
+    allowed = (1 - slo.quantile) * (1 - slo.headroom)
+    prefill_queue = PrefillQueue(load, capacity, slo)
+    fewest = prefill_queue.fewest_replicas(allowed, max_replicas)
     # Requests keep piling up on the ready replicas until new ones finish their cold start.
     ready_service_s = service_time_at(load, capacity, ready_replicas)
     ready_rate = 0.0 if ready_service_s == UNSTABLE else ready_replicas * capacity.slots_per_replica / ready_service_s
     backlog = load.backlog + max(0.0, load.arrival_rate - ready_rate) * cold_start_s
     drain_within_s = max(slo.ttft_s, cold_start_s)
     sustained = None
-    for replicas in range(1, max_replicas + 1):
+    for replicas in range(fewest or max_replicas + 1, max_replicas + 1):
         service_s = service_time_at(load, capacity, replicas)
         if service_s == UNSTABLE:
             continue
-        ttft = predicted_ttft(load, capacity, replicas, slo.quantile, target)
-        utilisation = load.arrival_rate * service_s / (replicas * capacity.slots_per_replica)
-        if ttft > target or utilisation > slo.max_utilization:
+        servers = replicas * capacity.slots_per_replica
+        utilisation = load.arrival_rate * service_s / servers
+        if utilisation > slo.max_utilization:
+            continue
+        slot_wait = waiting_time_quantile(load.arrival_rate, service_s, servers, slo.quantile, capacity.service_cv2)
+        missed = prefill_queue.miss_share(replicas, slot_wait)
+        if missed > allowed:
             continue
         sustained = sustained or replicas
-        drain = backlog_drain_time(backlog, load.arrival_rate, service_s, replicas * capacity.slots_per_replica)
+        drain = backlog_drain_time(backlog, load.arrival_rate, service_s, servers)
         if drain <= drain_within_s:
             queued = f"; {backlog:.0f} queued drain in {drain:.0f}s" if backlog else ""
             return Recommendation(
-                replicas, ttft,
-                f"p{slo.quantile * 100:g} TTFT {ttft:.2f}s <= {target:.2f}s at {load.arrival_rate:.2f} req/s"
-                f" ({capacity.slots_per_replica} slots x {service_s:.1f}s per replica){queued}",
+                replicas, missed,
+                f"{missed:.2%} of feasible requests over the TTFT deadline (<= {allowed:.2%}) at"
+                f" {load.arrival_rate:.2f} req/s ({capacity.slots_per_replica} slots x {service_s:.1f}s per replica)"
+                f"{queued}",
                 sustained,
             )
-    ttft = predicted_ttft(load, capacity, max_replicas, slo.quantile, target)
-    shown = "unbounded" if ttft == UNSTABLE else f"{ttft:.2f}s"
-    return Recommendation(max_replicas, ttft, f"SLO not reachable within max={max_replicas}: predicted TTFT {shown}",
-                          sustained)
+    missed = prefill_queue.miss_share(max_replicas, 0.0)
+    return Recommendation(max_replicas, missed, f"SLO not reachable within max={max_replicas}: {missed:.2%} of"
+                          f" feasible requests predicted over the TTFT deadline", sustained)
 
 
 def clamp(replicas: int, min_replicas: int, max_replicas: int) -> int:

@@ -8,6 +8,8 @@ evaluate for every candidate count on every tick.
 
 import math
 
+import numpy as np
+
 # Sentinel for "the queue grows without bound": compares greater than any SLO.
 UNSTABLE = math.inf
 
@@ -51,3 +53,12 @@ def backlog_drain_time(backlog: float, arrival_rate: float, service_time_s: floa
         return 0.0
     spare_rate = servers * (1.0 / service_time_s) - arrival_rate if servers > 0 else 0.0
     return backlog / spare_rate if spare_rate > 0 else UNSTABLE
+
+
+
+def fifo_waits(service_s: np.ndarray, gaps_s: np.ndarray) -> np.ndarray:
+    """Each customer's wait at a single first-come-first-served server: customer m arrives gaps_s[m] after m - 1
+    (gaps_s[0] is ignored) and is served for service_s[m]. Lindley's recursion w[m] = max(0, w[m-1] + s[m-1] -
+    a[m]) is the random walk of services minus gaps reflected at zero, so it is the walk less its running minimum."""
+    walk = np.concatenate(([0.0], np.cumsum(service_s[:-1] - gaps_s[1:])))
+    return walk - np.minimum.accumulate(walk)

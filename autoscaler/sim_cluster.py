@@ -30,6 +30,7 @@ import random
 
 import numpy as np
 
+from fleetserve.api.engine_defaults import token_buckets
 from fleetserve.autoscaler.metrics import BURST_HORIZON_WINDOWS, MetricsSnapshot
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
@@ -136,7 +137,7 @@ class Cluster:
         self.finished: list[SimRequest] = []
         self.rejected: list[SimRequest] = []  # prompt of max_model_len or more: refused, as the engine does
         self.preemptions = 0
-        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, prompt tokens)
+        self._arrivals: collections.deque[float] = collections.deque()  # arrival times
         self._recent: collections.deque[SimRequest] = collections.deque()  # finished within METRICS_KEPT_S
         # What the engine counts as it happens rather than at a request's end (engine_image/llm_engine.py,
         # server.py): (first token time, prompt tokens) when a prefill completes, and (end time, tokens, sum of their
@@ -167,7 +168,7 @@ class Cluster:
         return len(self.queue) + sum(r.load() for r in self.replicas if r.ended_s is None)
 
     def arrival_rate(self, t: float, window_s: float) -> float:
-        return sum(1 for a, _ in self._arrivals if a > t - window_s) / window_s
+        return sum(1 for a in self._arrivals if a > t - window_s) / window_s
 
     def snapshot(self, t: float, window_s: float) -> MetricsSnapshot:
         """What the Prometheus queries of metrics.py return: computed at each scrape, stale in between."""
@@ -190,20 +191,24 @@ class Cluster:
         def at_quantile(values):
             return values[int(self.quantile * (len(values) - 1))] if values else None
 
-        # Highest prompt-token rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end
-        # every quarter window: the live loop's query (metrics.py; 5 min at 15 s steps at the default 60 s).
+        # Highest arrival rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end every
+        # quarter window: the live loop's query (metrics.py; 5 min at 15 s steps at the default 60 s).
         burst = 0.0
         if self._arrivals:
             horizon_s, step_s = BURST_HORIZON_WINDOWS * window_s, max(1.0, window_s // 4)
-            times, tokens = np.array(self._arrivals).T
-            cumulative = np.concatenate(([0.0], np.cumsum(tokens)))
+            times = np.array(self._arrivals)
             ends = t - step_s * np.arange(int((horizon_s - window_s) / step_s) + 1)
-            in_window = (cumulative[np.searchsorted(times, ends, side="right")]
-                         - cumulative[np.searchsorted(times, ends - window_s, side="right")])
+            in_window = np.searchsorted(times, ends, side="right") - np.searchsorted(times, ends - window_s, side="right")
             burst = float(in_window.max()) / window_s
         decoded = [(tokens, gaps_s) for end, tokens, gaps_s in self._decoded if end > t - window_s]
         decoded_tokens = sum(tokens for tokens, _ in decoded)
         first_tokens = [prompt for at, prompt in self._first_tokens if t - window_s < at <= t]
+        # The engine's prompt histogram (its buckets, +Inf last) over the burst horizon, as the live query's
+        # `sum by (le) (rate(...))` returns it.
+        horizon_s = BURST_HORIZON_WINDOWS * window_s
+        lengths = np.sort([q.trace.prompt_tokens for q in self._recent if q.finish_s > t - horizon_s])
+        bounds = [*token_buckets(self.profile.longest_request), math.inf]
+        buckets = tuple((bound, float(np.searchsorted(lengths, bound, side="right")) / horizon_s) for bound in bounds)
         return MetricsSnapshot(
             replicas_reporting=len(serving),
             arrival_rate=self.arrival_rate(t, window_s),
@@ -220,7 +225,8 @@ class Cluster:
             ttft_quantile_s=at_quantile(ttfts),
             prompt_tokens_mean=mean(prompts),
             prompt_tokens_quantile=at_quantile(prompts),
-            prompt_tokens_burst_rate=burst,
+            arrival_burst_rate=burst,
+            prompt_tokens_buckets=buckets if len(lengths) else None,
         )
 
     # --- what policies do --------------------------------------------------------------------------
@@ -270,7 +276,7 @@ class Cluster:
         if request.prompt_tokens + request.output_tokens > longest:
             request = dataclasses.replace(request, output_tokens=longest - request.prompt_tokens)
         self.queue.append(SimRequest(request, scored, prefill_left=request.prompt_tokens))
-        self._arrivals.append((request.arrival_s, request.prompt_tokens))
+        self._arrivals.append(request.arrival_s)
 
     def step(self, t: float, dt: float) -> None:
         self._reclaim_spot(t)
@@ -429,7 +435,7 @@ class Cluster:
         self._recent.append(request)
 
     def _forget_old(self, t: float) -> None:
-        while self._arrivals and self._arrivals[0][0] <= t - METRICS_KEPT_S:
+        while self._arrivals and self._arrivals[0] <= t - METRICS_KEPT_S:
             self._arrivals.popleft()
         while self._recent and self._recent[0].finish_s <= t - METRICS_KEPT_S:
             self._recent.popleft()

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from fleetserve.api.engine_defaults import token_buckets
 from fleetserve.engine.outputs import RequestOutput
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so its Grafana dashboards read our histograms as-is
@@ -20,19 +21,6 @@ ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                80.0]
 REQUEST_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
                            240.0, 480.0, 960.0, 1920.0, 7680.0]
-
-
-
-def token_buckets(max_model_len: int) -> list[int]:
-    """vLLM's buckets for per-request token counts (build_1_2_5_buckets): 1, 2, 5, 10, 20, 50, ... up to
-    max_model_len."""
-    buckets, scale = [], 1
-    while True:
-        for mantissa in (1, 2, 5):
-            if mantissa * scale > max_model_len:
-                return buckets
-            buckets.append(mantissa * scale)
-        scale *= 10
 
 
 # (name, EngineStats field, help); counter names get "_total" appended by prometheus_client, as vLLM's do

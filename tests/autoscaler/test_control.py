@@ -156,7 +156,7 @@ def test_preemptions_raise_spot_over_provisioning():
 
 def test_status_patch_keeps_five_decisions_and_condition_time():
     memory, status = LoopMemory(), {}
-    for step, rate in enumerate([1, 6, 12, 20, 30, 40]):
+    for step, rate in enumerate([1, 4, 8, 12, 16, 20]):  # each a larger fleet, all within max
         result = tick(SETTINGS, memory, load(rate, 2), Observed(2, 1, 1), 0, now=step * 5)
         fields = deployment_io.status_patch(result, memory.preemptions, LLMDeploymentStatus.model_validate(status),
                                             f"2026-01-01T00:00:{step:02d}Z")

@@ -1,11 +1,10 @@
 """Capacity estimation from measurements, the spot split, and preemption-rate learning."""
 
+import math
+
 import pytest
 
-from fleetserve.autoscaler.estimate import (
-    PREFILL_QUEUE_MIN_SHARE, PREFILL_SAMPLES_KEPT, PRIOR, CapacityEstimate, batch_itl_sample, estimate_capacity,
-    fit_itl_line,
-)
+from fleetserve.autoscaler.estimate import PRIOR, CapacityEstimate, batch_itl_sample, estimate_capacity, fit_itl_line
 from fleetserve.autoscaler.metrics import MetricsSnapshot, MetricsUnavailable, snapshot_from_values
 from fleetserve.autoscaler.spot import PreemptionRate, SpotSettings, overprovision, poisson_quantile, split
 
@@ -122,27 +121,18 @@ def test_saturated_replicas_bound_the_capacity_the_model_promises():
     assert estimate_capacity(calm, PRIOR, samples, itl_slo_s=0.06, max_num_seqs=256).saturated_tokens_per_s == 0
 
 
-def test_the_prefill_residual_is_measured_and_its_median_kept():
-    # TTFT 0.3 - queue 0.1 = 0.2 s, all of it the prompt's own prefill at the first (fastest) speed: no wait.
-    first = estimate_capacity(snapshot(), PRIOR, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
-    assert first.prefill_residuals == (0.0,) and first.prefill_residual_s == 0.0
-    # Same prompts, 0.3 s more in prefill: they waited behind others' chunks at prefill share 2 x 0.2 / 2 = 0.2.
-    waited = estimate_capacity(snapshot(ttft_mean_s=0.6), first, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
-    assert waited.prefill_residuals[-1] == pytest.approx(0.3 * 0.8 / 0.2)
-    # The median of (0, 1.2, 1.2), capped at the prefill of the prompt tail (the mean here: 0.2 s).
-    again = estimate_capacity(snapshot(ttft_mean_s=0.6), waited, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
-    assert again.prefill_residual_s == pytest.approx(0.2)
-    long_tail = estimate_capacity(snapshot(ttft_mean_s=0.6, prompt_tokens_quantile=20000.0), waited, [(10, 0.04)],
-                                  itl_slo_s=0.1, max_num_seqs=256)
-    assert long_tail.prefill_residual_s == pytest.approx(1.2)
-    # Below PREFILL_QUEUE_MIN_SHARE of busy prefill a wait is not read as queueing: 0.5 req/s x 0.2 s / 2 = 0.05.
-    quiet = estimate_capacity(snapshot(ttft_mean_s=0.6, arrival_rate=0.5), first, [(10, 0.04)], itl_slo_s=0.1,
-                              max_num_seqs=256)
-    assert 0.5 * 0.2 / 2 < PREFILL_QUEUE_MIN_SHARE and quiet.prefill_residuals == first.prefill_residuals
-    many = first
-    for _ in range(PREFILL_SAMPLES_KEPT + 5):
-        many = estimate_capacity(snapshot(), many, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
-    assert len(many.prefill_residuals) == PREFILL_SAMPLES_KEPT
+def test_the_prompt_lengths_come_from_the_histogram_or_else_the_mean():
+    # 2 prompts/s finish: one of up to 500 tokens, one of 500-2,000 (vLLM's 1-2-5 buckets; +Inf last).
+    buckets = ((200.0, 0.0), (500.0, 1.0), (1000.0, 1.0), (2000.0, 2.0), (math.inf, 2.0))
+    estimate = estimate_capacity(snapshot(prompt_tokens_buckets=buckets), PRIOR, [(10, 0.04)], itl_slo_s=0.1,
+                                 max_num_seqs=256)
+    assert estimate.prompt_lengths.buckets == ((200.0, 500.0, 0.5), (1000.0, 2000.0, 0.5))
+    # Without the histogram, every prompt is taken as the mean one: 2,000 prompt tokens/s over 2 requests/s.
+    plain = estimate_capacity(snapshot(), PRIOR, [(10, 0.04)], itl_slo_s=0.1, max_num_seqs=256)
+    assert plain.prompt_lengths.buckets == ((1000.0, 1000.0, 1.0),)
+    # An idle window measures nothing: the lengths carry over.
+    idle = estimate_capacity(snapshot(completion_rate=0.0), estimate, [], itl_slo_s=0.1, max_num_seqs=256)
+    assert idle.prompt_lengths == estimate.prompt_lengths
 
 
 def test_an_itl_slo_missed_even_by_one_sequence_does_not_size_the_fleet():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fleetserve.autoscaler.metrics import (
-    DEFAULT_WINDOW_S, build_queries, deployment_selector, parse_window_s, router_selector, snapshot_from_values,
+    BURST_HORIZON_WINDOWS, DEFAULT_WINDOW_S, build_queries, deployment_selector, parse_window_s, router_selector, snapshot_from_values,
 )
 
 DOCS = Path(__file__).parents[2] / "docs" / "autoscaler.md"
@@ -28,8 +28,11 @@ def test_every_query_is_scoped_to_one_deployment():
 
 def test_rate_windows_cover_four_scrapes_of_the_pod_monitor():
     assert DEFAULT_WINDOW_S >= 4 * 15  # the PodMonitor scrapes every 15 s
-    windows = {w for q in build_queries(SELECTOR, DEFAULT_WINDOW_S, 0.99).values() for w in re.findall(r"\[(\w+)\]", q)}
+    queries = build_queries(SELECTOR, DEFAULT_WINDOW_S, 0.99)
+    windows = {w for field, q in queries.items() for w in re.findall(r"\[(\w+)\]", q) if field != "prompt_tokens_buckets"}
     assert windows == {"60s"}
+    # The prompt-length histogram is read over the burst horizon: its tail buckets need more prompts than a window.
+    assert re.findall(r"\[(\w+)\]", queries["prompt_tokens_buckets"]) == [f"{BURST_HORIZON_WINDOWS * 60}s"]
 
 
 @pytest.mark.parametrize("text", ["0", "-30", "abc", "", "nan", "inf", "7.5"])
@@ -59,5 +62,5 @@ def test_requests_the_router_holds_count_as_waiting():
 
 
 def test_the_burst_horizon_follows_the_rate_window():
-    assert "[20s]))[100s:5s])" in build_queries(SELECTOR, 20, 0.99)["prompt_tokens_burst_rate"]
-    assert "[60s]))[300s:15s])" in build_queries(SELECTOR, 60, 0.99)["prompt_tokens_burst_rate"]
+    assert "[20s])))[100s:5s])" in build_queries(SELECTOR, 20, 0.99)["arrival_burst_rate"]
+    assert "[60s])))[300s:15s])" in build_queries(SELECTOR, 60, 0.99)["arrival_burst_rate"]

@@ -1,14 +1,9 @@
 """The pure policy: queueing prediction, recommendation, damping, floors/ceilings and tensor-parallel groups."""
 
-import dataclasses
-import math
-
 import pytest
 
 from fleetserve.autoscaler.estimate import CapacityEstimate
-from fleetserve.autoscaler.policy import (
-    Load, SloTarget, clamp, predicted_ttft, prefill_queue_wait, recommend, service_time_at, stabilize,
-)
+from fleetserve.autoscaler.policy import Load, PrefillQueue, SloTarget, clamp, recommend, service_time_at, stabilize
 from fleetserve.autoscaler.queueing import UNSTABLE, backlog_drain_time, erlang_c, waiting_time_quantile
 
 CAPACITY = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=0.2)
@@ -49,14 +44,15 @@ def test_recommendation_meets_the_slo_with_headroom_and_the_utilisation_cap():
     load = Load(arrival_rate=10.0, backlog=0, in_flight=50)
     result = recommend(load, CAPACITY, SLO, ready_replicas=10, cold_start_s=60, max_replicas=100)
 
-    def utilisation(replicas: int) -> float:
-        return load.arrival_rate * service_time_at(load, CAPACITY, replicas) / (replicas * CAPACITY.slots_per_replica)
+    def fits(replicas: int) -> bool:
+        service_s = service_time_at(load, CAPACITY, replicas)
+        servers = replicas * CAPACITY.slots_per_replica
+        slot_wait = waiting_time_quantile(load.arrival_rate, service_s, servers, 0.99)
+        missed = PrefillQueue(load, CAPACITY, SLO).miss_share(replicas, slot_wait)
+        return missed <= 0.008 and load.arrival_rate * service_s / servers <= SLO.max_utilization
 
-    assert predicted_ttft(load, CAPACITY, result.replicas, 0.99) <= SLO.ttft_s * (1 - SLO.headroom)
-    assert utilisation(result.replicas) <= SLO.max_utilization
-    # One replica fewer would break one of the two.
-    fewer = result.replicas - 1
-    assert predicted_ttft(load, CAPACITY, fewer, 0.99) > SLO.ttft_s * (1 - SLO.headroom) or utilisation(fewer) > SLO.max_utilization
+    assert fits(result.replicas) and result.predicted_miss_share <= 0.008  # 1% less the 0.2 headroom
+    assert not fits(result.replicas - 1)  # one replica fewer breaks one of the two
 
 
 def test_fewer_replicas_each_spend_more_time_in_prefill_and_decode_slower():
@@ -97,15 +93,6 @@ def test_prefill_longer_than_the_slo_cannot_be_fixed_by_replicas_so_it_does_not_
     assert result.replicas < 6 and "not reachable" not in result.reason
 
 
-def test_the_prompt_tail_not_the_mean_sets_the_prefill_in_the_ttft():
-    mean_only = CapacityEstimate(slots_per_replica=16, service_time_s=8.0, prefill_s=0.1, prefill_tail_s=0.1)
-    long_tail = dataclasses.replace(mean_only, prefill_tail_s=0.35)
-    load = Load(3.0, 0, 5)
-    light = recommend(load, mean_only, SLO, ready_replicas=4, cold_start_s=0, max_replicas=20)
-    heavy = recommend(load, long_tail, SLO, ready_replicas=4, cold_start_s=0, max_replicas=20)
-    assert heavy.predicted_ttft_s > light.predicted_ttft_s and heavy.replicas >= light.replicas
-
-
 def test_stabilize_scales_up_at_once_and_down_only_after_the_delay():
     assert stabilize([(0, 2, 2), (5, 6, 6)], now=5, current=2, up_window_s=0, down_delay_s=60) == 6
     history = [(0, 6, 6), (5, 2, 2), (10, 2, 2)]
@@ -144,20 +131,3 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_wish():
     history = [(0, 2, 2), (5, 8, 8), (10, 5, 5)]
     assert stabilize(history, now=10, current=2, up_window_s=30, down_delay_s=300) == 2
     assert stabilize([(40, 8, 8), (45, 5, 5)], now=45, current=2, up_window_s=30, down_delay_s=300) == 5
-
-
-
-def test_a_replicas_prefill_queue_adds_a_wait_that_more_replicas_shorten():
-    # Prompts waited 0.1 s for others' chunks at a prefill share of 0.5: residual 0.1 x (1 - 0.5) / 0.5.
-    queued = CapacityEstimate(slots_per_replica=64, service_time_s=2.0, prefill_s=0.5, prefill_share=0.5,
-                              prefill_residuals=(0.1,))
-    load = Load(4.0, 0, 5)
-    mean, tail = prefill_queue_wait(load, queued, 4, 0.99)
-    assert mean == pytest.approx(0.5 / 0.5 * 0.1)  # rho = 4 x 0.5 / 4 = 0.5
-    assert tail == pytest.approx(mean / 0.5 * math.log(0.5 / 0.01))
-    assert prefill_queue_wait(load, queued, 400, 0.99) == (pytest.approx(0.005 / 0.995 * 0.1), 0.0)  # rho below 1%
-    assert prefill_queue_wait(load, queued, 2, 0.99) == (UNSTABLE, UNSTABLE)  # prefill alone saturates
-    unqueued = dataclasses.replace(queued, prefill_residuals=())
-    assert predicted_ttft(load, queued, 4, 0.99) > predicted_ttft(load, unqueued, 4, 0.99)
-    slo = SloTarget(ttft_s=2.0, quantile=0.99)
-    assert (recommend(load, queued, slo, 4, 0, 100).replicas > recommend(load, unqueued, slo, 4, 0, 100).replicas)

@@ -2,7 +2,7 @@
 
 import httpx
 
-from fleetserve.engine.metrics import token_buckets
+from fleetserve.api.engine_defaults import token_buckets
 
 MODEL = "smollm2-135m-instruct"
 GAUGES_AND_COUNTERS = [

@@ -13,3 +13,15 @@ def default_max_num_batched_tokens(device: str, memory_bytes: int = 0) -> int:
     affords; vLLM's server uses the same two values with the same memory threshold. Smaller cards were not
     measured here, so they keep 2048."""
     return 8192 if device == "cuda" and memory_bytes >= LARGE_GPU_BYTES else 2048
+
+
+def token_buckets(max_model_len: int) -> list[int]:
+    """vLLM's buckets for per-request token counts (build_1_2_5_buckets): 1, 2, 5, 10, 20, 50, ... up to
+    max_model_len. The engine's prompt-length histogram uses them; the simulator reports its prompts in the same ones."""
+    buckets, scale = [], 1
+    while True:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > max_model_len:
+                return buckets
+            buckets.append(mantissa * scale)
+        scale *= 10

@@ -88,11 +88,11 @@ def _track_cold_start(memory: LoopMemory, observed: Observed, now: float) -> Non
 
 
 def _burst_factor(snapshot: MetricsSnapshot) -> float:
-    """How much the busiest arrival-rate window of the last minutes exceeds the current one: plan for the burst,
+    """How much the busiest completion-rate window of the last minutes exceeds the current one: plan for the burst,
     since a scale-up started when it comes back arrives one cold start late."""
-    if not snapshot.arrival_burst_rate or snapshot.arrival_rate <= 0:
+    if not snapshot.completion_burst_rate or snapshot.completion_rate <= 0:
         return 1.0
-    return max(1.0, snapshot.arrival_burst_rate / snapshot.arrival_rate)
+    return max(1.0, snapshot.completion_burst_rate / snapshot.completion_rate)
 
 
 def _feedback(current: float, snapshot: MetricsSnapshot, slo: SloTarget, capacity: CapacityEstimate) -> float:

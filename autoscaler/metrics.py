@@ -47,11 +47,12 @@ class MetricsSnapshot:
     # as TTFT is); None where the engine does not export it: the prompt-token rate over completions instead. The
     # counter counts a prompt at its first token, so in a window of long requests the two populations differ.
     prompt_tokens_mean: float | None = None
-    # Highest arrival rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the default
-    # 60 s): the bursts a mean over one window smooths away. In requests, not prompt tokens: the prompt lengths'
-    # spread is planned for through their distribution (prompt_tokens_buckets), and a window that held a few long
-    # prompts is not more requests to come.
-    arrival_burst_rate: float | None = None
+    # Highest completion rate over any rate window within the last BURST_HORIZON_WINDOWS windows (5 min at the
+    # default 60 s): the bursts a mean over one window smooths away. In requests, not prompt tokens: the prompt
+    # lengths' spread is planned for through their distribution (prompt_tokens_buckets), and a window that held a few
+    # long prompts is not more requests to come. Completions, not arrivals: the arrival estimate's queue growth
+    # spikes for a moment whenever a queue forms, and a peak of that would be held for the whole horizon.
+    completion_burst_rate: float | None = None
     # vllm:request_prompt_tokens per bucket: (le, rate of prompts up to le tokens), +Inf included; the prompt-length
     # distribution the prefill-queue model plans over. None where the engine does not export the histogram.
     prompt_tokens_buckets: tuple[tuple[float, float], ...] | None = None
@@ -118,9 +119,8 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
         "prompt_tokens_quantile": (
             f"histogram_quantile({quantile}, sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}[{w}])))"
         ),
-        # The busiest arrival rate (as above) of any window ending in the last BURST_HORIZON_WINDOWS windows.
-        "arrival_burst_rate": (f"max_over_time(({completions} + {growth})"
-                               f"[{BURST_HORIZON_WINDOWS * window_s}s:{max(1, window_s // 4)}s])"),
+        # The busiest completion rate of any window ending in the last BURST_HORIZON_WINDOWS windows.
+        "completion_burst_rate": f"max_over_time({completions}[{BURST_HORIZON_WINDOWS * window_s}s:{max(1, window_s // 4)}s])",
         # A whole histogram, one series per bucket (HISTOGRAM_FIELDS): the prompt-length distribution, over the
         # burst horizon: its tail buckets need more prompts than one window holds.
         "prompt_tokens_buckets": (f"sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{s}}}"
@@ -170,7 +170,7 @@ def snapshot_from_values(values: dict, max_sample_age_s: float) -> MetricsSnapsh
         ttft_quantile_s=values.get("ttft_quantile_s"),
         prompt_tokens_mean=values.get("prompt_tokens_mean"),
         prompt_tokens_quantile=values.get("prompt_tokens_quantile"),
-        arrival_burst_rate=values.get("arrival_burst_rate"),
+        completion_burst_rate=values.get("completion_burst_rate"),
         prompt_tokens_buckets=values.get("prompt_tokens_buckets"),
     )
 

@@ -39,8 +39,8 @@ ON_DEMAND, SPOT = "on_demand", "spot"
 ROUTING = ("round_robin", "least_loaded", "ideal")
 SCRAPE_INTERVAL_S = 15.0  # the PodMonitor's scrape interval: policies see the cluster as of the last scrape
 MAX_WINDOW_S = 60.0  # longest rate window a policy asks `snapshot` for (the live loop's default)
-# Longest look-back of any query: the burst query's, BURST_HORIZON_WINDOWS rate windows (as the live loop's
-# query in metrics.py), plus one window.
+# Longest look-back of any query: the completion burst's and the prompt histogram's, BURST_HORIZON_WINDOWS rate
+# windows (as the live loop's queries in metrics.py), plus one window.
 METRICS_KEPT_S = (BURST_HORIZON_WINDOWS + 1) * MAX_WINDOW_S
 
 
@@ -191,12 +191,12 @@ class Cluster:
         def at_quantile(values):
             return values[int(self.quantile * (len(values) - 1))] if values else None
 
-        # Highest arrival rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end every
+        # Highest completion rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end every
         # quarter window: the live loop's query (metrics.py; 5 min at 15 s steps at the default 60 s).
         burst = 0.0
-        if self._arrivals:
+        if self._recent:
             horizon_s, step_s = BURST_HORIZON_WINDOWS * window_s, max(1.0, window_s // 4)
-            times = np.array(self._arrivals)
+            times = np.sort([q.finish_s for q in self._recent])
             ends = t - step_s * np.arange(int((horizon_s - window_s) / step_s) + 1)
             in_window = np.searchsorted(times, ends, side="right") - np.searchsorted(times, ends - window_s, side="right")
             burst = float(in_window.max()) / window_s
@@ -225,7 +225,7 @@ class Cluster:
             ttft_quantile_s=at_quantile(ttfts),
             prompt_tokens_mean=mean(prompts),
             prompt_tokens_quantile=at_quantile(prompts),
-            arrival_burst_rate=burst,
+            completion_burst_rate=burst,
             prompt_tokens_buckets=buckets if len(lengths) else None,
         )
 
@@ -435,7 +435,7 @@ class Cluster:
         self._recent.append(request)
 
     def _forget_old(self, t: float) -> None:
-        while self._arrivals and self._arrivals[0] <= t - METRICS_KEPT_S:
+        while self._arrivals and self._arrivals[0] <= t - MAX_WINDOW_S:
             self._arrivals.popleft()
         while self._recent and self._recent[0].finish_s <= t - METRICS_KEPT_S:
             self._recent.popleft()

@@ -62,5 +62,5 @@ def test_requests_the_router_holds_count_as_waiting():
 
 
 def test_the_burst_horizon_follows_the_rate_window():
-    assert "[20s])))[100s:5s])" in build_queries(SELECTOR, 20, 0.99)["arrival_burst_rate"]
-    assert "[60s])))[300s:15s])" in build_queries(SELECTOR, 60, 0.99)["arrival_burst_rate"]
+    assert "[20s]))[100s:5s])" in build_queries(SELECTOR, 20, 0.99)["completion_burst_rate"]
+    assert "[60s]))[300s:15s])" in build_queries(SELECTOR, 60, 0.99)["completion_burst_rate"]

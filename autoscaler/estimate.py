@@ -47,8 +47,8 @@ class CapacityEstimate:
     # every slot busy and requests queued. The fitted model may promise more than a replica can do (an ITL line
     # extrapolated past its data, prefills it underprices); what saturated replicas completed is the bound.
     saturated_tokens_per_s: float = 0.0
-    # The prompt lengths of the requests finished in the window (the engine's prompt histogram): what a replica's
-    # prefill queue is made of. None until measured.
+    # The prompt lengths of the requests finished in the last minutes (the engine's prompt histogram over the burst
+    # horizon): what a replica's prefill queue is made of. None until measured.
     prompt_lengths: PromptLengths | None = None
 
 

@@ -3,7 +3,8 @@
 Each replica is modelled as `slots` parallel servers (the sequences it can batch while holding the ITL SLO);
 a request occupies one slot for its service time. Waiting time uses Erlang C with the Allen-Cunneen correction
 for non-exponential service times, which is accurate enough to rank replica counts and cheap enough to
-evaluate for every candidate count on every tick.
+evaluate for every candidate count on every tick. A replica's prefill queue is a single first-come-first-served
+server, whose waits `fifo_waits` gives for sampled prompts and gaps.
 """
 
 import math
@@ -53,7 +54,6 @@ def backlog_drain_time(backlog: float, arrival_rate: float, service_time_s: floa
         return 0.0
     spare_rate = servers * (1.0 / service_time_s) - arrival_rate if servers > 0 else 0.0
     return backlog / spare_rate if spare_rate > 0 else UNSTABLE
-
 
 
 def fifo_waits(service_s: np.ndarray, gaps_s: np.ndarray) -> np.ndarray:

@@ -92,14 +92,13 @@ def build_queries(selector: str, window_s: int, quantile: float) -> dict[str, st
     w = f"{window_s}s"
     s = selector
     completions = f"sum(rate(vllm:e2e_request_latency_seconds_count{{{s}}}[{w}]))"
-    growth = f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))"
     return {
         "replicas_reporting": f"count(vllm:num_requests_running{{{s}}})",
         # A scrape gap leaves the last gauge value visible for 5 minutes; its age tells us the data is stale.
         "sample_age_s": f"time() - max(timestamp(vllm:num_requests_running{{{s}}}))",
         "completion_rate": completions,
         # Arrivals = completions + growth of the in-engine population, so overload is not mistaken for demand.
-        "queue_growth": growth,
+        "queue_growth": f"sum(deriv(vllm:num_requests_waiting{{{s}}}[{w}])) + sum(deriv(vllm:num_requests_running{{{s}}}[{w}]))",
         "waiting": f"sum(vllm:num_requests_waiting{{{s}}})",
         # Requests the router holds while every replica is full wait as surely as those queued in the engines.
         "router_held": f"sum(fleetserve_router_held_requests{{{router_selector(s)}}})",

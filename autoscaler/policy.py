@@ -85,6 +85,7 @@ class PrefillQueue:
         self._feasible = self._prefill_s <= slo.ttft_s
         self._slack_s = slo.ttft_s - self._prefill_s
         self._arrival_rate = load.arrival_rate
+        self._waits_s: dict[int, np.ndarray] = {}  # per replica count: the bisection and the plan ask for the same
 
     def miss_share(self, replicas: int, slot_wait_s: float) -> float:
         """Share of feasible requests predicted over the SLO with `replicas` ready, after `slot_wait_s` for a slot."""
@@ -94,8 +95,10 @@ class PrefillQueue:
             return 1.0
         if self._arrival_rate <= 0:
             return float(np.mean(slot_wait_s > self._slack_s[self._feasible]))
-        gaps_s = np.random.default_rng(replicas).gamma(replicas, 1 / self._arrival_rate, SAMPLED_PROMPTS)
-        late = fifo_waits(self._prefill_s, gaps_s) + slot_wait_s > self._slack_s
+        if replicas not in self._waits_s:
+            gaps_s = np.random.default_rng(replicas).gamma(replicas, 1 / self._arrival_rate, SAMPLED_PROMPTS)
+            self._waits_s[replicas] = fifo_waits(self._prefill_s, gaps_s)
+        late = self._waits_s[replicas] + slot_wait_s > self._slack_s
         return float(np.mean(late[self._feasible]))
 
     def fewest_replicas(self, allowed: float, max_replicas: int) -> int | None:

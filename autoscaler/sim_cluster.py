@@ -193,9 +193,10 @@ class Cluster:
 
         # Highest completion rate over any rate window in the last BURST_HORIZON_WINDOWS windows, a window's end every
         # quarter window: the live loop's query (metrics.py; 5 min at 15 s steps at the default 60 s).
+        horizon_s = BURST_HORIZON_WINDOWS * window_s
         burst = 0.0
         if self._recent:
-            horizon_s, step_s = BURST_HORIZON_WINDOWS * window_s, max(1.0, window_s // 4)
+            step_s = max(1.0, window_s // 4)
             times = np.sort([q.finish_s for q in self._recent])
             ends = t - step_s * np.arange(int((horizon_s - window_s) / step_s) + 1)
             in_window = np.searchsorted(times, ends, side="right") - np.searchsorted(times, ends - window_s, side="right")
@@ -205,7 +206,6 @@ class Cluster:
         first_tokens = [prompt for at, prompt in self._first_tokens if t - window_s < at <= t]
         # The engine's prompt histogram (its buckets, +Inf last) over the burst horizon, as the live query's
         # `sum by (le) (rate(...))` returns it.
-        horizon_s = BURST_HORIZON_WINDOWS * window_s
         lengths = np.sort([q.trace.prompt_tokens for q in self._recent if q.finish_s > t - horizon_s])
         bounds = [*token_buckets(self.profile.longest_request), math.inf]
         buckets = tuple((bound, float(np.searchsorted(lengths, bound, side="right")) / horizon_s) for bound in bounds)

@@ -28,8 +28,9 @@ from fleetserve.autoscaler.sim_profile import load_profile
 from fleetserve.autoscaler.sim_traces import load_requests
 
 
-def late_share(lengths: PromptLengths, rate: float, speed: float, slo: SloTarget, replicas: int) -> float:
-    mean_prefill_s = float(np.mean(lengths.sample(np.random.default_rng(1), 100_000))) / speed
+def late_share(lengths: PromptLengths, mean_prefill_s: float, rate: float, speed: float, slo: SloTarget,
+               replicas: int) -> float:
+    """The model's late share; the mean prefill is the trace's, as the live loop reads it from the histogram's sum."""
     capacity = CapacityEstimate(slots_per_replica=1, service_time_s=1.0, prefill_s=mean_prefill_s,
                                 prefill_tokens_per_s=speed, prompt_lengths=lengths)
     return PrefillQueue(Load(rate, 0, 0), capacity, slo).miss_share(replicas, 0.0)
@@ -51,12 +52,13 @@ def check(trace: str, result_path: str) -> dict:
     rows = first_repeat["results"] if isinstance(first_repeat, dict) else first_repeat
     measured = next(r for r in rows if r["policy"] == "static_ondemand_min")["ttft_slo_attainment_feasible"]
     speed = profile.prefill_tokens_per_s
+    mean_prefill_s = float(prompts.mean()) / speed
     return {
         "trace": trace, "result": result_path, "profile": profile.name, "replicas": replicas,
         "mean_rate_rps": round(rate, 3), "slo_ttft_s": slo.ttft_s,
         "late_measured": round(1 - measured, 5),
-        "late_predicted_exact_lengths": round(late_share(exact, rate, speed, slo, replicas), 5),
-        "late_predicted_histogram": round(late_share(bucketed, rate, speed, slo, replicas), 5),
+        "late_predicted_exact_lengths": round(late_share(exact, mean_prefill_s, rate, speed, slo, replicas), 5),
+        "late_predicted_histogram": round(late_share(bucketed, mean_prefill_s, rate, speed, slo, replicas), 5),
     }
 
 

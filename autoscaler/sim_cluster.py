@@ -30,7 +30,7 @@ import random
 
 import numpy as np
 
-from fleetserve.api.engine_defaults import token_buckets
+from fleetserve.api.engine_defaults import PROMPT_TOKEN_STEPS, token_buckets
 from fleetserve.autoscaler.metrics import BURST_HORIZON_WINDOWS, MetricsSnapshot
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
@@ -42,6 +42,14 @@ MAX_WINDOW_S = 60.0  # longest rate window a policy asks `snapshot` for (the liv
 # Longest look-back of any query: the completion burst's and the prompt histogram's, BURST_HORIZON_WINDOWS rate
 # windows (as the live loop's queries in metrics.py), plus one window.
 METRICS_KEPT_S = (BURST_HORIZON_WINDOWS + 1) * MAX_WINDOW_S
+
+
+def prompt_histogram(prompt_tokens, longest_request: int) -> tuple[tuple[float, float], ...]:
+    """Prompts counted in the engine's prompt-histogram buckets, cumulative with +Inf last, as the live loop's
+    `sum by (le)` query returns them."""
+    lengths = np.sort(np.asarray(prompt_tokens))
+    bounds = [*token_buckets(longest_request, PROMPT_TOKEN_STEPS), math.inf]
+    return tuple((bound, float(np.searchsorted(lengths, bound, side="right"))) for bound in bounds)
 
 
 @dataclasses.dataclass
@@ -206,9 +214,8 @@ class Cluster:
         first_tokens = [prompt for at, prompt in self._first_tokens if t - window_s < at <= t]
         # The engine's prompt histogram (its buckets, +Inf last) over the burst horizon, as the live query's
         # `sum by (le) (rate(...))` returns it.
-        lengths = np.sort([q.trace.prompt_tokens for q in self._recent if q.finish_s > t - horizon_s])
-        bounds = [*token_buckets(self.profile.longest_request), math.inf]
-        buckets = tuple((bound, float(np.searchsorted(lengths, bound, side="right")) / horizon_s) for bound in bounds)
+        finished = [q.trace.prompt_tokens for q in self._recent if q.finish_s > t - horizon_s]
+        buckets = tuple((bound, count / horizon_s) for bound, count in prompt_histogram(finished, self.profile.longest_request))
         return MetricsSnapshot(
             replicas_reporting=len(serving),
             arrival_rate=self.arrival_rate(t, window_s),
@@ -226,7 +233,7 @@ class Cluster:
             prompt_tokens_mean=mean(prompts),
             prompt_tokens_quantile=at_quantile(prompts),
             completion_burst_rate=burst,
-            prompt_tokens_buckets=buckets if len(lengths) else None,
+            prompt_tokens_buckets=buckets if finished else None,
         )
 
     # --- what policies do --------------------------------------------------------------------------

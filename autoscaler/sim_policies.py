@@ -21,7 +21,8 @@ from fleetserve.autoscaler.control import LoopMemory, LoopSettings, Observed, ti
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.metrics import MetricsUnavailable
 from fleetserve.autoscaler.policy import Load, SloTarget, recommend
-from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SPOT, Cluster
+from fleetserve.autoscaler.prompt_lengths import PromptLengths
+from fleetserve.autoscaler.sim_cluster import ON_DEMAND, SPOT, Cluster, prompt_histogram
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import TraceRequest
 
@@ -29,7 +30,8 @@ METRICS_WINDOW_S = 60.0  # the live loop's default rate window (FLEETSERVE_METRI
 
 
 def profile_capacity(profile: ReplicaProfile, requests: list[TraceRequest], itl_slo_s: float) -> CapacityEstimate:
-    """What one replica sustains on this trace's average request, from the profile (the baselines' sizing).
+    """What one replica sustains on this trace's average request, from the profile (the baselines' sizing), with
+    the trace's prompt lengths in the engine's histogram buckets, as our policy would measure them.
 
     Slots are bounded by the ITL SLO and by how many average requests fit the KV cache. The service time is the
     stall-free one (prefill + output x decode step); `service_time_at` stretches its decode part by the prefill
@@ -40,7 +42,9 @@ def profile_capacity(profile: ReplicaProfile, requests: list[TraceRequest], itl_
     kv_slots = int(profile.kv_cache_tokens / (prompt + output))
     slots = max(1, min(profile.largest_batch_within(itl_slo_s), kv_slots))
     prefill_s = profile.prefill_s(round(prompt))
-    return CapacityEstimate(slots, prefill_s + output * profile.decode_step_s(slots), prefill_s, prefill_share=0.0)
+    lengths = PromptLengths.from_histogram(prompt_histogram([r.prompt_tokens for r in requests], profile.longest_request))
+    return CapacityEstimate(slots, prefill_s + output * profile.decode_step_s(slots), prefill_s, prefill_share=0.0,
+                            prefill_tokens_per_s=profile.prefill_tokens_per_s, prompt_lengths=lengths)
 
 
 def peak_rate(requests: list[TraceRequest], window_s: float = 60.0) -> float:

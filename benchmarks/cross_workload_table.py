@@ -13,12 +13,14 @@ from pathlib import Path
 # Which workloads were looked at while the policy changed (run.sh says why); all others are held out.
 TUNE_SET = {"azure_conv_l4", "mooncake_conversation_h100", "mooncake_synthetic_h100", "servegen_azure_lengths_l4",
             "azure_conv_x8_h100", "servegen_mix_h100", "mooncake_conversation_h100_held_out_pools",
-            "servegen_mmid_h100_third_pools"}
+            "servegen_mmid_h100_third_pools", "servegen_mlarge_h100_fourth_pools",
+            "servegen_mlarge_azure_lengths_l4_fourth_pools"}
 ATTAINMENT_TARGET, COST_TARGET = 0.99, 0.40
 ORDER = ["azure_conv_l4", "mooncake_conversation_h100", "mooncake_synthetic_h100", "servegen_azure_lengths_l4",
          "azure_conv_x8_h100", "servegen_mix_h100", "mooncake_conversation_h100_held_out_pools",
          "servegen_mmid_h100_third_pools", "servegen_mlarge_h100_fourth_pools",
-         "servegen_mlarge_azure_lengths_l4_fourth_pools"]
+         "servegen_mlarge_azure_lengths_l4_fourth_pools", "servegen_r1_azure_lengths_l4_fifth_pools",
+         "servegen_r1_mooncake_lengths_h100_fifth_pools"]
 
 
 def row(name: str, report: dict) -> str:

@@ -1,7 +1,7 @@
 """Checks the policy's prefill-queue model (autoscaler/policy.py, `PrefillQueue`) against the simulator: for the
 static on-demand fleet that a cross-workload run found smallest (`static_ondemand_min`), the share of feasible
 requests the model predicts over the TTFT SLO at the trace's mean rate, once from the trace's exact prompt lengths
-and once through the engine's prompt histogram (its 1-2-5 buckets, as the live loop reads them), beside the share
+and once through the engine's prompt histogram (its buckets, as the live loop reads them), beside the share
 the simulator measured for that fleet.
 
 Run from the repo root (seconds):
@@ -16,14 +16,13 @@ Run from the repo root (seconds):
 
 import argparse
 import json
-import math
 
 import numpy as np
 
-from fleetserve.api.engine_defaults import token_buckets
 from fleetserve.autoscaler.estimate import CapacityEstimate
 from fleetserve.autoscaler.policy import Load, PrefillQueue, SloTarget
 from fleetserve.autoscaler.prompt_lengths import PromptLengths
+from fleetserve.autoscaler.sim_cluster import prompt_histogram
 from fleetserve.autoscaler.sim_profile import load_profile
 from fleetserve.autoscaler.sim_traces import load_requests
 
@@ -46,8 +45,7 @@ def check(trace: str, result_path: str) -> dict:
     slo = SloTarget(ttft_s=setup["slo_ttft_s"], quantile=setup["slo_percentile"] / 100)
     replicas = setup["static_ondemand_min_replicas"]
     exact = PromptLengths(tuple((float(p), float(p), 1.0 / len(prompts)) for p in prompts))
-    bounds = [*token_buckets(profile.longest_request), math.inf]
-    bucketed = PromptLengths.from_histogram([(b, float(np.searchsorted(prompts, b, side="right"))) for b in bounds])
+    bucketed = PromptLengths.from_histogram(prompt_histogram(prompts, profile.longest_request))
     first_repeat = result["repeats"][0]
     rows = first_repeat["results"] if isinstance(first_repeat, dict) else first_repeat
     measured = next(r for r in rows if r["policy"] == "static_ondemand_min")["ttft_slo_attainment_feasible"]

@@ -174,3 +174,16 @@ def test_every_policy_starts_with_the_same_count_split_its_own_way():
     assert sum(r.is_ready(-10.0) for r in cluster.replicas) == 6
     assert [r.kind for r in cluster.replicas].count(ON_DEMAND) == 2
     assert sim_policies.Hpa(1, 10).initial_split(6) == (6, 0)
+
+
+def test_the_static_peak_fleet_is_sized_over_the_prompt_lengths_not_their_mean():
+    # Same arrivals and mean prompt (1,000 tokens); one trace has a fifth of its prompts near the SLO in prefill.
+    slo = SloTarget(ttft_s=1.0, quantile=0.99)
+    even = [TraceRequest(i * 0.125, 1000, 50) for i in range(2000)]
+    tail = [TraceRequest(i * 0.125, 3600 if i % 5 == 0 else 350, 50) for i in range(2000)]
+
+    def peak_fleet(requests):
+        capacity = sim_policies.profile_capacity(PROFILE, requests, itl_slo_s=0.1)
+        return sim_policies.static_peak_replicas(capacity, requests, slo, max_replicas=100)
+
+    assert peak_fleet(tail) > peak_fleet(even)

@@ -9,12 +9,15 @@
 # mixed lengths, Mooncake on those pools) were held out until 1a0ed4a; the round after it diagnosed every workload,
 # its fixes came partly from them, so they are tune runs now too. ServeGen M-mid on the third pool set was the
 # held-out run of the policy frozen at c490841; the round that planned prefill over the prompt-length distribution
-# (91f8cef) looked at it, so it is a tune run now.
-# Held-out set: defined at 91f8cef, before the policy of that round was frozen, from data no other run used, and run
-# once after that: ServeGen's M-large client population (day 2, 11:00-14:00), on a fourth spot-pool set (Bamboo's
-# p2.xlarge trace of us-east-1e, SkyPilot's single-node V100 zones us-west-2a and us-east-2a of February 2023, the
-# empty zone), once on the H100 with clients taking all three recorded length sources in turn (a mix no run used),
-# once on the L4 with Azure conversation lengths.
+# (91f8cef) looked at it, so it is a tune run now. ServeGen M-large on the fourth pool set was the held-out set of
+# 91f8cef/79286ab, run once and read then; its numbers were known when the next round changed the policy, so it is
+# a tune run too.
+# Held-out set: defined at the round after ac2decd (finer prompt-histogram buckets), before its policy was run on
+# any workload, from data no other run used: ServeGen's DeepSeek-R1 client population (its one day, 19:00-23:00,
+# the evening ramp, where the rate grows about fourfold), on a fifth spot-pool set (every AWS V100 availability
+# trace of SkyPilot's no run used: the single-node zones us-east-1c, us-east-1d, us-east-1f, us-east-2b,
+# us-west-2b and us-west-2c of February 2023, the 8-GPU zone us-west-2a of October 2022, and the empty zone), once
+# on the L4 with Azure conversation lengths, once on the H100 with Mooncake conversation lengths.
 # Nothing in the policy is fitted to any of them; docs/autoscaler.md lists every constant and its reason.
 set -euo pipefail
 # The commit the results belong to; the simulator and the policy must be as committed there.
@@ -47,6 +50,11 @@ POOLS_FOURTH=(--spot-trace $BAMBOO/aws-spot-instances-p2-xlarge-us-east-1e-2020-
               --spot-trace $SKY/1-node/aws-02-15-2023/us-east-2a_v100_1.json --spot-trace $ZERO)
 # Every pool is an AWS trace and prices are AWS's: a reclaimed instance gets AWS's two-minute interruption notice
 # (--notice-s 120; the simulator's default of 30 s is GCP's).
+# Fifth pool set (held out): SkyPilot's V100 availability traces no other set uses.
+POOLS_FIFTH=(--spot-trace $SKY/1-node/aws-02-15-2023/us-east-1c_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1d_v100_1.json
+             --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1f_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-east-2b_v100_1.json
+             --spot-trace $SKY/1-node/aws-02-15-2023/us-west-2b_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-west-2c_v100_1.json
+             --spot-trace $SKY/1-node/aws-10-26-2022/us-west-2a_v100_8.json --spot-trace $ZERO)
 H100=(--profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge)
 run() {  # name, then fleetserve simulate arguments
   local name=$1; shift
@@ -85,13 +93,20 @@ servegen_clients m-mid 11 3 $GEN/servegen_mmid.csv 8 --lengths $DATA/azure-llm-2
   --lengths $DATA/mooncake-fast25/synthetic_trace.jsonl
 run servegen_mmid_h100_third_pools "${POOLS_THIRD[@]}" "${H100[@]}" --trace $GEN/servegen_mmid.csv
 
-# --- held-out set ---
-# ServeGen M-large, day 2, 11:00-14:00, on the fourth pool set: 8 req/s on the H100 with clients taking Azure
+# ServeGen M-large, day 2, 11:00-14:00, on the fourth pool set (the held-out set of 91f8cef): 8 req/s on the H100 with clients taking Azure
 # conversation, Mooncake conversation and Mooncake synthetic lengths in turn; 4 req/s on the L4 with Azure lengths.
 servegen_clients m-large 35 3 $GEN/servegen_mlarge_mix.csv 8 --lengths $DATA/azure-llm-2023/conv.csv \
   --lengths $DATA/mooncake-fast25/conversation_trace.jsonl --lengths $DATA/mooncake-fast25/synthetic_trace.jsonl
 run servegen_mlarge_h100_fourth_pools "${POOLS_FOURTH[@]}" "${H100[@]}" --trace $GEN/servegen_mlarge_mix.csv
 servegen_clients m-large 35 3 $GEN/servegen_mlarge_l4.csv 4 --lengths $DATA/azure-llm-2023/conv.csv
 run servegen_mlarge_azure_lengths_l4_fourth_pools "${POOLS_FOURTH[@]}" --trace $GEN/servegen_mlarge_l4.csv
+
+# --- held-out set ---
+# ServeGen DeepSeek-R1, 19:00-23:00, on the fifth pool set: 4 req/s on the L4 with Azure conversation lengths, 8 req/s
+# on the H100 with Mooncake conversation lengths.
+servegen_clients deepseek-r1 19 4 $GEN/servegen_r1_l4.csv 4 --lengths $DATA/azure-llm-2023/conv.csv
+run servegen_r1_azure_lengths_l4_fifth_pools "${POOLS_FIFTH[@]}" --trace $GEN/servegen_r1_l4.csv
+servegen_clients deepseek-r1 19 4 $GEN/servegen_r1_h100.csv 8 --lengths $DATA/mooncake-fast25/conversation_trace.jsonl
+run servegen_r1_mooncake_lengths_h100_fifth_pools "${POOLS_FIFTH[@]}" "${H100[@]}" --trace $GEN/servegen_r1_h100.csv
 
 nice -n 19 .venv/bin/python benchmarks/cross_workload_table.py $OUT "$COMMIT" > $OUT/README.md

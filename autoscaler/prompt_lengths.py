@@ -2,7 +2,7 @@
 distribution the prefill-queue model plans over (issue 13: not the mean, not one percentile).
 
 The histogram gives how many prompts fell in each bucket. Within a bucket, lengths are taken as spread evenly in log
-scale (density falling as 1 / length): the engine's buckets are spaced in log scale, and prompt lengths thin out
+scale (density falling as 1 / length): vLLM's 1-2-5 buckets are spaced in log scale, and prompt lengths thin out
 towards the long end of each (the linear spread of Prometheus' `histogram_quantile` would put as many prompts at a
 bucket's top as at its bottom, and those are the prompts with least slack before the SLO).
 """
@@ -12,6 +12,12 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def _next_125_step(bound: float) -> float:
+    """The 1-2-5 bucket bound after `bound` (2 -> 5 -> 10 -> 20)."""
+    mantissa = bound / 10 ** math.floor(math.log10(bound))
+    return bound * (2.5 if round(mantissa) == 2 else 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,18 +34,15 @@ class PromptLengths:
     @classmethod
     def from_histogram(cls, cumulative: Sequence[tuple[float, float]]) -> "PromptLengths | None":
         """From a Prometheus histogram's cumulative (le, rate) pairs, +Inf included; None when it counted nothing.
-        Prompts above the highest finite bound are spread up to one more step (the ratio of the last two
-        bounds; a doubling if there is one): the engine's buckets grow by about the same ratio each step up to
-        max_model_len, and no prompt reaches max_model_len."""
+        Prompts above the highest finite bound are spread up to the next 1-2-5 step: the engine's buckets run in
+        1-2-5 steps up to max_model_len, and no prompt reaches max_model_len."""
         ordered = sorted(cumulative)
         total = ordered[-1][1] if ordered else 0.0
         if not total > 0:
             return None
-        finite = [bound for bound, _ in ordered if math.isfinite(bound) and bound > 0]
-        step = finite[-1] / finite[-2] if len(finite) > 1 else 2.0
         buckets, low, below = [], 0.0, 0.0
         for bound, count in ordered:
-            high = low * step if math.isinf(bound) and low > 0 else bound
+            high = _next_125_step(low) if math.isinf(bound) and low > 0 else bound
             share = max(0.0, count - below) / total
             if share > 0 and math.isfinite(high):
                 buckets.append((low, high, share))

@@ -30,7 +30,7 @@ import random
 
 import numpy as np
 
-from fleetserve.api.engine_defaults import PROMPT_TOKEN_STEPS, token_buckets
+from fleetserve.api.engine_defaults import token_buckets
 from fleetserve.autoscaler.metrics import BURST_HORIZON_WINDOWS, MetricsSnapshot
 from fleetserve.autoscaler.sim_profile import ReplicaProfile
 from fleetserve.autoscaler.sim_traces import SpotTrace, TraceRequest
@@ -48,7 +48,7 @@ def prompt_histogram(prompt_tokens, longest_request: int) -> tuple[tuple[float, 
     """Prompts counted in the engine's prompt-histogram buckets, cumulative with +Inf last, as the live loop's
     `sum by (le)` query returns them."""
     lengths = np.sort(np.asarray(prompt_tokens))
-    bounds = [*token_buckets(longest_request, PROMPT_TOKEN_STEPS), math.inf]
+    bounds = [*token_buckets(longest_request), math.inf]
     return tuple((bound, float(np.searchsorted(lengths, bound, side="right"))) for bound in bounds)
 
 

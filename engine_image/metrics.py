@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from fleetserve.api.engine_defaults import PROMPT_TOKEN_STEPS, token_buckets
+from fleetserve.api.engine_defaults import token_buckets
 from fleetserve.engine.outputs import RequestOutput
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so its Grafana dashboards read our histograms as-is
@@ -86,10 +86,9 @@ class ServerMetrics:
         self.request_queue_time = histogram(
             "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
             REQUEST_LATENCY_BUCKETS)
-        # the autoscaler sizes for the prompt tail from this one (autoscaler/metrics.py), so its buckets are finer
+        # the autoscaler sizes for the prompt tail from this one (autoscaler/metrics.py)
         self.request_prompt_tokens = histogram(
-            "vllm:request_prompt_tokens", "Number of prefill tokens processed.",
-            token_buckets(max_model_len, PROMPT_TOKEN_STEPS))
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets(max_model_len))
         self.request_generation_tokens = histogram(
             "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets(max_model_len))
 

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from fleetserve.api.engine_defaults import PROMPT_TOKEN_STEPS, token_buckets
+from fleetserve.api.engine_defaults import token_buckets
 
 LABELS = ["model_name"]
 BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80]
@@ -53,7 +53,7 @@ class FakeEngineExporter:
         self.itl = series(Histogram, "vllm:inter_token_latency_seconds", buckets=BUCKETS)
         self.e2e = series(Histogram, "vllm:e2e_request_latency_seconds", buckets=BUCKETS)
         self.queue = series(Histogram, "vllm:request_queue_time_seconds", buckets=BUCKETS)
-        self.prompt_lengths = series(Histogram, "vllm:request_prompt_tokens", buckets=token_buckets(4096, PROMPT_TOKEN_STEPS))
+        self.prompt_lengths = series(Histogram, "vllm:request_prompt_tokens", buckets=token_buckets(4096))
         self.rate = 0.0
         self.queue_s = 0.0
         self._owed = 0.0

@@ -122,7 +122,7 @@ def test_saturated_replicas_bound_the_capacity_the_model_promises():
 
 
 def test_the_prompt_lengths_come_from_the_histogram_or_else_the_mean():
-    # 2 prompts/s finish: one of up to 500 tokens, one of 500-2,000 (1-2-5 buckets here; +Inf last).
+    # 2 prompts/s finish: one of up to 500 tokens, one of 500-2,000 (vLLM's 1-2-5 buckets; +Inf last).
     buckets = ((200.0, 0.0), (500.0, 1.0), (1000.0, 1.0), (2000.0, 2.0), (math.inf, 2.0))
     estimate = estimate_capacity(snapshot(prompt_tokens_buckets=buckets), PRIOR, [(10, 0.04)], itl_slo_s=0.1,
                                  max_num_seqs=256)

@@ -56,9 +56,9 @@ def test_decisions_follow_a_load_step_up_and_down(exporters, prometheus_factory)
     with pytest.raises(MetricsUnavailable, match="no engine replica"):
         metrics.snapshot(deployment_selector("team-b", MODEL, MODEL), SETTINGS.slo.quantile)
     low_scale = low[-1].serving
-    # The prompt histogram arrives whole, one series per bucket: every 500-token prompt in (400, 500].
+    # The prompt histogram arrives whole, one series per bucket: every 500-token prompt in (200, 500].
     buckets = metrics.snapshot(SELECTOR, SETTINGS.slo.quantile).prompt_tokens_buckets
-    assert PromptLengths.from_histogram(buckets).buckets == ((400.0, 500.0, 1.0),)
+    assert PromptLengths.from_histogram(buckets).buckets == ((200.0, 500.0, 1.0),)
 
     for exporter in exporters:  # a load step: 8 req/s per replica with a queue building up
         exporter.set_load(rate=8.0, running=40, waiting=30, kv_usage=0.6, queue_s=2.0)

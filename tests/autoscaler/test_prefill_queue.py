@@ -24,16 +24,16 @@ def capacity(lengths: PromptLengths) -> CapacityEstimate:
 
 def test_the_histogram_becomes_buckets():
     lengths = PromptLengths.from_histogram([(10.0, 2.0), (20.0, 3.0), (math.inf, 4.0)])
-    # Above the last bound (20) prompts spread up to one more step of the bounds' ratio (40).
-    assert lengths.buckets == ((0.0, 10.0, 0.5), (10.0, 20.0, 0.25), (20.0, 40.0, 0.25))
+    # Above the last bound (20) prompts spread up to the next 1-2-5 step (50).
+    assert lengths.buckets == ((0.0, 10.0, 0.5), (10.0, 20.0, 0.25), (20.0, 50.0, 0.25))
     assert PromptLengths.from_histogram([(10.0, 0.0), (math.inf, 0.0)]) is None  # nothing finished
     drawn = lengths.sample(np.random.default_rng(0), 40_000)
-    assert drawn.min() >= 1 and drawn.max() <= 40
+    assert drawn.min() >= 1 and drawn.max() <= 50
     assert np.mean(drawn <= 10) == pytest.approx(0.5, abs=0.01) and np.mean(drawn > 20) == pytest.approx(0.25, abs=0.01)
 
 
 def test_lengths_spread_evenly_in_log_scale_within_a_bucket():
-    # The engine's buckets are spaced in log scale, and prompt lengths thin out towards a bucket's long end.
+    # 1-2-5 buckets are spaced in log scale, and prompt lengths thin out towards a bucket's long end.
     drawn = PromptLengths(((100.0, 10_000.0, 1.0),)).sample(np.random.default_rng(0), 40_000)
     assert np.median(drawn) == pytest.approx(1000, rel=0.05)
     assert PromptLengths.one_length(700.0).sample(np.random.default_rng(0), 3).tolist() == [700.0] * 3

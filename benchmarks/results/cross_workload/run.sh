@@ -12,8 +12,9 @@
 # (91f8cef) looked at it, so it is a tune run now. ServeGen M-large on the fourth pool set was the held-out set of
 # 91f8cef/79286ab, run once and read then; its numbers were known when the next round changed the policy, so it is
 # a tune run too.
-# Held-out set: defined at the round after ac2decd (finer prompt-histogram buckets), before its policy was run on
-# any workload, from data no other run used: ServeGen's DeepSeek-R1 client population (its one day, 19:00-23:00,
+# Held-out set: defined at 37d03c2, before any policy was run on it, from data no other run used (finer prompt
+# buckets were tried on the tune set then and dropped before the held-out runs came; the policy run here is that of
+# ac2decd, frozen before this set was chosen): ServeGen's DeepSeek-R1 client population (its one day, 19:00-23:00,
 # the evening ramp, where the rate grows about fourfold), on a fifth spot-pool set (every AWS V100 availability
 # trace of SkyPilot's no run used: the single-node zones us-east-1c, us-east-1d, us-east-1f, us-east-2b,
 # us-west-2b and us-west-2c of February 2023, the 8-GPU zone us-west-2a of October 2022, and the empty zone), once

@@ -15,24 +15,13 @@ def default_max_num_batched_tokens(device: str, memory_bytes: int = 0) -> int:
     return 8192 if device == "cuda" and memory_bytes >= LARGE_GPU_BYTES else 2048
 
 
-# vLLM's steps per decade for per-request token counts (build_1_2_5_buckets).
-VLLM_TOKEN_STEPS = (1, 2, 5)
-# The prompt histogram's steps: each 1-2-5 bucket split into ones spanning at most 1.28x (the R10 series, which
-# holds every 1-2-5 bound, so vLLM's buckets are sums of these). A 1-2-5 bucket spans up to 2.5x, and the
-# autoscaler plans the prompt tail from this histogram: on Mooncake's traces the 1-2-5 buckets made it predict
-# ~1.5x the late requests that the exact lengths give (benchmarks/results/prefill_queue_check.json).
-PROMPT_TOKEN_STEPS = (1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8)
-
-
-def token_buckets(max_model_len: int, steps: tuple[float, ...] = VLLM_TOKEN_STEPS) -> list[float]:
-    """Bucket bounds for per-request token counts, `steps` per decade up to max_model_len: by default vLLM's
-    1, 2, 5, 10, 20, 50, ... The engine's prompt-length histogram uses PROMPT_TOKEN_STEPS; the simulator reports
-    its prompts in the same buckets."""
+def token_buckets(max_model_len: int) -> list[int]:
+    """vLLM's buckets for per-request token counts (build_1_2_5_buckets): 1, 2, 5, 10, 20, 50, ... up to
+    max_model_len. The engine's prompt-length histogram uses them; the simulator reports its prompts in the same ones."""
     buckets, scale = [], 1
     while True:
-        for step in steps:
-            bound = round(step * scale, 2)
-            if bound > max_model_len:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > max_model_len:
                 return buckets
-            buckets.append(int(bound) if bound == int(bound) else bound)
+            buckets.append(mantissa * scale)
         scale *= 10

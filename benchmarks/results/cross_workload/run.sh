@@ -94,8 +94,9 @@ servegen_clients m-mid 11 3 $GEN/servegen_mmid.csv 8 --lengths $DATA/azure-llm-2
   --lengths $DATA/mooncake-fast25/synthetic_trace.jsonl
 run servegen_mmid_h100_third_pools "${POOLS_THIRD[@]}" "${H100[@]}" --trace $GEN/servegen_mmid.csv
 
-# ServeGen M-large, day 2, 11:00-14:00, on the fourth pool set (the held-out set of 91f8cef): 8 req/s on the H100 with clients taking Azure
-# conversation, Mooncake conversation and Mooncake synthetic lengths in turn; 4 req/s on the L4 with Azure lengths.
+# ServeGen M-large, day 2, 11:00-14:00, on the fourth pool set (the held-out set of 91f8cef): 8 req/s on the H100
+# with clients taking Azure conversation, Mooncake conversation and Mooncake synthetic lengths in turn; 4 req/s on
+# the L4 with Azure lengths.
 servegen_clients m-large 35 3 $GEN/servegen_mlarge_mix.csv 8 --lengths $DATA/azure-llm-2023/conv.csv \
   --lengths $DATA/mooncake-fast25/conversation_trace.jsonl --lengths $DATA/mooncake-fast25/synthetic_trace.jsonl
 run servegen_mlarge_h100_fourth_pools "${POOLS_FOURTH[@]}" "${H100[@]}" --trace $GEN/servegen_mlarge_mix.csv

@@ -9,17 +9,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fleetserve.autoscaler import sim_policies, sim_report
+from fleetserve.autoscaler import sim_hindsight, sim_policies, sim_report
 from fleetserve.autoscaler.control import LoopSettings
 from fleetserve.autoscaler.policy import Load, SloTarget, service_time_at
 from fleetserve.autoscaler.sim_cluster import ROUTING, SpotPool
 from fleetserve.autoscaler.sim_profile import load_prices, load_profile
 from fleetserve.autoscaler.sim_traces import InputError, busiest_offset, load_requests, load_spot_trace, superpose
 from fleetserve.autoscaler.simulator import SimSetup, simulate, smallest_static_fleet
-from fleetserve.autoscaler.spot import SpotSettings
+from fleetserve.autoscaler.spot import SpotSettings, spot_share
 
 
 POLICIES = ["static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
+HINDSIGHT = "hindsight"  # a reference, not a policy (sim_hindsight): priced per spot offset, never simulated as one
 STATICS = ("static_ondemand_min", "static_ondemand_peak")  # on-demand only: run once, not per spot offset
 DEFAULT_PRICES = "../shared/data/gpu-prices-skypilot-aws/aws_gpu_prices_us.csv"
 DEFAULT_PROFILE = "benchmarks/results/simulation_profile.json"
@@ -64,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spot-trace", action="append", default=[], help="spot capacity trace, one per pool (repeatable)")
     parser.add_argument("--spot-offset", type=_offset, default="auto", help="seconds into the spot traces to start, or 'auto' (window with most preemptions)")
     parser.add_argument("--spot-x-unit-s", type=POSITIVE, default=1.0, help="unit of x in `x,count` spot traces (3600 for hours)")
-    parser.add_argument("--policy", default="all", choices=[*POLICIES, "all"])
+    parser.add_argument("--policy", default="all", choices=[*POLICIES, HINDSIGHT, "all"],
+                        help="one policy beside the static baselines, or all of them and the hindsight reference")
     parser.add_argument("--slo-ttft", type=POSITIVE, required=True, help="TTFT SLO in seconds")
     parser.add_argument("--slo-itl", type=POSITIVE, default=0.2, help="inter-token latency SLO in seconds (per-request mean)")
     parser.add_argument("--slo-percentile", type=_number(0, 100), default=99.0, help="percentile our policy plans for")
@@ -90,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", help="output markdown table path")
 
 
+def _spot_settings(args) -> SpotSettings:
+    return SpotSettings(enabled=bool(args.spot_trace), max_share=args.spot_max_share, on_demand_min=args.on_demand_min)
+
+
 def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: int) -> dict:
     capacity = sim_policies.profile_capacity(profile, requests, args.slo_itl)
     ours = LoopSettings(
@@ -100,7 +106,7 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
         max_num_seqs=profile.max_batch,
         scale_up_stabilization_s=0.0,
         scale_down_delay_s=args.scale_down_delay,
-        spot=SpotSettings(enabled=bool(args.spot_trace), max_share=args.spot_max_share, on_demand_min=args.on_demand_min),
+        spot=_spot_settings(args),
     )
     # Requests/s one full replica completes at the static fleet's peak operating point (prefill stalls included).
     peak = Load(sim_policies.peak_rate(requests), 0, 1)
@@ -113,7 +119,7 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
         "fleetserve": lambda: sim_policies.FleetServe(ours),
     }
     # Static peak provisioning always runs beside static_ondemand_min: together they are the cost references.
-    names = POLICIES if args.policy == "all" else ["static_ondemand_peak", args.policy]
+    names = POLICIES if args.policy == "all" else ["static_ondemand_peak"] + [p for p in [args.policy] if p in every]
     if not args.spot_trace:
         names = [n for n in names if n != "skyserve_spothedge"]
     return {name: every[name] for name in names}
@@ -199,6 +205,18 @@ def _run(args: argparse.Namespace) -> int:
         if repeat == 0:
             timelines[name] = timeline
     timelines = {**{n: statics[n][1] for n in statics}, **timelines}
+    if args.policy in ("all", HINDSIGHT):
+        windows = sim_hindsight.window_options(base, STATIC_MIN_TARGET, 10 * static_replicas)
+        # Twice: spot wherever there is room, and within our policy's on-demand floor and spot share, which shows
+        # what those settings alone cost.
+        ours = _spot_settings(args)
+        splits = {HINDSIGHT: lambda replicas: replicas, f"{HINDSIGHT}_fleetserve_split": lambda replicas: spot_share(replicas, ours)}
+        for repeat in range(args.repeats):
+            for name, spot_allowed in splits.items():
+                row, timeline = sim_hindsight.plan(windows, setup_for(repeat), STATIC_MIN_TARGET, name, spot_allowed)
+                results[repeat].append(dict(row, repeat=repeat))
+                if repeat == 0 and name == HINDSIGHT:
+                    timelines[name] = timeline
     for rows in results.values():
         for row in rows:
             row["cost_vs_static_ondemand_min"] = row["cost_usd"] / minimum_row["cost_usd"]

@@ -123,23 +123,29 @@ def test_static_min_is_the_smallest_fleet_meeting_the_target_and_infeasible_requ
     assert fewer["ttft_slo_attainment_feasible"] < 0.99
 
 
-def test_repeats_report_mean_and_worst_per_policy(tmp_path):
+def simulate_inputs(tmp_path, requests: int, spot_counts: list[int], seed: int) -> list[str]:
+    """A trace (one request every 0.4 s), a spot trace (a count a minute), a profile and prices written to
+    `tmp_path`; the `fleetserve simulate` arguments that name them."""
     trace = tmp_path / "trace.csv"
-    rng = random.Random(2)
+    rng = random.Random(seed)
     trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
-        f"{i * 0.4},{rng.randint(100, 500)},{rng.randint(10, 60)}\n" for i in range(600)))
+        f"{i * 0.4},{rng.randint(100, 500)},{rng.randint(10, 60)}\n" for i in range(requests)))
     spot = tmp_path / "spot.json"
-    spot.write_text(json.dumps({"metadata": {"gap_seconds": 60}, "data": [3, 3, 0, 3, 1, 3] * 10}))
+    spot.write_text(json.dumps({"metadata": {"gap_seconds": 60}, "data": spot_counts}))
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"name": "p", "source": "t", "device": "cpu", "max_batch": 16, "prefill_tokens_per_s": 4000,
                                    "decode_step_s": {"batch": [1, 16], "seconds": [0.02, 0.04]},
                                    "cold_start": {"cached_s": [10, 20], "uncached_s": [40, 60], "cached_share": 0.5}}))
     prices = tmp_path / "prices.csv"
     prices.write_text("instance_type,ondemand_usd_per_gpu_hr,spot_usd_per_gpu_hr\ngpu.x,2.0,0.6\n")
+    return ["simulate", "--trace", str(trace), "--spot-trace", str(spot), "--profile", str(profile),
+            "--prices", str(prices), "--instance-type", "gpu.x", "--warmup-s", "0"]
+
+
+def test_repeats_report_mean_and_worst_per_policy(tmp_path):
     out = tmp_path / "out.json"
-    assert cli.main(["simulate", "--trace", str(trace), "--spot-trace", str(spot), "--profile", str(profile),
-                     "--prices", str(prices), "--instance-type", "gpu.x", "--slo-ttft", "2", "--repeats", "3",
-                     "--policy", "fleetserve", "--warmup-s", "0", "--json", str(out)]) == 0
+    assert cli.main([*simulate_inputs(tmp_path, 600, [3, 3, 0, 3, 1, 3] * 10, seed=2), "--slo-ttft", "2",
+                     "--repeats", "3", "--policy", "fleetserve", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     ours = next(s for s in report["summary"] if s["policy"] == "fleetserve")
     assert ours["runs"] == 3 and len(report["repeats"]) == 3

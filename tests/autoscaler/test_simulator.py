@@ -186,4 +186,6 @@ def test_cli_writes_json_markdown_and_plot(tmp_path):
 
 
 def sim_policies_names() -> list[str]:
-    return ["static_ondemand_min", "static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve"]
+    """Every row of `--policy all`: the policies, then the hindsight references (sim_hindsight)."""
+    return ["static_ondemand_min", "static_ondemand_peak", "hpa_queue", "knative_kpa", "skyserve_spothedge", "fleetserve",
+            "hindsight", "hindsight_fleetserve_split"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The cross-workload evaluation (issue 13): each workload over 10 spot offsets and seeds (--repeats 10), all policies.
-# Run from the repo root: bash benchmarks/results/cross_workload/run.sh   (about 70 minutes on 2 cores)
+# The cross-workload evaluation (issue 13): each workload over 10 spot offsets and seeds (--repeats 10), all policies
+# and the hindsight reference.
+# Run from the repo root: bash benchmarks/results/cross_workload/run.sh   (about 90 minutes on 2 cores)
 #
 # Tune set: the workloads looked at while the policy was changed. Azure conversation on the L4 is the one the first
 # version was tuned on; both Mooncake traces were run while the prefill-queue term was written; the ServeGen run with

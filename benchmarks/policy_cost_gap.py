@@ -73,8 +73,8 @@ def main() -> int:
                     return 2
             report = json.loads(result.read_text())
             ours = next(s for s in report["summary"] if s["policy"] == "fleetserve")
-            gpu_hours = [sum(r["gpu_hours_spot"] + r["gpu_hours_ondemand"] for r in rows_ if r["policy"] == "fleetserve")
-                         for rows_ in report["repeats"]]
+            gpu_hours = [sum(r["gpu_hours_spot"] + r["gpu_hours_ondemand"] for r in repeat if r["policy"] == "fleetserve")
+                         for repeat in report["repeats"]]
             rows.append({
                 "step": step,
                 "attainment_feasible_worst": ours["ttft_slo_attainment_feasible_worst"],

@@ -75,11 +75,13 @@ def window_options(setup: SimSetup, target: float, upper: int) -> list[Window]:
             windows.append(Window(start, end, 0, 0, (WindowOption(0, 0, 0, 0, 0),)))
             continue
         if not feasible:  # nothing to keep within the SLO; one replica serves them
-            smallest, sizes = 1, [1]
+            smallest, sizes, known = 1, [1], {}
         else:
-            smallest, _, _ = smallest_static_fleet(window, target, hint, upper)
-            sizes = range(max(1, smallest - SIZES_BELOW), smallest + SIZES_ABOVE + 1)
-        options = tuple(_option(n, simulate(Static(n, name="hindsight"), window, n)[0]) for n in sizes)
+            smallest, row, _ = smallest_static_fleet(window, target, hint, upper)
+            sizes, known = range(max(1, smallest - SIZES_BELOW), smallest + SIZES_ABOVE + 1), {smallest: row}
+        # The search already simulated the smallest size (seeded, so a rerun would give the same row).
+        options = tuple(_option(n, known[n] if n in known else simulate(Static(n, name="hindsight"), window, n)[0])
+                        for n in sizes)
         windows.append(Window(start, end, len(requests), feasible, options))
         hint = smallest
     return windows

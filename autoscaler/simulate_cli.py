@@ -119,7 +119,7 @@ def _build_policies(args, profile, requests, slo: SloTarget, static_replicas: in
         "fleetserve": lambda: sim_policies.FleetServe(ours),
     }
     # Static peak provisioning always runs beside static_ondemand_min: together they are the cost references.
-    names = POLICIES if args.policy == "all" else ["static_ondemand_peak"] + [p for p in [args.policy] if p in every]
+    names = POLICIES if args.policy == "all" else [n for n in ("static_ondemand_peak", args.policy) if n in every]
     if not args.spot_trace:
         names = [n for n in names if n != "skyserve_spothedge"]
     return {name: every[name] for name in names}

@@ -58,14 +58,14 @@ def main() -> int:
     parser.add_argument("simulate_args", nargs=argparse.REMAINDER, help="-- then `fleetserve simulate` arguments")
     args = parser.parse_args()
     simulate_args = [a for a in args.simulate_args if a != "--"]
+    cli = argparse.ArgumentParser()
+    simulate_cli.add_arguments(cli)
     rows, flags, slo_fields = [], [], {}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
         for step, step_flags in STEPS[: args.steps]:
             _without(step, stack, slo_fields)
             flags += step_flags
             result = Path(scratch) / "run.json"
-            cli = argparse.ArgumentParser()
-            simulate_cli.add_arguments(cli)
             run_args = cli.parse_args([*simulate_args, *flags, "--policy", "fleetserve", "--repeats", str(args.repeats),
                                        "--json", str(result)])
             with mock.patch.object(simulate_cli, "SloTarget", functools.partial(SloTarget, **slo_fields)):
@@ -82,7 +82,8 @@ def main() -> int:
                 "cost_vs_static_ondemand_min_worst": ours["cost_vs_static_ondemand_min_worst"],
                 "cost_vs_static_ondemand_min_mean": ours["cost_vs_static_ondemand_min_mean"],
                 "gpu_hours_mean": sum(gpu_hours) / len(gpu_hours),
-                "static_ondemand_min_gpu_hours": report["repeats"][0][0]["gpu_hours_ondemand"],
+                "static_ondemand_min_gpu_hours": next(r["gpu_hours_ondemand"] for r in report["repeats"][0]
+                                                      if r["policy"] == "static_ondemand_min"),
                 "lost_worst": ours["lost_requests_worst"],
             })
             print(f"{step:22s} attainment worst {rows[-1]['attainment_feasible_worst']:.2%} "

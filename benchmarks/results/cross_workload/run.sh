@@ -26,38 +26,10 @@ set -euo pipefail
 git diff --quiet HEAD -- autoscaler src/fleetserve/api benchmarks/results/simulation_profile.json \
   benchmarks/results/simulation_profile_h100.json || { echo "commit autoscaler/ first: the results name a commit" >&2; exit 1; }
 COMMIT=$(git rev-parse --short HEAD)
-DATA=../shared/data
 OUT=benchmarks/results/cross_workload
 GEN=$(mktemp -d)  # ServeGen-driven traces are generated here, not committed (derived from shared data)
 trap 'rm -rf "$GEN"' EXIT
-BAMBOO=$DATA/bamboo-spot-preemption
-SKY=$DATA/skypilot-spot-traces/spot-traces/availability
-ZERO=$OUT/zero_capacity_zone.json  # a zone with no capacity at all: valid input, never placed on
-# Tune pools: Bamboo's AWS p3 and g4dn clusters and SkyPilot's single-node V100 zone us-east-1a (empty 83% of the time).
-POOLS_TUNE=(--spot-trace $BAMBOO/aws-p3-trace.csv --spot-trace $BAMBOO/aws-g4dn-trace.csv
-            --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1a_v100_1.json --spot-trace $ZERO)
-# Second pool set (held out until 1a0ed4a): Bamboo's g4dn.xlarge count trace of us-east-1c and SkyPilot's 16-node V100 zones us-west-2a, us-east-2b.
-POOLS_SECOND=(--spot-trace $BAMBOO/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200.csv
-              --spot-trace $SKY/16-node/aws-08-27-2023/us-west-2a_v100_1.json
-              --spot-trace $SKY/16-node/aws-08-27-2023/us-east-2b_v100_1.json --spot-trace $ZERO)
-# Held-out pools (third set): Bamboo's g4dn.xlarge count trace of us-east-1d, SkyPilot's 16-node V100 zone us-west-2c
-# and its 8-node V100 zone us-west-2b of October 2022.
-POOLS_THIRD=(--spot-trace $BAMBOO/aws-spot-instances-g4dn-xlarge-us-east-1d-2020-11-23-1730-to-2020-11-24-1530.csv
-             --spot-trace $SKY/16-node/aws-08-27-2023/us-west-2c_v100_1.json
-             --spot-trace $SKY/1-node/aws-10-26-2022/us-west-2b_v100_8.json --spot-trace $ZERO)
-# Held-out pools (fourth set): Bamboo's p2.xlarge count trace of us-east-1e, SkyPilot's single-node V100 zones us-west-2a
-# and us-east-2a of February 2023.
-POOLS_FOURTH=(--spot-trace $BAMBOO/aws-spot-instances-p2-xlarge-us-east-1e-2020-11-23-1700-to-2020-11-24-0700.csv
-              --spot-trace $SKY/1-node/aws-02-15-2023/us-west-2a_v100_1.json
-              --spot-trace $SKY/1-node/aws-02-15-2023/us-east-2a_v100_1.json --spot-trace $ZERO)
-# Every pool is an AWS trace and prices are AWS's: a reclaimed instance gets AWS's two-minute interruption notice
-# (--notice-s 120; the simulator's default of 30 s is GCP's).
-# Fifth pool set (held out): SkyPilot's V100 availability traces no other set uses.
-POOLS_FIFTH=(--spot-trace $SKY/1-node/aws-02-15-2023/us-east-1c_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1d_v100_1.json
-             --spot-trace $SKY/1-node/aws-02-15-2023/us-east-1f_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-east-2b_v100_1.json
-             --spot-trace $SKY/1-node/aws-02-15-2023/us-west-2b_v100_1.json --spot-trace $SKY/1-node/aws-02-15-2023/us-west-2c_v100_1.json
-             --spot-trace $SKY/1-node/aws-10-26-2022/us-west-2a_v100_8.json --spot-trace $ZERO)
-H100=(--profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge)
+source benchmarks/results/workloads.sh  # the five spot-pool sets, H100, servegen_clients
 run() {  # name, then fleetserve simulate arguments
   local name=$1; shift
   nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 --notice-s 120 "$@" \
@@ -67,12 +39,6 @@ run() {  # name, then fleetserve simulate arguments
 servegen() {  # output, mean rate, then --lengths traces
   local out=$1 rate=$2; shift 2
   servegen_clients m-small 29 4 "$out" "$rate" "$@"
-}
-servegen_clients() {  # client population, start hour, hours, output, mean rate, then --lengths traces
-  local clients=$1 start=$2 hours=$3 out=$4 rate=$5; shift 5
-  nice -n 19 .venv/bin/python -m fleetserve.autoscaler.sim_servegen \
-    --clients $DATA/servegen-alibaba-bailian/${clients}_client_windows.csv.gz --start-h "$start" --hours "$hours" \
-    --mean-rate "$rate" "$@" --out "$out"
 }
 
 # --- tune set ---

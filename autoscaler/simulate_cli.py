@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fleetserve.api.spec import Autoscaling, OnDemandCapacity, SpotCapacity
 from fleetserve.autoscaler import sim_hindsight, sim_policies, sim_report
 from fleetserve.autoscaler.control import LoopSettings
 from fleetserve.autoscaler.policy import Load, SloTarget, service_time_at
@@ -79,9 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routing", choices=ROUTING, default="round_robin", help="how requests reach replicas")
     parser.add_argument("--repeats", type=_number(1, low_open=False, kind=int), default=1,
                         help="runs over different spot offsets and seeds; mean and worst case per policy")
-    parser.add_argument("--on-demand-min", type=COUNT, default=1, help="our policy's on-demand floor")
-    parser.add_argument("--spot-max-share", type=_number(0, 1, low_open=False, high_open=False), default=0.9, help="our policy's largest spot share")
-    parser.add_argument("--scale-down-delay", type=NON_NEGATIVE, default=300.0, help="our policy's scale-down delay, s (the CRD default)")
+    # Our policy's settings default to the LLMDeployment's, so a simulation runs what a deployment left at its defaults would.
+    parser.add_argument("--on-demand-min", type=COUNT, default=OnDemandCapacity().min_replicas, help="our policy's on-demand floor")
+    parser.add_argument("--spot-max-share", type=_number(0, 1, low_open=False, high_open=False), default=SpotCapacity().max_share,
+                        help="our policy's largest spot share")
+    parser.add_argument("--scale-down-delay", type=NON_NEGATIVE, default=float(Autoscaling().scale_down_delay_seconds),
+                        help="our policy's scale-down delay, s")
     parser.add_argument("--notice-s", type=NON_NEGATIVE, default=30.0, help="preemption notice before a spot replica dies")
     parser.add_argument("--step-s", type=_number(0, 60), default=0.5, help="simulation time step")
     parser.add_argument("--limit-requests", type=COUNT, default=0, help="replay only the first N requests")

@@ -3,7 +3,7 @@ settings and margins taken away one after another (each row keeps the ones above
 
 A diagnosis, not a tuning: the margins are constants with reasons (docs/autoscaler.md, "Every constant and its
 reason"), not flags, so this script replaces them for its own runs only. Rows:
-  as run                 the CLI's defaults, as in the cross-workload runs
+  as run                 the settings of the cross-workload runs (their run.sh passes them)
   spot-first settings    no on-demand floor, spot allowed for the whole fleet (--on-demand-min 0 --spot-max-share 1)
   no burst factor        plan for the current rate, not the busiest window of the last five minutes
   no TTFT feedback       the observed TTFT quantile no longer raises the planned load

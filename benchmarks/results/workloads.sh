@@ -29,6 +29,9 @@ POOLS_FIFTH=(--spot-trace $SKY/1-node/aws-02-15-2023/us-east-1c_v100_1.json --sp
              --spot-trace $SKY/1-node/aws-10-26-2022/us-west-2a_v100_8.json --spot-trace $ZERO)
 # Every pool is an AWS trace and prices are AWS's: a reclaimed instance gets AWS's two-minute interruption notice
 # (--notice-s 120 in every run; the simulator's default of 30 s is GCP's).
+# FleetServe's settings in every run: an on-demand floor of 1 (an LLMDeployment's default) and up to 90% of the fleet
+# on spot (an LLMDeployment's default is 80%, fleetserve simulate's too).
+FLEETSERVE_SETTINGS=(--on-demand-min 1 --spot-max-share 0.9)
 H100=(--profile benchmarks/results/simulation_profile_h100.json --instance-type p5.48xlarge)
 
 servegen_clients() {  # client population, start hour, hours, output, mean rate, then --lengths traces

@@ -1,11 +1,17 @@
 """Bad simulator input ends in one clear line naming the file:line, field or flag: never a traceback or a hang."""
 
+import argparse
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from fleetserve import cli
+from fleetserve.autoscaler import simulate_cli
 from fleetserve.autoscaler.sim_profile import load_profile
+
+CRD = Path(__file__).parents[2] / "crds" / "llmdeployments.fleetserve.io.yaml"
 
 PROFILE = {"name": "p", "source": "test", "device": "cpu", "max_batch": 8, "kv_cache_tokens": 4000, "prefill_tokens_per_s": 5000,
            "decode_step_s": {"batch": [1, 8], "seconds": [0.02, 0.03]}, "cold_start_s": 10}
@@ -151,3 +157,16 @@ def test_the_token_budget_follows_the_engine_default(tmp_path, fields, budget):
     profile = {k: v for k, v in PROFILE.items() if k != "device"}
     (tmp_path / "profile.json").write_text(json.dumps({**profile, **fields}))
     assert load_profile(tmp_path / "profile.json").max_num_batched_tokens == budget
+
+
+def test_our_policy_settings_default_to_an_llmdeployments(inputs):
+    """`fleetserve simulate` runs what a deployment left at its defaults runs: the defaults the CRD publishes."""
+    crd = yaml.safe_load(CRD.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    capacity = spec["capacity"]["properties"]
+    parser = argparse.ArgumentParser()
+    simulate_cli.add_arguments(parser)
+    args = parser.parse_args(inputs[1])
+    assert args.spot_max_share == capacity["spot"]["properties"]["maxShare"]["default"]
+    assert args.on_demand_min == capacity["onDemand"]["properties"]["minReplicas"]["default"]
+    assert args.scale_down_delay == spec["autoscaling"]["properties"]["scaleDownDelaySeconds"]["default"]

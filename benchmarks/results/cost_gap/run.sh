@@ -9,11 +9,11 @@ set -euo pipefail
 OUT=benchmarks/results/cost_gap
 GEN=$(mktemp -d)  # the ServeGen-driven traces, as cross_workload/run.sh makes them
 trap 'rm -rf "$GEN"' EXIT
-source benchmarks/results/workloads.sh  # the spot-pool sets, H100, servegen_clients
+source benchmarks/results/workloads.sh  # the spot-pool sets, FLEETSERVE_SETTINGS, H100, servegen_clients
 gap() {  # name, how many steps, then fleetserve simulate arguments
   local name=$1 steps=$2; shift 2
   nice -n 10 .venv/bin/python benchmarks/policy_cost_gap.py --steps "$steps" --out $OUT/$name.json -- \
-    --slo-ttft 2 --notice-s 120 "$@"
+    --slo-ttft 2 --notice-s 120 "${FLEETSERVE_SETTINGS[@]}" "$@"
 }
 gap azure_conv_l4 6 "${POOLS_TUNE[@]}" --trace $DATA/azure-llm-2023/conv.csv
 gap mooncake_conversation_h100 6 "${POOLS_TUNE[@]}" "${H100[@]}" --trace $DATA/mooncake-fast25/conversation_trace.jsonl

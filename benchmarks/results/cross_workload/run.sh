@@ -29,10 +29,10 @@ COMMIT=$(git rev-parse --short HEAD)
 OUT=benchmarks/results/cross_workload
 GEN=$(mktemp -d)  # ServeGen-driven traces are generated here, not committed (derived from shared data)
 trap 'rm -rf "$GEN"' EXIT
-source benchmarks/results/workloads.sh  # the five spot-pool sets, H100, servegen_clients
+source benchmarks/results/workloads.sh  # the five spot-pool sets, FLEETSERVE_SETTINGS, H100, servegen_clients
 run() {  # name, then fleetserve simulate arguments
   local name=$1; shift
-  nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 --notice-s 120 "$@" \
+  nice -n 19 .venv/bin/fleetserve simulate --repeats 10 --policy all --slo-ttft 2 --notice-s 120 "${FLEETSERVE_SETTINGS[@]}" "$@" \
     --json $OUT/$name.json --markdown $OUT/$name.md --plot $OUT/$name.png
 }
 # ServeGen (Alibaba Bailian): M-small day 2, 05:00-09:00, the morning ramp (the rate about doubles), scaled to a mean.

@@ -184,7 +184,6 @@ def _plot(report: dict, path: Path, title: str) -> None:
     run, instant = rows[worst]["minutes"], report["variants"]["instant cold starts"]["rows"][worst]["minutes"]
     minutes = range(len(run["arrivals_per_s"]))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
-    top.plot(minutes, run["arrivals_per_s"], color="grey", label="arrivals (req/s)")
     serving = [a + b for a, b in zip(run["spot_serving"], run["on_demand_serving"])]
     top.step(minutes, serving, where="post", color="tab:blue", label="replicas serving, as run")
     top.step(minutes, run["spot_serving"], where="post", color="tab:blue", linestyle=":", label="of them spot")
@@ -193,8 +192,13 @@ def _plot(report: dict, path: Path, title: str) -> None:
     for m, n in enumerate(run["notices"]):
         if n:
             top.axvline(m, color="tab:red", alpha=0.3)
-    top.set_ylabel("req/s, replicas")
+    top.set_ylabel("replicas serving")
+    top.set_ylim(bottom=0)
     top.legend(loc="upper left", fontsize=8)
+    rate = top.twinx()
+    rate.plot(minutes, run["arrivals_per_s"], color="grey", alpha=0.6)
+    rate.set_ylabel("arrivals per second (grey)")
+    rate.set_ylim(bottom=0)
     top.set_title(f"{title}: worst repeat ({rows[worst]['ttft_slo_attainment_feasible']:.2%} within SLO); red lines: reclaim notices")
     bottom_of = [0] * len(minutes)
     for cause, color in zip(CAUSES, ("tab:red", "tab:orange", "tab:grey")):

@@ -109,6 +109,11 @@ class _Recorder:
         return row
 
 
+def _worst(rows: list[dict]) -> dict:
+    """The repeat with the lowest share of feasible requests within the SLO."""
+    return min(rows, key=lambda r: r["ttft_slo_attainment_feasible"])
+
+
 def _run_variant(cli, simulate_args: list[str], repeats: int, instant: bool, recorder: _Recorder, scratch: str) -> dict:
     result = Path(scratch) / "run.json"
     run_args = cli.parse_args([*simulate_args, "--policy", "fleetserve", "--repeats", str(repeats), "--json", str(result)])
@@ -145,7 +150,7 @@ def main() -> int:
             variants[name] = _run_variant(cli, simulate_args, args.repeats, name != "as run", recorder, scratch)
             for row, run in zip(variants[name]["rows"], recorder.runs):
                 row.update(run)
-            worst = min(variants[name]["rows"], key=lambda r: r["ttft_slo_attainment_feasible"])
+            worst = _worst(variants[name]["rows"])
             print(f"{name:20s} worst {worst['ttft_slo_attainment_feasible']:.2%} causes {worst['causes']}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +172,7 @@ def _table(report: dict) -> str:
         lines.append(f"| {row['repeat']} | {row['ttft_slo_attainment_feasible']:.2%} | {causes['preemption']} "
                      f"| {causes['load growth']} | {causes['steady']} | {other['ttft_slo_attainment_feasible']:.2%} "
                      f"| {row['cost_vs_static_ondemand_min']:.1%} ({other['cost_vs_static_ondemand_min']:.1%}) |")
-    worst = [min(v["rows"], key=lambda r: r["ttft_slo_attainment_feasible"])["ttft_slo_attainment_feasible"]
-             for v in report["variants"].values()]
+    worst = [_worst(v["rows"])["ttft_slo_attainment_feasible"] for v in report["variants"].values()]
     lines.append(f"| worst | {worst[0]:.2%} | | | | {worst[1]:.2%} | |")
     return "\n".join(lines) + "\n"
 
@@ -180,7 +184,7 @@ def _plot(report: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["variants"]["as run"]["rows"]
-    worst = min(range(len(rows)), key=lambda i: rows[i]["ttft_slo_attainment_feasible"])
+    worst = rows.index(_worst(rows))
     run, instant = rows[worst]["minutes"], report["variants"]["instant cold starts"]["rows"][worst]["minutes"]
     minutes = range(len(run["arrivals_per_s"]))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
